@@ -116,9 +116,13 @@ func setupMounts(cfg hostConfig) error {
 		{"mount /proc", func() error {
 			return unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 		}},
-		{"mount /run", func() error { return unix.Mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755,size=64m") }},
+		{"mount /run", func() error {
+			return unix.Mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755,size=64m")
+		}},
 		{"create /run/sshd", func() error { return os.MkdirAll("/run/sshd", 0o755) }},
-		{"mount /tmp", func() error { return unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=256m") }},
+		{"mount /tmp", func() error {
+			return unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=256m")
+		}},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
@@ -156,7 +160,7 @@ func setupMounts(cfg hostConfig) error {
 
 func setupNetwork(addr string) error {
 	cmd := exec.Command("ip", "-batch", "-")
-	cmd.Stdin = strings.NewReader("link set lo up\naddr add " + addr + " dev eth0\nlink set eth0 up\n")
+	cmd.Stdin = strings.NewReader("link set lo up\naddr add " + addr + " brd + dev eth0\nlink set eth0 up\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("configure eth0 with %s: %v: %s", addr, err, out)
 	}

@@ -53,6 +53,14 @@ type Lab struct {
 	Hosts      []*Host      `json:"hosts"`
 }
 
+// Broadcast is the lab's broadcast address: every host receives what is sent
+// there from the gateway.
+func (l *Lab) Broadcast() netip.Addr {
+	a := l.Prefix.Addr().As4()
+	a[3] = 255
+	return netip.AddrFrom4(a)
+}
+
 // Host is one lab host.
 type Host struct {
 	Name      string     `json:"name"`
@@ -304,7 +312,7 @@ func (l *Lab) prepare(n int) error {
 		"link add "+l.Bridge+" type bridge",
 		// Keep the root side quiet too: no IPv6 chatter in captures.
 		sysctlCmd(l.Bridge),
-		"addr add "+netip.PrefixFrom(l.Gateway, 24).String()+" dev "+l.Bridge,
+		"addr add "+netip.PrefixFrom(l.Gateway, 24).String()+" brd + dev "+l.Bridge,
 		"link set "+l.Bridge+" up",
 	)
 }

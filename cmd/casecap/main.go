@@ -1,0 +1,140 @@
+// Command casecap runs coordinated packet captures on many hosts at once.
+//
+// This package only turns flags into options and calls into the packages
+// that do the work; exit codes are decided in one place, exitCode.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args, os.Stdout, os.Stderr))
+}
+
+// run is main without the process: tests call it with their own writers.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "casecap:", err)
+	return exitCode(err)
+}
+
+// Exit codes (DESIGN.md section 2).
+const (
+	exitOK      = 0
+	exitFailure = 1 // a runtime failure on at least one host or capture
+	exitUsage   = 2 // bad usage or an invalid plan; no host was touched
+)
+
+// usageError marks errors in how casecap was called.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// notBuiltError is returned by commands whose issue has not landed yet, so
+// that nothing pretends to have succeeded.
+type notBuiltError struct {
+	command string
+	issue   int
+}
+
+func (e notBuiltError) Error() string {
+	return fmt.Sprintf("%s is not built yet (issue %d); nothing was done", e.command, e.issue)
+}
+
+// exitCode is the one place where errors become exit codes.
+func exitCode(err error) int {
+	var usage usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &usage):
+		return exitUsage
+	}
+	return exitFailure
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:      "casecap",
+		Usage:     "coordinated packet captures on many hosts at once",
+		Version:   version,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Description: "casecap reads a capture plan (YAML), connects to every host over SSH, starts every\n" +
+			"capture at one agreed instant, stops them together and collects the files, verified,\n" +
+			"into a local case folder. See README.md and examples/.",
+		HideHelpCommand: true,
+		Commands: []*cli.Command{
+			validateCommand(),
+			runCommand(),
+			startCommand(),
+			statusCommand(),
+			stopCommand(),
+			collectCommand(),
+			targetsCommand(),
+			pointsCommand(),
+		},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err.Error()}
+		},
+		// Reached only when no command matched.
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usageError{fmt.Sprintf("unknown command %q; see casecap --help", c.Args().First())}
+			}
+			_ = cli.ShowAppHelp(c)
+			return usageError{"a command is needed"}
+		},
+	}
+}
+
+// jsonFlag is on every command: machine-readable output on stdout.
+func jsonFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON on stdout"}
+}
+
+// planArg returns the single PLAN argument.
+func planArg(c *cli.Context) (string, error) {
+	if c.NArg() != 1 {
+		return "", usageError{fmt.Sprintf("%s needs exactly one PLAN file, got %d arguments", c.Command.FullName(), c.NArg())}
+	}
+	return c.Args().First(), nil
+}
+
+// planCommand builds a command that takes one PLAN argument.
+func planCommand(name, usage, description string, action func(c *cli.Context, plan string) error, flags ...cli.Flag) *cli.Command {
+	return &cli.Command{
+		Name:        name,
+		Usage:       usage,
+		Description: description,
+		ArgsUsage:   "PLAN",
+		Flags:       append([]cli.Flag{jsonFlag()}, flags...),
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err.Error()}
+		},
+		Action: func(c *cli.Context) error {
+			plan, err := planArg(c)
+			if err != nil {
+				return err
+			}
+			return action(c, plan)
+		},
+	}
+}

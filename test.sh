@@ -1,0 +1,63 @@
+#!/bin/sh
+# casecap's whole test suite: unit tests, lab (end-to-end) tests, short fuzz
+# runs, then a check that the lab left nothing behind. Run it as root on a
+# Debian machine: it installs the system packages the lab needs when they are
+# missing. Not as root, lab tests skip and say why (under CI=true they fail).
+#
+#   ./test.sh                    # everything
+#   FUZZTIME=30s ./test.sh       # longer fuzz runs
+#   CASECAP_LAB_KEEP=1 ./test.sh # keep a failing test's lab up to debug it
+set -eu
+cd "$(dirname "$0")"
+export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+
+need=""
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
+[ -x /usr/sbin/sshd ] || need="$need openssh-server"
+command -v tshark >/dev/null 2>&1 || need="$need tshark"
+command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
+if [ -n "$need" ]; then
+	if [ "$(id -u)" -eq 0 ]; then
+		echo "== installing:$need"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -q
+		apt-get install -y -q --no-install-recommends $need
+	else
+		echo "== missing:$need (run as root to install them; lab tests will skip)"
+	fi
+fi
+command -v go >/dev/null 2>&1 || { echo "go is not installed (https://go.dev/dl/, go 1.26 or later)"; exit 1; }
+
+echo "== gofmt, go vet"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change: $unformatted"
+	exit 1
+fi
+go vet ./...
+
+echo "== go test"
+go test -count=1 -timeout 20m ./...
+
+echo "== fuzz (${FUZZTIME:=10s} each)"
+grep -rl --include='*_test.go' '^func Fuzz' . | while read -r file; do
+	dir=$(dirname "$file")
+	for fn in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$file"); do
+		echo "-- $dir $fn"
+		go test -run='^$' -fuzz="^$fn\$" -fuzztime="$FUZZTIME" "$dir" >/tmp/casecap-fuzz.log 2>&1 || {
+			cat /tmp/casecap-fuzz.log
+			exit 1
+		}
+	done
+done
+
+echo "== nothing left behind"
+left=$(ip -o link show 2>/dev/null | grep -E ': (ccbr[0-9]+|cc[0-9]+h[0-9]+)[:@]' || true)
+dirs=$(ls -d "${CASECAP_LAB_DIR:-/var/lib/casecap-lab}"/[0-9]* 2>/dev/null || true)
+procs=$(grep -l CASECAP_LAB_INIT /proc/[0-9]*/environ 2>/dev/null || true)
+if [ -n "$left$dirs$procs" ]; then
+	echo "the lab left links, directories or processes behind:"
+	echo "$left$dirs$procs"
+	exit 1
+fi
+echo "== all tests passed"
