@@ -13,6 +13,8 @@ import (
 	"os/signal"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/casecap/casecap/plans"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -28,10 +30,18 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
 	err := app.RunContext(ctx, args)
-	if err == nil {
-		return 0
+	var (
+		invalid *plans.Error
+		shown   invalidPlan
+	)
+	switch {
+	case err == nil:
+	case errors.As(err, &shown): // already printed
+	case errors.As(err, &invalid):
+		fmt.Fprintf(stderr, "%v\ncasecap: the plan is invalid (%d problems); no host was touched\n", invalid, len(invalid.Diags))
+	default:
+		fmt.Fprintln(stderr, "casecap:", err)
 	}
-	fmt.Fprintln(stderr, "casecap:", err)
 	return exitCode(err)
 }
 
@@ -60,11 +70,15 @@ func (e notBuiltError) Error() string {
 
 // exitCode is the one place where errors become exit codes.
 func exitCode(err error) int {
-	var usage usageError
+	var (
+		usage   usageError
+		invalid *plans.Error
+		shown   invalidPlan
+	)
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &usage):
+	case errors.As(err, &usage), errors.As(err, &invalid), errors.As(err, &shown):
 		return exitUsage
 	}
 	return exitFailure

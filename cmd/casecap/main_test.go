@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -40,5 +41,61 @@ func TestExitCodes(t *testing.T) {
 		if code, _, errOut := runCLI(t, c.args...); code != c.want {
 			t.Errorf("casecap %v: exit %d, want %d (stderr %q)", c.args, code, c.want, errOut)
 		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	code, out, errOut := runCLI(t, "validate", "../../examples/vm-to-vm-loss.yaml")
+	if code != exitOK {
+		t.Fatalf("validate a good plan: exit %d, stderr %s", code, errOut)
+	}
+	for _, want := range []string{"esxi01.app01.eth0.VnicTxRx.pcapng", "esxi02.db01.eth0.VnicTxRx.pcapng", "Case_12345678", "10m snap 256"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("validate output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, errOut = runCLI(t, "validate", "../../plans/testdata/bad/53-many-errors-at-once.yaml")
+	if code != exitUsage || out != "" || strings.Count(errOut, "53-many-errors-at-once.yaml:") != 9 {
+		t.Errorf("validate a bad plan: exit %d, stdout %q, stderr:\n%s\nwant exit 2, nothing on stdout, 9 problems", code, out, errOut)
+	}
+	code, out, _ = runCLI(t, "validate", "--json", "../../plans/testdata/bad/12-unknown-point.yaml")
+	var res struct {
+		Valid  bool `json:"valid"`
+		Errors []struct {
+			Line int    `json:"line"`
+			Path string `json:"path"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitUsage || res.Valid || len(res.Errors) != 1 || res.Errors[0].Path != "hosts[0].captures[0].points[1]" {
+		t.Errorf("validate --json of a bad plan: exit %d, %+v, %v", code, res, err)
+	}
+	code, out, _ = runCLI(t, "validate", "--json", "../../examples/linux-fleet.yaml")
+	var good struct {
+		Valid bool `json:"valid"`
+		Plan  struct {
+			Hosts []struct {
+				Captures []struct {
+					File string `json:"file"`
+				} `json:"captures"`
+			} `json:"hosts"`
+		} `json:"plan"`
+	}
+	if err := json.Unmarshal([]byte(out), &good); err != nil || code != exitOK || !good.Valid || good.Plan.Hosts[0].Captures[0].File != "lb01.eth0.RxTx.pcapng" {
+		t.Errorf("validate --json of a good plan: exit %d, %+v, %v", code, good, err)
+	}
+	if code, _, _ := runCLI(t, "validate", "no-such-plan.yaml"); code != exitFailure {
+		t.Errorf("validate a missing file: exit %d, want %d", code, exitFailure)
+	}
+}
+
+func TestPoints(t *testing.T) {
+	code, out, _ := runCLI(t, "points", "--json")
+	var pts []struct{ Name, Meaning string }
+	if err := json.Unmarshal([]byte(out), &pts); err != nil || code != 0 || len(pts) < 30 {
+		t.Fatalf("points --json: exit %d, %d points, %v", code, len(pts), err)
+	}
+	code, out, _ = runCLI(t, "points")
+	if code != 0 || !strings.Contains(out, "EtherswitchDispath") || !strings.Contains(out, "UplinkRcvKernel") {
+		t.Errorf("points: exit %d\n%s", code, out)
 	}
 }

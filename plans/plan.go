@@ -1,0 +1,254 @@
+package plans
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Schema limits and defaults.
+const (
+	DefaultDuration = 10 * time.Minute
+	MaxDuration     = 24 * time.Hour // nothing runs forever
+	DefaultSnaplen  = 0              // whole packets
+	MinSnaplen      = 24
+	MaxSnaplen      = 262144
+	CaseDirPrefix   = "Case_"
+)
+
+// Plan is a validated, compiled capture plan.
+type Plan struct {
+	File        string  `json:"file"`
+	Version     int     `json:"version"`
+	Case        string  `json:"case"`
+	Description string  `json:"description,omitempty"`
+	Hosts       []*Host `json:"hosts"`
+	Warnings    []Diag  `json:"warnings,omitempty"`
+	Source      []byte  `json:"-"` // the plan as written, copied into the case folder
+}
+
+// CaseDir is the case folder's name, local and remote: Case_<case>.
+func (p *Plan) CaseDir() string { return CaseDirPrefix + p.Case }
+
+// Captures lists every capture of every host, in plan order.
+func (p *Plan) Captures() []*Capture {
+	var all []*Capture
+	for _, h := range p.Hosts {
+		all = append(all, h.Captures...)
+	}
+	return all
+}
+
+// Kind is what a host is.
+type Kind string
+
+// Host kinds.
+const (
+	KindAuto  Kind = "auto" // detected at preflight
+	KindESXi  Kind = "esxi"
+	KindLinux Kind = "linux"
+	KindLocal Kind = "local" // this machine, no SSH
+)
+
+// Host is one host of the plan.
+type Host struct {
+	Name      string     `json:"name"`
+	Address   string     `json:"address,omitempty"`
+	Kind      Kind       `json:"kind"`
+	Datastore string     `json:"datastore"`
+	SSH       SSH        `json:"ssh"`
+	Captures  []*Capture `json:"captures"`
+	Line      int        `json:"line"`
+}
+
+// SSH says how to reach a host. Secrets are never here: PasswordEnv names an
+// environment variable that holds the password.
+type SSH struct {
+	User           string        `json:"user"`
+	Port           int           `json:"port"`
+	IdentityFile   string        `json:"identity_file,omitempty"`
+	KnownHosts     string        `json:"known_hosts,omitempty"`
+	PasswordEnv    string        `json:"password_env,omitempty"`
+	Jump           string        `json:"jump,omitempty"`
+	ConnectTimeout time.Duration `json:"connect_timeout"`
+	Keepalive      time.Duration `json:"keepalive"`
+}
+
+// TargetKind is what a capture is attached to.
+type TargetKind string
+
+// Target kinds. TargetNone is a standalone ESXi capture point (Drop, ...).
+const (
+	TargetSwitchport TargetKind = "switchport"
+	TargetUplink     TargetKind = "uplink"
+	TargetVmk        TargetKind = "vmk"
+	TargetVM         TargetKind = "vm"
+	TargetDVFilter   TargetKind = "dvfilter"
+	TargetInterface  TargetKind = "interface"
+	TargetNone       TargetKind = "none"
+)
+
+// esxiOnly reports whether a target kind exists only on ESXi.
+func (k TargetKind) esxiOnly() bool { return k != TargetInterface }
+
+// Target is where a capture is attached.
+type Target struct {
+	Kind       TargetKind `json:"kind"`
+	Switchport uint32     `json:"switchport,omitempty"`
+	Name       string     `json:"name,omitempty"` // uplink, vmk, dvfilter or interface name
+	VM         string     `json:"vm,omitempty"`
+	VNIC       string     `json:"vnic,omitempty"`
+	// AutoUplink asks preflight to add a capture on the team uplink of this
+	// VM or switchport (`uplink: auto`), at UplinkPoints.
+	AutoUplink   bool     `json:"auto_uplink,omitempty"`
+	UplinkPoints []string `json:"uplink_points,omitempty"`
+}
+
+// String is the target as a person would say it.
+func (t Target) String() string {
+	switch t.Kind {
+	case TargetSwitchport:
+		return "switchport " + strconv.FormatUint(uint64(t.Switchport), 10)
+	case TargetVM:
+		return "vm " + t.VM + " vnic " + t.VNIC
+	case TargetNone:
+		return "(standalone)"
+	}
+	return string(t.Kind) + " " + t.Name
+}
+
+// Direction is the ESXi --dir value.
+type Direction string
+
+// ESXi directions (pktcap-uw --dir 0, 1, 2).
+const (
+	DirNone   Direction = ""
+	DirInput  Direction = "input"
+	DirOutput Direction = "output"
+	DirBoth   Direction = "inputAndOutput"
+)
+
+// Stage is the ESXi --stage value.
+type Stage string
+
+// ESXi stages (pktcap-uw --stage 0, 1).
+const (
+	StageNone Stage = ""
+	StagePre  Stage = "pre"
+	StagePost Stage = "post"
+)
+
+// Capture is one capture, fully resolved from the plan.
+type Capture struct {
+	Host   string `json:"host"`
+	Target Target `json:"target"`
+	// Points are ESXi capture points, or Linux directions (Rx, Tx).
+	Points        []string      `json:"points,omitempty"`
+	Dir           Direction     `json:"dir,omitempty"`
+	Stage         Stage         `json:"stage,omitempty"`
+	Filter        Filter        `json:"filter"`
+	ExcludeOwnSSH bool          `json:"exclude_own_ssh"`
+	Snaplen       int           `json:"snaplen"`
+	Duration      time.Duration `json:"duration"`
+	MaxPackets    uint64        `json:"max_packets,omitempty"`
+	MaxBytes      uint64        `json:"max_bytes,omitempty"`
+	MinFree       uint64        `json:"min_free,omitempty"`
+	Label         string        `json:"label,omitempty"`
+	File          string        `json:"file"`
+	Path          string        `json:"path"` // YAML path, for messages: hosts[0].captures[1]
+	Line          int           `json:"line"`
+	Col           int           `json:"-"`
+}
+
+// Filter is a structured packet filter; zero fields match everything. All
+// set fields must match (AND).
+type Filter struct {
+	IP      netip.Addr   `json:"ip,omitzero"`
+	SrcIP   netip.Prefix `json:"srcip,omitzero"`
+	DstIP   netip.Prefix `json:"dstip,omitzero"`
+	MAC     MAC          `json:"mac,omitzero"`
+	SrcMAC  MAC          `json:"srcmac,omitzero"`
+	DstMAC  MAC          `json:"dstmac,omitzero"`
+	EthType *uint16      `json:"ethtype,omitempty"`
+	VLAN    *uint16      `json:"vlan,omitempty"`
+	Proto   *uint8       `json:"proto,omitempty"`
+	Port    *uint16      `json:"port,omitempty"`
+	SrcPort *uint16      `json:"srcport,omitempty"`
+	DstPort *uint16      `json:"dstport,omitempty"`
+	TCPPort *uint16      `json:"tcpport,omitempty"`
+	UDPPort *uint16      `json:"udpport,omitempty"`
+	VXLAN   *uint32      `json:"vxlan,omitempty"`
+	Expr    string       `json:"expr,omitempty"`
+}
+
+// IsZero reports whether the filter matches everything.
+func (f Filter) IsZero() bool { return f.String() == "" }
+
+// String is the filter in the plan's own words: "ip=192.0.2.10 proto=icmp".
+func (f Filter) String() string {
+	var parts []string
+	add := func(k, v string) { parts = append(parts, k+"="+v) }
+	if f.IP.IsValid() {
+		add("ip", f.IP.String())
+	}
+	if f.SrcIP.IsValid() {
+		add("srcip", prefixString(f.SrcIP))
+	}
+	if f.DstIP.IsValid() {
+		add("dstip", prefixString(f.DstIP))
+	}
+	for _, m := range []struct {
+		k string
+		v MAC
+	}{{"mac", f.MAC}, {"srcmac", f.SrcMAC}, {"dstmac", f.DstMAC}} {
+		if !m.v.IsZero() {
+			add(m.k, m.v.String())
+		}
+	}
+	if f.EthType != nil {
+		add("ethtype", fmt.Sprintf("0x%04x", *f.EthType))
+	}
+	if f.VLAN != nil {
+		add("vlan", strconv.Itoa(int(*f.VLAN)))
+	}
+	if f.Proto != nil {
+		add("proto", protoName(*f.Proto))
+	}
+	for _, p := range []struct {
+		k string
+		v *uint16
+	}{{"port", f.Port}, {"srcport", f.SrcPort}, {"dstport", f.DstPort}, {"tcpport", f.TCPPort}, {"udpport", f.UDPPort}} {
+		if p.v != nil {
+			add(p.k, strconv.Itoa(int(*p.v)))
+		}
+	}
+	if f.VXLAN != nil {
+		add("vxlan", strconv.FormatUint(uint64(*f.VXLAN), 10))
+	}
+	if f.Expr != "" {
+		add("expr", strconv.Quote(f.Expr))
+	}
+	return strings.Join(parts, " ")
+}
+
+// prefixString shows a /32 as a plain address.
+func prefixString(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+// MAC is a 6-byte Ethernet address that is comparable and JSON-friendly.
+type MAC [6]byte
+
+// IsZero reports whether the MAC is unset.
+func (m MAC) IsZero() bool { return m == MAC{} }
+
+func (m MAC) String() string { return net.HardwareAddr(m[:]).String() }
+
+// MarshalText makes a MAC print as aa:bb:cc:dd:ee:ff in JSON.
+func (m MAC) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
