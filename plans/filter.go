@@ -1,29 +1,15 @@
 package plans
 
 import (
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"unicode"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/casecap/casecap/plans/filter"
 )
-
-// protocols are the IP protocol names a plan may use (proto: icmp).
-var protocols = map[string]uint8{
-	"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51,
-	"ospf": 89, "pim": 103, "vrrp": 112, "sctp": 132,
-}
-
-func protoName(p uint8) string {
-	for name, n := range protocols {
-		if n == p {
-			return name
-		}
-	}
-	return strconv.Itoa(int(p))
-}
 
 // ethTypes are the EtherType names a plan may use (ethtype: arp).
 var ethTypes = map[string]uint16{
@@ -76,7 +62,7 @@ func (d *decoder) filter(n *yaml.Node, path string) Filter {
 			}
 		},
 		"proto": func(v *yaml.Node, p string) {
-			if x, ok := named(d, v, p, protocols, 255, "an IP protocol such as icmp, tcp, udp or 0x01"); ok {
+			if x, ok := named(d, v, p, filter.Protocols, 255, "an IP protocol such as icmp, tcp, udp or 0x01"); ok {
 				u := uint8(x)
 				f.Proto = &u
 			}
@@ -149,12 +135,12 @@ func (d *decoder) mac(n *yaml.Node, path string) (MAC, bool) {
 	if !ok {
 		return MAC{}, false
 	}
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
-		d.errf(n, path, "want a MAC address such as 00:50:56:aa:bb:cc, got %q", s)
+	m, err := filter.ParseMAC(s)
+	if err != nil {
+		d.errf(n, path, "%v", err)
 		return MAC{}, false
 	}
-	return MAC(hw), true
+	return m, true
 }
 
 // named reads a number (decimal or 0x hex) up to hi, or one of names.

@@ -17,6 +17,8 @@ import (
 	"unicode"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/casecap/casecap/plans/filter"
 )
 
 // MaxPlanSize bounds what Load reads: a 200-host plan is ~100 KiB.
@@ -756,16 +758,16 @@ func filterConflicts(f Filter) []string {
 		msgs = append(msgs, "tcpport and udpport together match nothing (a packet is TCP or UDP); use port for either")
 	}
 	if f.TCPPort != nil && proto >= 0 && proto != 6 {
-		msgs = append(msgs, fmt.Sprintf("tcpport with proto %s matches nothing", protoName(uint8(proto))))
+		msgs = append(msgs, fmt.Sprintf("tcpport with proto %s matches nothing", filter.ProtoName(uint8(proto))))
 	}
 	if f.UDPPort != nil && proto >= 0 && proto != 17 {
-		msgs = append(msgs, fmt.Sprintf("udpport with proto %s matches nothing", protoName(uint8(proto))))
+		msgs = append(msgs, fmt.Sprintf("udpport with proto %s matches nothing", filter.ProtoName(uint8(proto))))
 	}
 	if (f.Port != nil || f.SrcPort != nil || f.DstPort != nil) && proto >= 0 && proto != 6 && proto != 17 && proto != 132 {
-		msgs = append(msgs, fmt.Sprintf("ports with proto %s match nothing; ports exist for tcp, udp and sctp", protoName(uint8(proto))))
+		msgs = append(msgs, fmt.Sprintf("ports with proto %s match nothing; ports exist for tcp, udp and sctp", filter.ProtoName(uint8(proto))))
 	}
 	if f.VXLAN != nil && proto >= 0 && proto != 17 {
-		msgs = append(msgs, "vxlan is carried over UDP; it cannot match with proto "+protoName(uint8(proto)))
+		msgs = append(msgs, "vxlan is carried over UDP; it cannot match with proto "+filter.ProtoName(uint8(proto)))
 	}
 	if f.EthType != nil && *f.EthType != 0x0800 && (f.IP.IsValid() || f.SrcIP.IsValid() || f.DstIP.IsValid() || f.Proto != nil) {
 		msgs = append(msgs, fmt.Sprintf("IPv4 fields with ethtype 0x%04x match nothing", *f.EthType))

@@ -1,12 +1,10 @@
 package plans
 
 import (
-	"fmt"
-	"net"
-	"net/netip"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/casecap/casecap/plans/filter"
 )
 
 // Schema limits and defaults.
@@ -163,92 +161,8 @@ type Capture struct {
 	Col           int           `json:"-"`
 }
 
-// Filter is a structured packet filter; zero fields match everything. All
-// set fields must match (AND).
-type Filter struct {
-	IP      netip.Addr   `json:"ip,omitzero"`
-	SrcIP   netip.Prefix `json:"srcip,omitzero"`
-	DstIP   netip.Prefix `json:"dstip,omitzero"`
-	MAC     MAC          `json:"mac,omitzero"`
-	SrcMAC  MAC          `json:"srcmac,omitzero"`
-	DstMAC  MAC          `json:"dstmac,omitzero"`
-	EthType *uint16      `json:"ethtype,omitempty"`
-	VLAN    *uint16      `json:"vlan,omitempty"`
-	Proto   *uint8       `json:"proto,omitempty"`
-	Port    *uint16      `json:"port,omitempty"`
-	SrcPort *uint16      `json:"srcport,omitempty"`
-	DstPort *uint16      `json:"dstport,omitempty"`
-	TCPPort *uint16      `json:"tcpport,omitempty"`
-	UDPPort *uint16      `json:"udpport,omitempty"`
-	VXLAN   *uint32      `json:"vxlan,omitempty"`
-	Expr    string       `json:"expr,omitempty"`
-}
+// Filter is a capture's structured packet filter (see package filter).
+type Filter = filter.Filter
 
-// IsZero reports whether the filter matches everything.
-func (f Filter) IsZero() bool { return f.String() == "" }
-
-// String is the filter in the plan's own words: "ip=192.0.2.10 proto=icmp".
-func (f Filter) String() string {
-	var parts []string
-	add := func(k, v string) { parts = append(parts, k+"="+v) }
-	if f.IP.IsValid() {
-		add("ip", f.IP.String())
-	}
-	if f.SrcIP.IsValid() {
-		add("srcip", prefixString(f.SrcIP))
-	}
-	if f.DstIP.IsValid() {
-		add("dstip", prefixString(f.DstIP))
-	}
-	for _, m := range []struct {
-		k string
-		v MAC
-	}{{"mac", f.MAC}, {"srcmac", f.SrcMAC}, {"dstmac", f.DstMAC}} {
-		if !m.v.IsZero() {
-			add(m.k, m.v.String())
-		}
-	}
-	if f.EthType != nil {
-		add("ethtype", fmt.Sprintf("0x%04x", *f.EthType))
-	}
-	if f.VLAN != nil {
-		add("vlan", strconv.Itoa(int(*f.VLAN)))
-	}
-	if f.Proto != nil {
-		add("proto", protoName(*f.Proto))
-	}
-	for _, p := range []struct {
-		k string
-		v *uint16
-	}{{"port", f.Port}, {"srcport", f.SrcPort}, {"dstport", f.DstPort}, {"tcpport", f.TCPPort}, {"udpport", f.UDPPort}} {
-		if p.v != nil {
-			add(p.k, strconv.Itoa(int(*p.v)))
-		}
-	}
-	if f.VXLAN != nil {
-		add("vxlan", strconv.FormatUint(uint64(*f.VXLAN), 10))
-	}
-	if f.Expr != "" {
-		add("expr", strconv.Quote(f.Expr))
-	}
-	return strings.Join(parts, " ")
-}
-
-// prefixString shows a /32 as a plain address.
-func prefixString(p netip.Prefix) string {
-	if p.IsSingleIP() {
-		return p.Addr().String()
-	}
-	return p.String()
-}
-
-// MAC is a 6-byte Ethernet address that is comparable and JSON-friendly.
-type MAC [6]byte
-
-// IsZero reports whether the MAC is unset.
-func (m MAC) IsZero() bool { return m == MAC{} }
-
-func (m MAC) String() string { return net.HardwareAddr(m[:]).String() }
-
-// MarshalText makes a MAC print as aa:bb:cc:dd:ee:ff in JSON.
-func (m MAC) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+// MAC is an Ethernet address in a filter.
+type MAC = filter.MAC
