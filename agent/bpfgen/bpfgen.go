@@ -36,10 +36,12 @@ const (
 	Out            // sent by this host
 )
 
-// Conn is a TCP connection to leave out of a capture, such as the SSH
-// session casecap itself runs over.
+// Conn is TCP traffic to leave out of a capture, such as the SSH sessions
+// casecap itself runs over. A zero client port means every connection from
+// that client to the server's port.
 type Conn struct {
-	Client, Server netip.AddrPort
+	Client netip.AddrPort `json:"client"`
+	Server netip.AddrPort `json:"server"`
 }
 
 // Options complete a filter into a capture program.
@@ -201,10 +203,14 @@ func exclude(a *asm, c Conn, reject string) {
 	notFragment(a, keep)
 	ports := func(src, dst uint16) {
 		toL4(a)
-		a.emit(bpf.LoadIndirect{Off: 0, Size: 2})
-		a.jumpIf(bpf.JumpNotEqual, uint32(src), keep, "")
-		a.emit(bpf.LoadIndirect{Off: 2, Size: 2})
-		a.jumpIf(bpf.JumpNotEqual, uint32(dst), keep, "")
+		if src != 0 {
+			a.emit(bpf.LoadIndirect{Off: 0, Size: 2})
+			a.jumpIf(bpf.JumpNotEqual, uint32(src), keep, "")
+		}
+		if dst != 0 {
+			a.emit(bpf.LoadIndirect{Off: 2, Size: 2})
+			a.jumpIf(bpf.JumpNotEqual, uint32(dst), keep, "")
+		}
 		a.goTo(reject)
 	}
 	a.emit(bpf.LoadIndirect{Off: 12, Size: 4})
@@ -353,9 +359,40 @@ func Expression(f filter.Filter, opt Options) string {
 		terms = append(terms, e)
 	}
 	for _, c := range opt.Exclude {
-		cl, sv := c.Client, c.Server
-		terms = append(terms, fmt.Sprintf("not (tcp and ((src host %s and src port %d and dst host %s and dst port %d) or (src host %s and src port %d and dst host %s and dst port %d)))",
-			cl.Addr(), cl.Port(), sv.Addr(), sv.Port(), sv.Addr(), sv.Port(), cl.Addr(), cl.Port()))
+		terms = append(terms, "not "+connExpr(c))
 	}
 	return strings.Join(terms, " and ")
+}
+
+// connExpr is a Conn in pcap-filter syntax.
+func connExpr(c Conn) string {
+	end := func(dir string, ap netip.AddrPort) string {
+		if ap.Port() == 0 {
+			return fmt.Sprintf("%s host %s", dir, ap.Addr())
+		}
+		return fmt.Sprintf("%s host %s and %s port %d", dir, ap.Addr(), dir, ap.Port())
+	}
+	return fmt.Sprintf("(tcp and ((%s and %s) or (%s and %s)))",
+		end("src", c.Client), end("dst", c.Server), end("src", c.Server), end("dst", c.Client))
+}
+
+var directionNames = [...]string{Both: "both", In: "in", Out: "out"}
+
+// MarshalText writes both, in or out.
+func (d Direction) MarshalText() ([]byte, error) {
+	if int(d) < 0 || int(d) >= len(directionNames) {
+		return nil, fmt.Errorf("bad direction %d", int(d))
+	}
+	return []byte(directionNames[d]), nil
+}
+
+// UnmarshalText reads what MarshalText wrote.
+func (d *Direction) UnmarshalText(b []byte) error {
+	for i, n := range directionNames {
+		if n == string(b) {
+			*d = Direction(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("bad direction %q: want both, in or out", b)
 }

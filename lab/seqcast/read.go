@@ -27,6 +27,9 @@ type Summary struct {
 	// Last: when, on the sender's clock, the capture saw its first and last
 	// packet of the stream.
 	FirstSent, LastSent time.Time
+	// FirstSeen and LastSeen are the capture's own timestamps of the
+	// earliest and latest stream packet in the file.
+	FirstSeen, LastSeen time.Time
 	Other               int // packets in the file that are not of the stream
 }
 
@@ -107,6 +110,12 @@ func Read(r io.Reader, stream uint32) (Summary, error) {
 			continue
 		}
 		sum.Packets++
+		if sum.FirstSeen.IsZero() || ci.Timestamp.Before(sum.FirstSeen) {
+			sum.FirstSeen = ci.Timestamp
+		}
+		if ci.Timestamp.After(sum.LastSeen) {
+			sum.LastSeen = ci.Timestamp
+		}
 		seqs = append(seqs, p.Seq)
 		if _, dup := sent[p.Seq]; !dup {
 			sent[p.Seq] = p.Sent

@@ -78,7 +78,11 @@ func TestReadPcapAndPcapng(t *testing.T) {
 		if !got.FirstSent.Equal(want.FirstSent) || !got.LastSent.Equal(want.LastSent) {
 			t.Errorf("%s: sent times %v..%v, want %v..%v", name, got.FirstSent, got.LastSent, want.FirstSent, want.LastSent)
 		}
+		if !got.FirstSeen.Equal(t0) || !got.LastSeen.Equal(t0.Add(6*time.Millisecond)) {
+			t.Errorf("%s: seen %v..%v, want %v..%v", name, got.FirstSeen, got.LastSeen, t0, t0.Add(6*time.Millisecond))
+		}
 		got.FirstSent, got.LastSent = want.FirstSent, want.LastSent
+		got.FirstSeen, got.LastSeen = time.Time{}, time.Time{}
 		if got != want {
 			t.Errorf("%s: got %+v, want %+v", name, got, want)
 		}

@@ -16,6 +16,9 @@ type SendOptions struct {
 	Stream   uint32         // tells this stream from others in one file
 	Interval time.Duration  // time between packets; the resolution of skew figures
 	Count    uint64         // packets to send; 0 sends until ctx ends
+	// OnSend, if set, is told when each packet left (for tests that must
+	// know the send time of packets a capture did not keep).
+	OnSend func(seq uint64, at time.Time)
 }
 
 // Sent says what a Send did.
@@ -68,6 +71,9 @@ func Send(ctx context.Context, opt SendOptions) (Sent, error) {
 		buf = Packet{Stream: opt.Stream, Seq: seq, Sent: now}.Marshal(buf[:0])
 		if _, err := conn.WriteToUDP(buf, dst); err != nil {
 			return s, fmt.Errorf("seqcast: send #%d to %s: %w", seq, opt.To, err)
+		}
+		if opt.OnSend != nil {
+			opt.OnSend(seq, now)
 		}
 		if s.Packets == 0 {
 			s.First = now

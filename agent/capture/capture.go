@@ -1,0 +1,390 @@
+//go:build linux
+
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/casecap/casecap/agent/bpfgen"
+	"github.com/casecap/casecap/agent/ring"
+	"github.com/casecap/casecap/plans/filter"
+)
+
+// Spec is one capture, as the agent is told to run it.
+type Spec struct {
+	Name      string // file stem: host.port.points; also the interface block's name
+	File      string // output path
+	Host      string
+	Case      string
+	Interface string // Linux interface, or "any"
+	Direction bpfgen.Direction
+	Filter    filter.Filter
+	Exclude   []bpfgen.Conn // TCP connections to leave out (casecap's own SSH sessions)
+	Snaplen   int           // 0: whole packets
+	// Start and Stop bound the window: packets stamped in [Start, Stop) are
+	// kept. A zero Start starts at once.
+	Start, Stop time.Time
+	MaxPackets  uint64
+	MaxBytes    uint64 // file size limit
+	MinFree     uint64 // free space to keep on the file's filesystem
+	Tcpdump     string // tcpdump to compile a raw expr with ("" = none on this host)
+	Ring        ring.Options
+	Version     string // of the agent, for the section header
+}
+
+// StopReason says why a capture ended.
+type StopReason string
+
+// Stop reasons.
+const (
+	StopWindowEnd   StopReason = "window-end"
+	StopPacketCount StopReason = "packet-count"
+	StopMaxBytes    StopReason = "max-bytes"
+	StopMinFree     StopReason = "min-free"
+	StopRequest     StopReason = "stop-request"
+	StopSignal      StopReason = "signal"
+	StopError       StopReason = "error"
+)
+
+// States of a capture.
+const (
+	StateArmed     = "armed"     // ready, waiting for its window
+	StateCapturing = "capturing" // inside its window
+	StateStopped   = "stopped"
+	StateFailed    = "failed"
+)
+
+// Status is a capture's progress, safe to read while it runs.
+type Status struct {
+	Name        string     `json:"name"`
+	File        string     `json:"file"`
+	State       string     `json:"state"`
+	Filter      string     `json:"filter"` // the resolved filter, pcap-filter syntax
+	Start       time.Time  `json:"start"`
+	Stop        time.Time  `json:"stop"`
+	Packets     uint64     `json:"packets"` // written to the file
+	Bytes       uint64     `json:"bytes"`   // captured bytes written
+	Size        int64      `json:"size"`    // file size so far
+	Drops       uint64     `json:"drops"`   // dropped by the kernel (ring full)
+	Received    uint64     `json:"received"`
+	FirstPacket time.Time  `json:"first_packet,omitzero"`
+	LastPacket  time.Time  `json:"last_packet,omitzero"`
+	StoppedAt   time.Time  `json:"stopped_at,omitzero"`
+	StopReason  StopReason `json:"stop_reason,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	SHA256      string     `json:"sha256,omitempty"`
+}
+
+// Capture is an armed or running capture.
+type Capture struct {
+	spec Spec
+	ring *ring.Ring
+	file *os.File
+	w    *fileWriter
+
+	stopAt     atomic.Int64 // unix ns; may move earlier on a stop request
+	stopReason atomic.Value // StopReason for an early stop
+	packets    atomic.Uint64
+	bytes      atomic.Uint64
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Program compiles the spec's filter: in Go for structured filters, with the
+// host's tcpdump for a raw expr. It returns the program and its expression.
+func Program(ctx context.Context, s Spec, cooked bool) ([]bpf.RawInstruction, string, error) {
+	opt := bpfgen.Options{Direction: s.Direction, Snaplen: s.Snaplen, Exclude: s.Exclude}
+	if cooked {
+		opt.Layout = bpfgen.Cooked
+	}
+	expr := bpfgen.Expression(s.Filter, opt)
+	if s.Filter.Expr == "" {
+		prog, err := bpfgen.Build(s.Filter, opt)
+		if err != nil {
+			return nil, expr, err
+		}
+		raw, err := bpf.Assemble(prog)
+		return raw, expr, err
+	}
+	if cooked {
+		return nil, expr, errors.New("a raw expr is not supported on interface any or interfaces without Ethernet headers; use structured filter keys")
+	}
+	if s.Tcpdump == "" {
+		return nil, expr, errors.New("the filter has a raw expr, which needs tcpdump on the host to compile it; install tcpdump or use structured filter keys")
+	}
+	raw, err := bpfgen.Compile(ctx, s.Tcpdump, s.Interface, s.Snaplen, expr)
+	return raw, expr, err
+}
+
+// Arm compiles the filter, creates the file with its headers and opens the
+// capture socket, so that Run only has to read packets.
+func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
+	cooked, err := ring.Cooked(s.Interface)
+	if err != nil {
+		return nil, err
+	}
+	prog, expr, err := Program(ctx, s, cooked)
+	if err != nil {
+		return nil, fmt.Errorf("filter %q: %w", expr, err)
+	}
+	c = &Capture{spec: s}
+	c.stopAt.Store(s.Stop.UnixNano())
+	c.status = Status{Name: s.Name, File: s.File, State: StateArmed, Filter: expr, Start: s.Start, Stop: s.Stop}
+	defer func() {
+		if err != nil {
+			c.abandon()
+		}
+	}()
+	if c.file, err = os.OpenFile(s.File, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640); err != nil {
+		return nil, fmt.Errorf("create %s: %w", s.File, err)
+	}
+	h := header{Name: s.Name, Host: s.Host, Case: s.Case, Interface: s.Interface, Filter: expr, Version: s.Version, Direction: s.Direction, Snaplen: s.Snaplen}
+	if c.w, err = newFileWriter(c.file, h, cooked); err != nil {
+		return nil, err
+	}
+	ropt := s.Ring
+	ropt.Interface, ropt.Program = s.Interface, prog
+	if c.ring, err = ring.Open(ropt); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// abandon undoes a failed Arm: nothing half-made is left behind.
+func (c *Capture) abandon() {
+	if c.ring != nil {
+		c.ring.Close()
+	}
+	if c.file != nil {
+		c.file.Close()
+		os.Remove(c.spec.File)
+	}
+}
+
+// Status returns a snapshot of the capture's progress.
+func (c *Capture) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.status
+	st.Packets, st.Bytes = c.packets.Load(), c.bytes.Load()
+	if c.w != nil {
+		st.Size = c.w.size()
+	}
+	st.Stop = time.Unix(0, c.stopAt.Load())
+	return st
+}
+
+// RequestStop moves the end of the window earlier (never later): to at, or
+// to now when at is zero.
+func (c *Capture) RequestStop(at time.Time, reason StopReason) {
+	if at.IsZero() {
+		at = time.Now()
+	}
+	for {
+		cur := c.stopAt.Load()
+		if at.UnixNano() >= cur {
+			return
+		}
+		if c.stopAt.CompareAndSwap(cur, at.UnixNano()) {
+			c.stopReason.Store(reason)
+			return
+		}
+	}
+}
+
+// guardInterval is how often free space and kernel counters are checked.
+const guardInterval = 200 * time.Millisecond
+
+// Run reads packets until the window ends, a limit is reached, ctx is
+// cancelled (a signal) or a stop is requested, then closes the file. It
+// returns the final status; the file is valid pcapng whatever happened.
+func (c *Capture) Run(ctx context.Context) Status {
+	reason, runErr := c.loop(ctx)
+	return c.finish(reason, runErr)
+}
+
+func (c *Capture) loop(ctx context.Context) (StopReason, error) {
+	start := c.spec.Start.UnixNano()
+	var (
+		lastGuard   time.Time
+		lastWritten int64
+		inWindow    bool
+	)
+	drain := 2*c.blockTimeout() + 5*time.Millisecond
+	for {
+		if ctx.Err() != nil {
+			c.RequestStop(time.Now(), StopSignal)
+		}
+		now := time.Now()
+		stopAt := c.stopAt.Load()
+		if now.UnixNano() >= stopAt {
+			// The window is over: take what the kernel stamped before its
+			// end and has not handed over yet. The drain ends when the ring
+			// is quiet, or once packets stamped well after the end arrive:
+			// by then every earlier one has been handed over (a backlog of
+			// in-window packets is still read to the end).
+			for {
+				p, err := c.ring.Next(drain)
+				if err != nil {
+					break
+				}
+				t := p.Time.UnixNano()
+				if t >= stopAt+drain.Nanoseconds() {
+					break
+				}
+				if t >= start && t < stopAt {
+					written, r, err := c.write(&p)
+					if err != nil {
+						return StopError, err
+					}
+					if r != "" && !written {
+						return r, nil
+					}
+				}
+			}
+			if r, ok := c.stopReason.Load().(StopReason); ok {
+				return r, nil
+			}
+			return StopWindowEnd, nil
+		}
+		if !inWindow && now.UnixNano() >= start {
+			inWindow = true
+			c.setState(StateCapturing)
+		}
+		if now.Sub(lastGuard) >= guardInterval {
+			written := c.w.size()
+			if r := c.guard(now.Sub(lastGuard), written-lastWritten); r != "" {
+				c.RequestStop(now, r)
+				continue
+			}
+			lastGuard, lastWritten = now, written
+		}
+		wait := min(100*time.Millisecond, time.Until(time.Unix(0, stopAt)))
+		p, err := c.ring.Next(max(wait, time.Millisecond))
+		if errors.Is(err, ring.ErrTimeout) {
+			continue
+		}
+		if err != nil {
+			return StopError, err
+		}
+		if t := p.Time.UnixNano(); t < start || t >= stopAt {
+			continue
+		}
+		written, r, err := c.write(&p)
+		if err != nil {
+			return StopError, err
+		}
+		if r != "" {
+			// A limit: the window now ends at this packet (after it, if it
+			// was written); the drain keeps nothing stamped later.
+			end := p.Time
+			if written {
+				end = end.Add(time.Nanosecond)
+			}
+			c.RequestStop(end, r)
+		}
+	}
+}
+
+func (c *Capture) blockTimeout() time.Duration {
+	if c.spec.Ring.BlockTimeout > 0 {
+		return c.spec.Ring.BlockTimeout
+	}
+	return 5 * time.Millisecond
+}
+
+func (c *Capture) setState(s string) {
+	c.mu.Lock()
+	c.status.State = s
+	c.mu.Unlock()
+}
+
+// guard refreshes the kernel counters and checks free space: it stops the
+// capture before the filesystem's free space falls under MinFree, keeping a
+// margin for what may be written before the next check and what is buffered.
+func (c *Capture) guard(since time.Duration, written int64) StopReason {
+	if recv, drops, err := c.ring.Stats(); err == nil {
+		c.mu.Lock()
+		c.status.Received, c.status.Drops = recv, drops
+		c.mu.Unlock()
+	}
+	if c.spec.MinFree == 0 {
+		return ""
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(c.file.Fd()), &st); err != nil {
+		return ""
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	rate := float64(written) / max(since.Seconds(), 0.001)
+	margin := uint64(2*rate*guardInterval.Seconds()) + uint64(c.w.buf.Size()) + 1<<20
+	if free < c.spec.MinFree+margin {
+		return StopMinFree
+	}
+	return ""
+}
+
+// write appends one packet to the file, unless a limit forbids it. It
+// returns the limit's stop reason when no packet may follow (or this one
+// was refused).
+func (c *Capture) write(p *ring.Packet) (written bool, limit StopReason, err error) {
+	if m := c.spec.MaxPackets; m > 0 && c.packets.Load() >= m {
+		return false, StopPacketCount, nil
+	}
+	data, length := c.w.frame(p)
+	if m := c.spec.MaxBytes; m > 0 && uint64(c.w.size())+recordSize(len(data)) > m {
+		return false, StopMaxBytes, nil
+	}
+	if err := c.w.writeFrame(p, data, length); err != nil {
+		return false, StopError, fmt.Errorf("write %s: %w", c.spec.File, err)
+	}
+	n := c.packets.Add(1)
+	c.bytes.Add(uint64(len(data)))
+	c.mu.Lock()
+	if n == 1 {
+		c.status.FirstPacket = p.Time
+	}
+	c.status.LastPacket = p.Time
+	c.mu.Unlock()
+	if m := c.spec.MaxPackets; m > 0 && n >= m {
+		return true, StopPacketCount, nil
+	}
+	return true, "", nil
+}
+
+// finish ends the file with an interface statistics block, flushes, syncs
+// and closes it, and records the stop.
+func (c *Capture) finish(reason StopReason, runErr error) Status {
+	recv, drops, _ := c.ring.Stats()
+	c.ring.Close()
+	start, end := c.spec.Start, time.Unix(0, c.stopAt.Load())
+	if start.IsZero() {
+		start = time.Now()
+	}
+	err := errors.Join(runErr, c.w.close(start, end, recv, drops), c.file.Sync(), c.file.Close())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.status.Received, c.status.Drops = recv, drops
+	c.status.StoppedAt, c.status.StopReason = time.Now(), reason
+	c.status.State = StateStopped
+	if err != nil {
+		c.status.State, c.status.Error = StateFailed, strings.TrimSpace(err.Error())
+		c.status.StopReason = StopError
+	}
+	c.status.SHA256 = c.w.sum()
+	st := c.status
+	st.Packets, st.Bytes, st.Size = c.packets.Load(), c.bytes.Load(), c.w.out.n.Load()
+	st.Stop = end
+	return st
+}

@@ -1,0 +1,123 @@
+//go:build linux
+
+package capture
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/casecap/casecap/agent/ring"
+)
+
+// roundTrip writes packets and reads them back with pcapgo's reader.
+func roundTrip(t *testing.T, cooked bool, pkts []ring.Packet) {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := newFileWriter(&buf, header{Name: "h01.eth0.RxTx", Host: "h01", Case: "1", Interface: "eth0", Filter: "udp", Version: "test"}, cooked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want [][]byte
+	for i := range pkts {
+		data, length := w.frame(&pkts[i])
+		want = append(want, append([]byte(nil), data...))
+		if err := w.writeFrame(&pkts[i], data, length); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.close(time.Unix(1, 0), time.Unix(2, 0), 7, 3); err != nil {
+		t.Fatal(err)
+	}
+	if int64(buf.Len()) != w.out.n.Load() {
+		t.Fatalf("counted %d bytes, wrote %d", w.out.n.Load(), buf.Len())
+	}
+	if sum := sha256.Sum256(buf.Bytes()); hex.EncodeToString(sum[:]) != w.sum() {
+		t.Fatalf("sha256 %s does not match the bytes", w.sum())
+	}
+	var stats []pcapgo.NgInterfaceStatistics
+	r, err := pcapgo.NewNgReader(bytes.NewReader(buf.Bytes()), pcapgo.NgReaderOptions{
+		StatisticsCallback: func(_ int, s pcapgo.NgInterfaceStatistics) { stats = append(stats, s) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLT := layers.LinkTypeEthernet
+	if cooked {
+		wantLT = layers.LinkTypeLinuxSLL
+	}
+	if r.LinkType() != wantLT {
+		t.Errorf("link type %v, want %v", r.LinkType(), wantLT)
+	}
+	if intf, _ := r.Interface(0); intf.Name != "h01.eth0.RxTx" || intf.Filter != "udp" {
+		t.Errorf("interface %q filter %q", intf.Name, intf.Filter)
+	}
+	for i := 0; ; i++ {
+		data, ci, opts, err := r.ReadPacketDataWithOptions()
+		if errors.Is(err, io.EOF) {
+			if i != len(pkts) {
+				t.Fatalf("read %d packets, wrote %d", i, len(pkts))
+			}
+			break
+		}
+		if err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		if !bytes.Equal(data, want[i]) {
+			t.Errorf("packet %d: read %x, want %x", i, data, want[i])
+		}
+		if !ci.Timestamp.Equal(pkts[i].Time) {
+			t.Errorf("packet %d: time %v, want %v", i, ci.Timestamp, pkts[i].Time)
+		}
+		dir := pcapgo.NgEpbFlagDirectionInbound
+		if pkts[i].Outgoing() {
+			dir = pcapgo.NgEpbFlagDirectionOutbound
+		}
+		if opts.Flags == nil || opts.Flags.Direction != dir {
+			t.Errorf("packet %d: flags %+v, want direction %v", i, opts.Flags, dir)
+		}
+	}
+	if len(stats) != 1 || stats[0].PacketsReceived != 7 || stats[0].PacketsDropped != 3 {
+		t.Errorf("statistics blocks %+v, want one with 7 received, 3 dropped", stats)
+	}
+}
+
+func TestWriterRoundTrip(t *testing.T) {
+	frame := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0, 0, 20}
+	t0 := time.Unix(1_700_000_000, 123456789)
+	roundTrip(t, false, []ring.Packet{
+		{Data: frame, Length: len(frame), Time: t0, Type: 1},
+		{Data: frame, Length: 1500, Time: t0.Add(time.Millisecond), Type: ring.PacketOutgoing, VLAN: true, VLANTCI: 100, VLANTPID: 0x8100},
+	})
+	roundTrip(t, true, []ring.Packet{
+		{Data: frame[14:], Length: 4, Time: t0, Type: 0, Protocol: 0x0800, HAType: 1, Addr: []byte{2, 0, 0, 0, 0, 1}},
+	})
+	// The VLAN tag lands after the MAC addresses.
+	w, _ := newFileWriter(io.Discard, header{}, false)
+	got, n := w.frame(&ring.Packet{Data: frame, Length: len(frame), VLAN: true, VLANTCI: 0x2064, VLANTPID: 0x8100})
+	if binary.BigEndian.Uint16(got[12:]) != 0x8100 || binary.BigEndian.Uint16(got[14:]) != 0x2064 || n != len(frame)+4 || !bytes.Equal(got[16:], frame[12:]) {
+		t.Errorf("VLAN frame %x (len %d)", got, n)
+	}
+}
+
+func FuzzWriter(f *testing.F) {
+	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}, uint8(0), false, uint16(0), false, []byte{1, 2})
+	f.Add([]byte{}, uint8(4), true, uint16(4095), false, []byte{})
+	f.Add([]byte{0x45}, uint8(3), false, uint16(0), true, []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	f.Fuzz(func(t *testing.T, data []byte, typ uint8, vlan bool, tci uint16, cooked bool, addr []byte) {
+		if len(addr) > 8 {
+			addr = addr[:8]
+		}
+		p := ring.Packet{Data: data, Length: len(data) + int(typ), Time: time.Unix(int64(tci), int64(typ)), Type: typ % 5,
+			VLAN: vlan, VLANTCI: tci, VLANTPID: 0x8100, Protocol: tci, Addr: addr}
+		roundTrip(t, cooked, []ring.Packet{p, p})
+	})
+}

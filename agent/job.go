@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/casecap/casecap/agent/bpfgen"
+	"github.com/casecap/casecap/plans/filter"
+)
+
+// JobVersion is the job file format this agent reads.
+const JobVersion = 1
+
+// Job is every capture of one case on one host.
+type Job struct {
+	Version  int          `json:"version"`
+	Case     string       `json:"case"`
+	Host     string       `json:"host"`
+	StateDir string       `json:"state_dir"` // agent.pid, status.json, stop.json, agent.log
+	CaseDir  string       `json:"case_dir"`  // where the capture files go
+	Captures []JobCapture `json:"captures"`
+}
+
+// JobCapture is one capture of a job.
+type JobCapture struct {
+	Name          string           `json:"name"` // file stem, e.g. kvm01.eth0.RxTx
+	File          string           `json:"file"` // file name inside CaseDir
+	Interface     string           `json:"interface"`
+	Direction     bpfgen.Direction `json:"direction"`
+	Filter        filter.Filter    `json:"filter"`
+	ExcludeOwnSSH bool             `json:"exclude_own_ssh"`
+	Exclude       []bpfgen.Conn    `json:"exclude,omitempty"`
+	Snaplen       int              `json:"snaplen"`
+	Start         time.Time        `json:"start"` // on this host's clock
+	Stop          time.Time        `json:"stop"`
+	MaxPackets    uint64           `json:"max_packets,omitempty"`
+	MaxBytes      uint64           `json:"max_bytes,omitempty"`
+	MinFree       uint64           `json:"min_free,omitempty"`
+}
+
+// ReadJob reads and checks a job file.
+func ReadJob(path string) (*Job, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var j Job
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return nil, fmt.Errorf("job %s: %w", path, err)
+	}
+	return &j, j.Check()
+}
+
+// Check refuses jobs that would write outside their folders or never end.
+func (j *Job) Check() error {
+	var errs []error
+	if j.Version != JobVersion {
+		errs = append(errs, fmt.Errorf("job format %d, this agent reads %d (deploy the matching agent)", j.Version, JobVersion))
+	}
+	if !filepath.IsAbs(j.StateDir) || !filepath.IsAbs(j.CaseDir) {
+		errs = append(errs, errors.New("state_dir and case_dir must be absolute"))
+	}
+	if len(j.Captures) == 0 {
+		errs = append(errs, errors.New("the job has no captures"))
+	}
+	seen := map[string]bool{}
+	for _, c := range j.Captures {
+		switch {
+		case c.File == "" || c.File != filepath.Base(c.File) || c.File[0] == '.':
+			errs = append(errs, fmt.Errorf("capture file %q must be a plain file name", c.File))
+		case seen[c.File]:
+			errs = append(errs, fmt.Errorf("capture file %q appears twice", c.File))
+		case c.Stop.IsZero() || !c.Stop.After(c.Start):
+			errs = append(errs, fmt.Errorf("capture %s: stop %v must be after start %v: nothing runs forever", c.Name, c.Stop, c.Start))
+		}
+		seen[c.File] = true
+	}
+	return errors.Join(errs...)
+}
+
+// Paths of the state files.
+func (j *Job) path(name string) string { return filepath.Join(j.StateDir, name) }
+
+// State file names.
+const (
+	JobFile    = "job.json"
+	PIDFile    = "agent.pid"
+	StatusFile = "status.json"
+	StopFile   = "stop.json"
+	LogFile    = "agent.log"
+)
+
+// writeAtomic writes a file so that readers see the old or the new
+// content, never half of it.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

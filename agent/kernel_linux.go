@@ -1,0 +1,13 @@
+//go:build linux
+
+package agent
+
+import "golang.org/x/sys/unix"
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}

@@ -1,0 +1,409 @@
+//go:build linux
+
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/casecap/casecap/agent"
+	"github.com/casecap/casecap/agent/agenttest"
+	"github.com/casecap/casecap/agent/bpfgen"
+	"github.com/casecap/casecap/lab"
+	"github.com/casecap/casecap/lab/frames"
+	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/lab/seqcast"
+	"github.com/casecap/casecap/plans/filter"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	agenttest.Cleanup()
+	os.Exit(code)
+}
+
+// env is one lab host running the real agent binary over SSH.
+type env struct {
+	t   *testing.T
+	l   *lab.Lab
+	h   *lab.Host
+	c   *ssh.Client
+	bin string
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	labtest.Require(t)
+	l := labtest.Start(t, 1)
+	e := &env{t: t, l: l, h: l.Hosts[0], bin: agenttest.CopyTo(t, l.Datastore)}
+	cfg, err := l.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.c, err = ssh.Dial("tcp", e.h.SSHAddr(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.c.Close() })
+	return e
+}
+
+// ssh runs a command on the host and returns stdout.
+func (e *env) ssh(cmd string) (string, error) {
+	s, err := e.c.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	var out, errb bytes.Buffer
+	s.Stdout, s.Stderr = &out, &errb
+	if err := s.Run(cmd); err != nil {
+		return out.String(), fmt.Errorf("%s: %v: %s", cmd, err, errb.String())
+	}
+	return out.String(), nil
+}
+
+// start writes a job with the given captures and starts the agent on it.
+func (e *env) start(name string, caps ...agent.JobCapture) (stateDir, caseDir string) {
+	e.t.Helper()
+	j := agent.Job{
+		Version: agent.JobVersion, Case: name, Host: e.h.Name,
+		StateDir: filepath.Join(e.l.Datastore, ".casecap", "cases", name, e.h.Name),
+		CaseDir:  filepath.Join(e.l.Datastore, "Case_"+name),
+		Captures: caps,
+	}
+	raw, _ := json.Marshal(j)
+	path := filepath.Join(e.l.Datastore, name+".job.json")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	if out, err := e.ssh(e.bin + " start " + path); err != nil {
+		e.t.Fatalf("agent start: %v", err)
+	} else if !strings.Contains(out, `"armed"`) {
+		e.t.Fatalf("agent start said %q", out)
+	}
+	return j.StateDir, j.CaseDir
+}
+
+// status asks the agent for its status over SSH (the agent's PID means
+// something only inside the host's PID namespace).
+func (e *env) status(stateDir string) (agent.Status, error) {
+	var st agent.Status
+	out, err := e.ssh(e.bin + " status " + stateDir)
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal([]byte(out), &st)
+}
+
+// wait waits for the agent to finish and returns its final status.
+func (e *env) wait(stateDir string, timeout time.Duration) agent.Status {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := e.status(stateDir)
+		if err == nil && (st.State == agent.StateDone || st.State == agent.StateFailed) && !st.Alive {
+			return st
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("agent not done after %v: %+v %v", timeout, st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// readable checks that tshark and capinfos read the file without a word of
+// warning.
+func readable(t *testing.T, file string) {
+	t.Helper()
+	out, err := exec.Command("capinfos", "-M", file).CombinedOutput()
+	if err != nil || bytes.Contains(out, []byte("appears to")) || bytes.Contains(out, []byte("rror")) {
+		t.Errorf("capinfos %s: %v\n%s", file, err, out)
+	}
+	cmd := exec.Command("tshark", "-r", file, "-q")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	msg := strings.TrimSpace(strings.ReplaceAll(stderr.String(), `Running as user "root" and group "root". This could be dangerous.`, ""))
+	if err != nil || msg != "" {
+		t.Errorf("tshark -r %s: %v: %s", file, err, msg)
+	}
+}
+
+// send streams numbered packets into the lab, recording send times.
+type sender struct {
+	mu    sync.Mutex
+	sent  map[uint64]time.Time
+	total seqcast.Sent
+	done  chan error
+}
+
+func (e *env) send(ctx context.Context, interval time.Duration, count uint64) *sender {
+	s := &sender{sent: map[uint64]time.Time{}, done: make(chan error, 1)}
+	go func() {
+		var err error
+		s.total, err = seqcast.Send(ctx, seqcast.SendOptions{
+			From: e.l.Gateway, To: netip.AddrPortFrom(e.l.Broadcast(), 9999), Stream: 1,
+			Interval: interval, Count: count,
+			OnSend: func(seq uint64, at time.Time) { s.mu.Lock(); s.sent[seq] = at; s.mu.Unlock() },
+		})
+		s.done <- err
+	}()
+	return s
+}
+
+func (s *sender) at(seq uint64) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.sent[seq]
+	return t, ok
+}
+
+func u16(v uint16) *uint16 { return &v }
+func u8(v uint8) *uint8    { return &v }
+func u32(v uint32) *uint32 { return &v }
+
+// TestWindowExact: the stream captured for a 2 s window yields exactly the
+// packets stamped in that window: contiguous numbers, the first and last at
+// the window's edges.
+func TestWindowExact(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const interval = 500 * time.Microsecond
+	s := e.send(ctx, interval, 0)
+	start := time.Now().Add(1500 * time.Millisecond)
+	stop := start.Add(2 * time.Second)
+	stateDir, caseDir := e.start("window", agent.JobCapture{
+		Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+		Filter: filter.Filter{UDPPort: u16(9999)}, ExcludeOwnSSH: true, Start: start, Stop: stop,
+	})
+	st := e.wait(stateDir, 10*time.Second)
+	cancel()
+	<-s.done
+	c := st.Captures[0]
+	if c.StopReason != "window-end" || c.Drops != 0 || st.State != agent.StateDone {
+		t.Fatalf("status %+v, want a clean window-end with no drops", st)
+	}
+	file := filepath.Join(caseDir, "h01.eth0.RxTx.pcapng")
+	readable(t, file)
+	got, err := seqcast.ReadFile(file, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Contiguous() || got.Duplicates != 0 || got.Other != 0 {
+		t.Fatalf("file holds %+v, want contiguous numbers and nothing else", got)
+	}
+	if got.FirstSeen.Before(start) || !got.LastSeen.Before(stop) {
+		t.Errorf("packets stamped %v..%v, outside the window %v..%v", got.FirstSeen, got.LastSeen, start, stop)
+	}
+	// The packet before the first was sent before the window opened, so it
+	// was rightly left out; the one after the last was sent as it closed.
+	before, ok1 := s.at(got.First - 1)
+	after, ok2 := s.at(got.Last + 1)
+	if !ok1 || !ok2 {
+		t.Fatalf("the stream did not cover the window (first %d, last %d)", got.First, got.Last)
+	}
+	if !before.Before(start) {
+		t.Errorf("packet %d was sent at %v, inside the window (start %v), but is missing", got.First-1, before, start)
+	}
+	if after.Before(stop.Add(-time.Millisecond)) {
+		t.Errorf("packet %d was sent at %v, well inside the window (stop %v), but is missing", got.Last+1, after, stop)
+	}
+	want := int(2 * time.Second / interval)
+	if d := got.Distinct - want; d < -2 || d > 2 {
+		t.Errorf("%d packets in a 2 s window at one per %v, want about %d", got.Distinct, interval, want)
+	}
+	if uint64(got.Packets) != c.Packets {
+		t.Errorf("status says %d packets, the file holds %d", c.Packets, got.Packets)
+	}
+	t.Logf("window %v..%v: packets %d..%d (%d), stamped %v..%v", start.Format("15:04:05.000000"), stop.Format("15:04:05.000000"),
+		got.First, got.Last, got.Distinct, got.FirstSeen.Format("15:04:05.000000"), got.LastSeen.Format("15:04:05.000000"))
+}
+
+// inject writes raw frames into the host's cable from the lab's side, so
+// that the host receives them exactly as built.
+func (e *env) inject(frames [][]byte) {
+	e.t.Helper()
+	ifi, err := net.InterfaceByName(e.h.Veth)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	for _, f := range frames {
+		if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}); err != nil {
+			e.t.Fatalf("inject: %v", err)
+		}
+	}
+}
+
+// oracle says whether a frame, as the host receives it, passes filter f in
+// a live Linux capture: the kernel strips VLAN tags before filters run, so
+// a tagged frame is judged by its tag and its inner frame, the rest by
+// tcpdump's own compilation of the filter's expression.
+func oracle(t *testing.T, f filter.Filter, opt bpfgen.Options) func([]byte) bool {
+	t.Helper()
+	vlan := f.VLAN
+	f.VLAN = nil
+	args := []string{"-ddd", "-y", "EN10MB"}
+	if expr := bpfgen.Expression(f, opt); expr != "" {
+		args = append(args, "--", expr)
+	}
+	out, err := exec.Command("tcpdump", args...).Output()
+	if err != nil {
+		t.Fatalf("tcpdump %v: %v", args, err)
+	}
+	raw, err := bpfgen.ParseDDD(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, _ := bpf.Disassemble(raw)
+	vm, err := bpf.NewVM(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(frame []byte) bool {
+		vid, inner, tagged := frames.Untag(frame)
+		if vlan != nil && (!tagged || vid != *vlan) {
+			return false
+		}
+		n, err := vm.Run(inner)
+		return err == nil && n != 0
+	}
+}
+
+// readFrames returns the frames in a pcapng file.
+func readFrames(t *testing.T, file string) [][]byte {
+	t.Helper()
+	fh, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	r, err := pcapgo.NewNgReader(fh, pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for {
+		data, _, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		out = append(out, data)
+	}
+}
+
+// TestFiltersKeepExactlyTheirPackets runs one capture per filter at once on
+// a host, injects a mixed stream (VLAN-tagged frames included), and checks
+// that every file holds exactly the frames its filter passes.
+func TestFiltersKeepExactlyTheirPackets(t *testing.T) {
+	e := setup(t)
+	cases := []struct {
+		name string
+		f    filter.Filter
+	}{
+		{"all", filter.Filter{}},
+		{"ip", filter.Filter{IP: netip.MustParseAddr("192.0.2.10")}},
+		{"srcip", filter.Filter{SrcIP: netip.MustParsePrefix("192.0.2.0/24")}},
+		{"dstip", filter.Filter{DstIP: netip.MustParsePrefix("198.51.100.0/24")}},
+		{"proto", filter.Filter{Proto: u8(1)}},
+		{"port", filter.Filter{Port: u16(443)}},
+		{"srcport", filter.Filter{SrcPort: u16(53)}},
+		{"dstport", filter.Filter{DstPort: u16(53)}},
+		{"tcpport", filter.Filter{TCPPort: u16(443)}},
+		{"udpport", filter.Filter{UDPPort: u16(53)}},
+		{"vlan", filter.Filter{VLAN: u16(100)}},
+		{"vlan-udp", filter.Filter{VLAN: u16(100), UDPPort: u16(53)}},
+		{"mac", filter.Filter{MAC: filter.MAC(frames.MACC)}},
+		{"srcmac", filter.Filter{SrcMAC: filter.MAC(frames.MACB)}},
+		{"dstmac", filter.Filter{DstMAC: filter.MAC(frames.MACA)}},
+		{"ethtype", filter.Filter{EthType: u16(0x0806)}},
+		{"vxlan", filter.Filter{VXLAN: u32(5001)}},
+		{"expr", filter.Filter{Expr: "udp and src port 53"}},
+	}
+	var caps []agent.JobCapture
+	start := time.Now()
+	for _, c := range cases {
+		caps = append(caps, agent.JobCapture{
+			Name: "h01.eth0." + c.name, File: "h01.eth0." + c.name + ".pcapng", Interface: "eth0",
+			Filter: c.f, ExcludeOwnSSH: true, Start: start, Stop: start.Add(time.Minute),
+		})
+	}
+	stateDir, caseDir := e.start("filters", caps...)
+	// Frames on a wire are at least 60 bytes: pad them as a NIC would, so
+	// that what arrives is byte for byte what was sent.
+	corpus := frames.Corpus(true)
+	for i := range corpus {
+		if n := len(corpus[i].Data); n < 60 {
+			corpus[i].Data = append(corpus[i].Data, make([]byte, 60-n)...)
+		}
+	}
+	// The agent leaves out the SSH session it was started over.
+	own := bpfgen.Options{Exclude: []bpfgen.Conn{{Client: netip.AddrPortFrom(e.l.Gateway, 0), Server: netip.AddrPortFrom(e.h.Addr, 22)}}}
+	const rounds = 3
+	var stream [][]byte
+	for range rounds {
+		for _, f := range corpus {
+			stream = append(stream, f.Data)
+		}
+	}
+	e.inject(stream)
+	if _, err := e.ssh(e.bin + " stop " + stateDir); err != nil {
+		t.Fatal(err)
+	}
+	st := e.wait(stateDir, 10*time.Second)
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cs := st.Captures[i]
+			if cs.StopReason != "stop-request" || cs.Drops != 0 {
+				t.Errorf("status %+v, want stop-request and no drops", cs)
+			}
+			file := filepath.Join(caseDir, caps[i].File)
+			readable(t, file)
+			seen := map[string]int{}
+			for _, fr := range readFrames(t, file) {
+				seen[string(fr)]++
+			}
+			pass := oracle(t, c.f, own)
+			kept := 0
+			for _, f := range corpus {
+				want := 0
+				if pass(f.Data) {
+					want = rounds
+					kept++
+				}
+				if got := seen[string(f.Data)]; got != want {
+					t.Errorf("frame %q: %d in the file, want %d", f.Name, got, want)
+				}
+			}
+			if c.name != "all" && (kept == 0 || kept == len(corpus)) {
+				t.Errorf("filter keeps %d of %d corpus frames: the corpus does not test it", kept, len(corpus))
+			}
+		})
+	}
+}

@@ -1,0 +1,275 @@
+//go:build linux
+
+package ring
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// Options say what to capture and how big the ring is.
+type Options struct {
+	Interface string // "" or "any": every interface (cooked packets)
+	Program   []bpf.RawInstruction
+	// BlockSize and Blocks size the ring (default 1 MiB x 32). A bigger ring
+	// rides out longer bursts before the kernel drops.
+	BlockSize int
+	Blocks    int
+	// BlockTimeout is how long the kernel holds a partly filled block before
+	// handing it over (default 5 ms): the latency of a quiet capture.
+	BlockTimeout time.Duration
+	NoPromisc    bool
+}
+
+// Ring is an open capture socket with its ring. It is not safe for
+// concurrent use: one goroutine reads, then closes.
+type Ring struct {
+	fd        int
+	mem       []byte
+	blockSize int
+	blocks    int
+	cooked    bool
+	ifindex   int
+
+	cur      int // block being read
+	inBlock  bool
+	left     int // packets left in the current block
+	off      int // offset of the next packet in the block
+	received uint64
+	dropped  uint64
+	closed   atomic.Bool
+}
+
+// Packet is one captured packet. Data points into the ring and is valid
+// only until the next call to Next.
+type Packet struct {
+	Data     []byte
+	Length   int // length on the wire
+	Time     time.Time
+	Ifindex  int
+	Type     uint8  // PACKET_HOST, _BROADCAST, _MULTICAST, _OTHERHOST, _OUTGOING
+	Protocol uint16 // EtherType
+	HAType   uint16 // ARPHRD_*
+	Addr     []byte // link-layer source address
+	VLAN     bool   // VLANTCI holds a tag the kernel took off the frame
+	VLANTCI  uint16
+	VLANTPID uint16
+}
+
+// PacketOutgoing is the kernel's packet type for packets this host sent.
+const PacketOutgoing = 4
+
+// Outgoing reports whether the host sent the packet (else it received it).
+func (p *Packet) Outgoing() bool { return p.Type == PacketOutgoing }
+
+// ErrTimeout is returned by Next when no packet arrived in time.
+var ErrTimeout = errors.New("ring: no packet before the timeout")
+
+const (
+	ethPAll        = 0x0003
+	blockStatusOff = 8
+	tpStatusVLAN   = 1 << 4
+	tpStatusTPID   = 1 << 6
+	tpHdrLen       = 48 // TPACKET_ALIGN(sizeof(struct tpacket3_hdr))
+)
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// Cooked reports whether iface carries no Ethernet header (or is "any"), so
+// that the socket must be SOCK_DGRAM and packets start at the network layer.
+func Cooked(iface string) (bool, error) {
+	if iface == "" || iface == "any" {
+		return true, nil
+	}
+	raw, err := os.ReadFile("/sys/class/net/" + iface + "/type")
+	if err != nil {
+		if _, ierr := net.InterfaceByName(iface); ierr != nil {
+			return false, fmt.Errorf("no interface %q on this host", iface)
+		}
+		return false, err
+	}
+	t, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	return t != unix.ARPHRD_ETHER && t != unix.ARPHRD_LOOPBACK, nil
+}
+
+// Open creates the socket, attaches the filter, maps the ring and only then
+// binds to the interface, so that no packet arrives before the filter.
+func Open(opt Options) (r *Ring, err error) {
+	if opt.BlockSize == 0 {
+		opt.BlockSize = 1 << 20
+	}
+	if opt.Blocks == 0 {
+		opt.Blocks = 32
+	}
+	if opt.BlockTimeout == 0 {
+		opt.BlockTimeout = 5 * time.Millisecond
+	}
+	if len(opt.Program) == 0 {
+		return nil, errors.New("ring: a filter program is required (it sets the snap length)")
+	}
+	cooked, err := Cooked(opt.Interface)
+	if err != nil {
+		return nil, err
+	}
+	ifindex := 0
+	if opt.Interface != "" && opt.Interface != "any" {
+		ifi, err := net.InterfaceByName(opt.Interface)
+		if err != nil {
+			return nil, fmt.Errorf("no interface %q on this host", opt.Interface)
+		}
+		ifindex = ifi.Index
+	}
+	typ := unix.SOCK_RAW
+	if cooked {
+		typ = unix.SOCK_DGRAM
+	}
+	// Protocol 0: the socket receives nothing until bind names a protocol.
+	fd, err := unix.Socket(unix.AF_PACKET, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open packet socket: %w (capturing needs root or CAP_NET_RAW)", err)
+	}
+	r = &Ring{fd: fd, blockSize: opt.BlockSize, blocks: opt.Blocks, cooked: cooked, ifindex: ifindex}
+	defer func() {
+		if err != nil {
+			r.Close()
+		}
+	}()
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
+		return nil, fmt.Errorf("TPACKET_V3: %w", err)
+	}
+	prog := make([]unix.SockFilter, len(opt.Program))
+	for i, ins := range opt.Program {
+		prog[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}); err != nil {
+		return nil, fmt.Errorf("attach filter: %w", err)
+	}
+	const frameSize = 2048
+	req := unix.TpacketReq3{
+		Block_size:     uint32(opt.BlockSize),
+		Block_nr:       uint32(opt.Blocks),
+		Frame_size:     frameSize,
+		Frame_nr:       uint32(opt.BlockSize / frameSize * opt.Blocks),
+		Retire_blk_tov: uint32(max(1, opt.BlockTimeout.Milliseconds())),
+	}
+	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+		return nil, fmt.Errorf("set up a %d x %d ring: %w", opt.Blocks, opt.BlockSize, err)
+	}
+	if r.mem, err = unix.Mmap(fd, 0, opt.BlockSize*opt.Blocks, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_LOCKED); err != nil {
+		if r.mem, err = unix.Mmap(fd, 0, opt.BlockSize*opt.Blocks, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+			return nil, fmt.Errorf("map the ring: %w", err)
+		}
+	}
+	if ifindex != 0 && !opt.NoPromisc {
+		mreq := unix.PacketMreq{Ifindex: int32(ifindex), Type: unix.PACKET_MR_PROMISC}
+		if err := unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mreq); err != nil {
+			return nil, fmt.Errorf("promiscuous mode on %s: %w", opt.Interface, err)
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(ethPAll), Ifindex: ifindex}); err != nil {
+		return nil, fmt.Errorf("bind to %s: %w", opt.Interface, err)
+	}
+	return r, nil
+}
+
+// IsCooked reports whether packets start at the network header (SOCK_DGRAM).
+func (r *Ring) IsCooked() bool { return r.cooked }
+
+func (r *Ring) block(i int) []byte { return r.mem[i*r.blockSize : (i+1)*r.blockSize] }
+
+func (r *Ring) status(i int) *uint32 {
+	return (*uint32)(unsafe.Pointer(&r.mem[i*r.blockSize+blockStatusOff]))
+}
+
+// Next returns the next packet, waiting at most timeout for one.
+func (r *Ring) Next(timeout time.Duration) (Packet, error) {
+	for !r.inBlock || r.left == 0 {
+		if r.inBlock { // done with this block: give it back to the kernel
+			atomic.StoreUint32(r.status(r.cur), unix.TP_STATUS_KERNEL)
+			r.cur = (r.cur + 1) % r.blocks
+			r.inBlock = false
+		}
+		if atomic.LoadUint32(r.status(r.cur))&unix.TP_STATUS_USER == 0 {
+			pfd := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLIN | unix.POLLERR}}
+			n, err := unix.Poll(pfd, int(timeout.Milliseconds()))
+			if err != nil && !errors.Is(err, unix.EINTR) {
+				return Packet{}, fmt.Errorf("poll: %w", err)
+			}
+			if atomic.LoadUint32(r.status(r.cur))&unix.TP_STATUS_USER == 0 {
+				if n == 0 || errors.Is(err, unix.EINTR) {
+					return Packet{}, ErrTimeout
+				}
+				continue
+			}
+		}
+		b := r.block(r.cur)
+		r.inBlock = true
+		r.left = int(binary.NativeEndian.Uint32(b[12:]))
+		r.off = int(binary.NativeEndian.Uint32(b[16:]))
+	}
+	b := r.block(r.cur)
+	h := b[r.off:]
+	next := binary.NativeEndian.Uint32(h[0:])
+	snap := int(binary.NativeEndian.Uint32(h[12:]))
+	status := binary.NativeEndian.Uint32(h[20:])
+	mac := int(binary.NativeEndian.Uint16(h[24:]))
+	p := Packet{
+		Time:     time.Unix(int64(binary.NativeEndian.Uint32(h[4:])), int64(binary.NativeEndian.Uint32(h[8:]))),
+		Length:   int(binary.NativeEndian.Uint32(h[16:])),
+		Data:     h[mac : mac+snap : mac+snap],
+		Protocol: binary.BigEndian.Uint16(h[tpHdrLen+2:]),
+		Ifindex:  int(int32(binary.NativeEndian.Uint32(h[tpHdrLen+4:]))),
+		HAType:   binary.NativeEndian.Uint16(h[tpHdrLen+8:]),
+		Type:     h[tpHdrLen+10],
+	}
+	if halen := int(h[tpHdrLen+11]); halen <= 8 {
+		p.Addr = h[tpHdrLen+12 : tpHdrLen+12+halen]
+	}
+	if status&tpStatusVLAN != 0 {
+		p.VLAN = true
+		p.VLANTCI = uint16(binary.NativeEndian.Uint32(h[32:]))
+		p.VLANTPID = 0x8100
+		if status&tpStatusTPID != 0 {
+			p.VLANTPID = binary.NativeEndian.Uint16(h[36:])
+		}
+	}
+	r.left--
+	r.off += int(next)
+	return p, nil
+}
+
+// Stats returns the kernel's counters since Open: packets the filter passed
+// to the socket, and packets dropped because the ring was full.
+func (r *Ring) Stats() (received, dropped uint64, err error) {
+	s, err := unix.GetsockoptTpacketStatsV3(r.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	if err != nil {
+		return r.received, r.dropped, err
+	}
+	// Reading the counters resets them: keep the running totals.
+	r.received += uint64(s.Packets)
+	r.dropped += uint64(s.Drops)
+	return r.received, r.dropped, nil
+}
+
+// Close releases the ring and the socket (and with it promiscuous mode).
+func (r *Ring) Close() error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	if r.mem != nil {
+		_ = unix.Munmap(r.mem)
+		r.mem = nil
+	}
+	return unix.Close(r.fd)
+}

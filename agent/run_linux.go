@@ -1,0 +1,206 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/casecap/casecap/agent/bpfgen"
+	"github.com/casecap/casecap/agent/capture"
+)
+
+// statusInterval is how often status.json is rewritten.
+const statusInterval = 500 * time.Millisecond
+
+// Options are facts about this host and this agent.
+type Options struct {
+	Version string
+	Tcpdump string // "" to look it up on PATH
+	// SSHConn is the SSH session the job came through (SSH_CONNECTION), left
+	// out of captures that ask for it.
+	SSHConn string
+	// Ready, when set, receives "armed" once every capture is armed, or
+	// "error ..." if arming failed; then it is closed.
+	Ready io.WriteCloser
+}
+
+// sshExclusion reads SSH_CONNECTION ("client port server port") into every
+// connection from that client to the server's SSH port.
+func sshExclusion(env string) (bpfgen.Conn, bool) {
+	f := strings.Fields(env)
+	if len(f) != 4 {
+		return bpfgen.Conn{}, false
+	}
+	cl, err1 := netip.ParseAddr(f[0])
+	sv, err2 := netip.ParseAddr(f[2])
+	port, err3 := strconv.ParseUint(f[3], 10, 16)
+	if err1 != nil || err2 != nil || err3 != nil || !cl.Unmap().Is4() || !sv.Unmap().Is4() {
+		return bpfgen.Conn{}, false
+	}
+	return bpfgen.Conn{Client: netip.AddrPortFrom(cl.Unmap(), 0), Server: netip.AddrPortFrom(sv.Unmap(), uint16(port))}, true
+}
+
+// Run arms every capture of the job, runs them to their ends and keeps
+// status.json current. SIGINT and SIGTERM stop every capture now; SIGUSR1
+// reads stop.json, a stop request for a given instant.
+func Run(ctx context.Context, j *Job, opt Options) (err error) {
+	ready := func(msg string) {
+		if opt.Ready != nil {
+			io.WriteString(opt.Ready, msg+"\n")
+			opt.Ready.Close()
+			opt.Ready = nil
+		}
+	}
+	defer func() {
+		if err != nil {
+			ready("error " + strings.ReplaceAll(err.Error(), "\n", "; "))
+		}
+	}()
+	if err := os.MkdirAll(j.StateDir, 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(j.CaseDir, 0o750); err != nil {
+		return err
+	}
+	if pid := runningAgent(j.path(PIDFile)); pid != 0 && pid != os.Getpid() {
+		return fmt.Errorf("an agent (pid %d) already runs case %s on this host; stop it first", pid, j.Case)
+	}
+	if err := writePID(j.path(PIDFile)); err != nil {
+		return err
+	}
+	tcpdump := opt.Tcpdump
+	if tcpdump == "" {
+		tcpdump, _ = exec.LookPath("tcpdump")
+	}
+	own, haveOwn := sshExclusion(opt.SSHConn)
+	st := Status{Case: j.Case, Host: j.Host, PID: os.Getpid(), Agent: opt.Version, State: StateArming}
+
+	caps := make([]*capture.Capture, 0, len(j.Captures))
+	closeAll := func() {
+		// Arming failed: the armed ones stop now and keep valid (empty) files.
+		for _, c := range caps {
+			c.RequestStop(time.Unix(0, 1), capture.StopError)
+			c.Run(context.Background())
+		}
+	}
+	for _, jc := range j.Captures {
+		spec := capture.Spec{
+			Name: jc.Name, File: filepath.Join(j.CaseDir, jc.File), Host: j.Host, Case: j.Case,
+			Interface: jc.Interface, Direction: jc.Direction, Filter: jc.Filter,
+			Exclude: jc.Exclude, Snaplen: jc.Snaplen, Start: jc.Start, Stop: jc.Stop,
+			MaxPackets: jc.MaxPackets, MaxBytes: jc.MaxBytes, MinFree: jc.MinFree,
+			Tcpdump: tcpdump, Version: opt.Version,
+		}
+		if jc.ExcludeOwnSSH && haveOwn {
+			spec.Exclude = append(spec.Exclude, own)
+		}
+		c, err := capture.Arm(ctx, spec)
+		if err != nil {
+			closeAll()
+			st.State, st.Error = StateFailed, fmt.Sprintf("arm %s: %v", jc.Name, err)
+			_ = writeAtomic(j.path(StatusFile), st.marshal(), 0o640)
+			return errors.New(st.Error)
+		}
+		caps = append(caps, c)
+	}
+	snapshot := func(state string) Status {
+		s := st
+		s.State, s.Updated = state, time.Now()
+		s.Captures = make([]capture.Status, len(caps))
+		for i, c := range caps {
+			s.Captures[i] = c.Status()
+		}
+		return s
+	}
+	if err := writeAtomic(j.path(StatusFile), snapshot(StateArmed).marshal(), 0o640); err != nil {
+		closeAll()
+		return err
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	ready("armed")
+
+	var wg sync.WaitGroup
+	final := make([]capture.Status, len(caps))
+	for i, c := range caps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			final[i] = c.Run(context.Background())
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	tick := time.NewTicker(statusInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			s := snapshot(StateDone)
+			s.Captures = final
+			for _, c := range final {
+				if c.State == capture.StateFailed {
+					s.State = StateFailed
+				}
+			}
+			return writeAtomic(j.path(StatusFile), s.marshal(), 0o640)
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGUSR1:
+				at, err := readStop(j.path(StopFile))
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "stop request: %v\n", err)
+					continue
+				}
+				for _, c := range caps {
+					c.RequestStop(at, capture.StopRequest)
+				}
+			case syscall.SIGHUP:
+				// The SSH session that started us went away: keep capturing.
+			default:
+				for _, c := range caps {
+					c.RequestStop(time.Now(), capture.StopSignal)
+				}
+			}
+		case <-ctx.Done():
+			for _, c := range caps {
+				c.RequestStop(time.Now(), capture.StopSignal)
+			}
+		case <-tick.C:
+			_ = writeAtomic(j.path(StatusFile), snapshot(StateRunning).marshal(), 0o640)
+		}
+	}
+}
+
+// stopRequest is what stop.json holds.
+type stopRequest struct {
+	At time.Time `json:"at"` // zero: now
+}
+
+func readStop(path string) (time.Time, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var r stopRequest
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return time.Time{}, err
+	}
+	return r.At, nil
+}

@@ -1,0 +1,37 @@
+package agent
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/casecap/casecap/agent/capture"
+)
+
+// Agent states.
+const (
+	StateArming  = "arming"
+	StateArmed   = "armed"
+	StateRunning = "running"
+	StateDone    = "done"
+	StateFailed  = "failed"
+)
+
+// Status is what status.json holds.
+type Status struct {
+	Case     string           `json:"case"`
+	Host     string           `json:"host"`
+	PID      int              `json:"pid"`
+	Agent    string           `json:"agent"` // version
+	State    string           `json:"state"`
+	Updated  time.Time        `json:"updated"`
+	Error    string           `json:"error,omitempty"`
+	Captures []capture.Status `json:"captures"`
+	// Alive is filled in by `status` when it reads the file: whether the
+	// agent that wrote it still runs.
+	Alive bool `json:"alive"`
+}
+
+func (s Status) marshal() []byte {
+	b, _ := json.MarshalIndent(s, "", "  ")
+	return append(b, '\n')
+}
