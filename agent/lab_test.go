@@ -407,3 +407,205 @@ func TestFiltersKeepExactlyTheirPackets(t *testing.T) {
 		})
 	}
 }
+
+// TestSignalLeavesValidFile: SIGINT to the agent mid-stream stops every
+// capture at once and leaves valid files that say why they stopped.
+func TestSignalLeavesValidFile(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := e.send(ctx, 200*time.Microsecond, 0)
+	start := time.Now()
+	stateDir, caseDir := e.start("sigint",
+		agent.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0", ExcludeOwnSSH: true, Start: start, Stop: start.Add(time.Minute)},
+		agent.JobCapture{Name: "h01.any.RxTx", File: "h01.any.RxTx.pcapng", Interface: "any", ExcludeOwnSSH: true, Snaplen: 96, Start: start, Stop: start.Add(time.Minute)},
+	)
+	st, err := e.status(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Let packets flow into the files, then interrupt.
+	for st.Captures[0].Packets < 1000 {
+		if st, err = e.status(stateDir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.ssh(fmt.Sprintf("kill -INT %d", st.PID)); err != nil {
+		t.Fatal(err)
+	}
+	st = e.wait(stateDir, 10*time.Second)
+	cancel()
+	<-s.done
+	for _, c := range st.Captures {
+		if c.StopReason != "signal" || c.State != "stopped" || c.SHA256 == "" {
+			t.Errorf("%s: %+v, want stopped by signal with a sha256", c.Name, c)
+		}
+		file := filepath.Join(caseDir, filepath.Base(c.File))
+		readable(t, file)
+		got, err := seqcast.ReadFile(file, 1)
+		if err != nil || !got.Contiguous() || got.Distinct < 1000 {
+			t.Errorf("%s: %+v %v, want a contiguous stream of at least 1000", file, got, err)
+		}
+		info, _ := os.Stat(file)
+		if info.Size() != c.Size {
+			t.Errorf("%s: %d bytes on disk, status says %d", file, info.Size(), c.Size)
+		}
+	}
+	// The "any" capture writes Linux cooked frames.
+	out, err := exec.Command("tshark", "-r", filepath.Join(caseDir, "h01.any.RxTx.pcapng"), "-c", "1", "-T", "fields", "-e", "sll.pkttype", "-e", "frame.interface_name").Output()
+	if err != nil || !strings.Contains(string(out), "h01.any.RxTx") {
+		t.Errorf("tshark on the cooked capture: %q %v", out, err)
+	}
+}
+
+// TestLimitsAndStopReasons: packet count, file size and free space each stop
+// a capture cleanly, before the limit is crossed, and say so.
+func TestLimitsAndStopReasons(t *testing.T) {
+	e := setup(t)
+	// A small filesystem inside the host, for the free-space guard.
+	small := "/mnt/casecap-small"
+	if _, err := e.ssh("mkdir -p " + small + " && mount -t tmpfs -o size=24m tmpfs " + small); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := e.send(ctx, 20*time.Microsecond, 0)
+	start := time.Now()
+	stop := start.Add(30 * time.Second)
+	stateDir, caseDir := e.start("limits",
+		agent.JobCapture{Name: "h01.eth0.count", File: "h01.eth0.count.pcapng", Interface: "eth0", ExcludeOwnSSH: true, MaxPackets: 500, Start: start, Stop: stop},
+		agent.JobCapture{Name: "h01.eth0.bytes", File: "h01.eth0.bytes.pcapng", Interface: "eth0", ExcludeOwnSSH: true, MaxBytes: 256 << 10, Start: start, Stop: stop},
+	)
+	// The free-space capture writes to the small filesystem.
+	j := agent.Job{Version: agent.JobVersion, Case: "limits2", Host: e.h.Name,
+		StateDir: filepath.Join(e.l.Datastore, ".casecap", "cases", "limits2", e.h.Name), CaseDir: small + "/Case_limits2",
+		Captures: []agent.JobCapture{{Name: "h01.eth0.free", File: "h01.eth0.free.pcapng", Interface: "eth0", ExcludeOwnSSH: true, MinFree: 8 << 20, Start: start, Stop: stop}}}
+	raw, _ := json.Marshal(j)
+	jobPath := filepath.Join(e.l.Datastore, "limits2.job.json")
+	if err := os.WriteFile(jobPath, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ssh(e.bin + " start " + jobPath); err != nil {
+		t.Fatal(err)
+	}
+	st := e.wait(stateDir, 20*time.Second)
+	st2 := e.wait(j.StateDir, 30*time.Second)
+	cancel()
+	<-s.done
+
+	count, size := st.Captures[0], st.Captures[1]
+	if count.StopReason != "packet-count" || count.Packets != 500 {
+		t.Errorf("count capture: %+v, want exactly 500 packets, stopped for packet-count", count)
+	}
+	if size.StopReason != "max-bytes" || size.Size > 256<<10 || size.Size < 200<<10 {
+		t.Errorf("size capture: %+v, want stopped for max-bytes just under 256 KiB", size)
+	}
+	for _, c := range st.Captures {
+		file := filepath.Join(caseDir, filepath.Base(c.File))
+		readable(t, file)
+		if got, _ := seqcast.ReadFile(file, 1); uint64(got.Packets) != c.Packets || !got.Contiguous() {
+			t.Errorf("%s holds %+v; status says %d packets", file, got, c.Packets)
+		}
+	}
+	free := st2.Captures[0]
+	if free.StopReason != "min-free" || free.State != "stopped" {
+		t.Errorf("free-space capture: %+v, want stopped for min-free", free)
+	}
+	out, err := e.ssh("stat -f -c '%a %S' " + small)
+	var blocks, bsize uint64
+	if _, serr := fmt.Sscan(out, &blocks, &bsize); err != nil || serr != nil || blocks*bsize < 8<<20 {
+		t.Errorf("free space on the small filesystem after the capture: %q (%v), want at least 8 MiB", out, err)
+	}
+	// The file lives inside the host's own mount: check it there.
+	if out, err := e.ssh("capinfos -M -c " + small + "/Case_limits2/h01.eth0.free.pcapng"); err != nil || !strings.Contains(out, fmt.Sprintf(" %d\n", free.Packets)) {
+		t.Errorf("capinfos of the free-space capture: %q %v (status: %d packets)", out, err, free.Packets)
+	}
+}
+
+// TestDirectionsAndOwnSSH: rx and tx captures see one side each, with the
+// direction in every packet's flags, and casecap's SSH session is left out
+// unless the plan opts out.
+func TestDirectionsAndOwnSSH(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	stop := start.Add(time.Minute)
+	udp := filter.Filter{Proto: u8(17)}
+	stateDir, caseDir := e.start("dirs",
+		agent.JobCapture{Name: "h01.eth0.Rx", File: "h01.eth0.Rx.pcapng", Interface: "eth0", Direction: bpfgen.In, Filter: udp, Start: start, Stop: stop},
+		agent.JobCapture{Name: "h01.eth0.Tx", File: "h01.eth0.Tx.pcapng", Interface: "eth0", Direction: bpfgen.Out, Filter: udp, Start: start, Stop: stop},
+		agent.JobCapture{Name: "h01.eth0.noSSH", File: "h01.eth0.noSSH.pcapng", Interface: "eth0", ExcludeOwnSSH: true, Filter: filter.Filter{TCPPort: u16(22)}, Start: start, Stop: stop},
+		agent.JobCapture{Name: "h01.eth0.SSH", File: "h01.eth0.SSH.pcapng", Interface: "eth0", ExcludeOwnSSH: false, Filter: filter.Filter{TCPPort: u16(22)}, Start: start, Stop: stop},
+	)
+	// In: the lab's broadcast stream (port 9999). Out: the host sends to
+	// the gateway's discard port (9), with bash's /dev/udp.
+	s := e.send(ctx, time.Millisecond, 20)
+	if err := <-s.done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ssh("for i in 1 2 3; do echo x > /dev/udp/" + e.l.Gateway.String() + "/9; done"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ssh(e.bin + " stop " + stateDir); err != nil {
+		t.Fatal(err)
+	}
+	st := e.wait(stateDir, 10*time.Second)
+	count := func(file string) map[string]int {
+		out, err := exec.Command("tshark", "-r", filepath.Join(caseDir, file), "-T", "fields", "-e", "frame.packet_flags_direction", "-e", "udp.dstport").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[string]int{}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			n[strings.Join(strings.Fields(line), " ")]++
+		}
+		return n
+	}
+	if got := count("h01.eth0.Rx.pcapng"); len(got) != 1 || got["0x00000001 9999"] != 20 {
+		t.Errorf("rx capture: %v, want 20 inbound packets to port 9999 and nothing else", got)
+	}
+	if got := count("h01.eth0.Tx.pcapng"); len(got) != 1 || got["0x00000002 9"] != 3 {
+		t.Errorf("tx capture: %v, want 3 outbound packets to port 9 and nothing else", got)
+	}
+	if n := st.Captures[2].Packets; n != 0 {
+		t.Errorf("capture excluding casecap's SSH holds %d SSH packets, want 0", n)
+	}
+	if n := st.Captures[3].Packets; n == 0 {
+		t.Error("capture not excluding casecap's SSH holds no SSH packets, want some")
+	}
+	if f := st.Captures[2].Filter; !strings.Contains(f, "not (tcp and ((src host "+e.l.Gateway.String()) {
+		t.Errorf("the resolved filter does not show the exclusion: %q", f)
+	}
+}
+
+// TestStopAtInstant: a stop request for an instant ends every capture's
+// window there, exactly.
+func TestStopAtInstant(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := e.send(ctx, 500*time.Microsecond, 0)
+	start := time.Now()
+	stateDir, caseDir := e.start("stopat", agent.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+		ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Start: start, Stop: start.Add(time.Minute)})
+	at := time.Now().Add(time.Second)
+	if _, err := e.ssh(e.bin + " stop --at " + at.Format(time.RFC3339Nano) + " " + stateDir); err != nil {
+		t.Fatal(err)
+	}
+	st := e.wait(stateDir, 10*time.Second)
+	cancel()
+	<-s.done
+	got, err := seqcast.ReadFile(filepath.Join(caseDir, "h01.eth0.RxTx.pcapng"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, ok := s.at(got.Last + 1)
+	if st.Captures[0].StopReason != "stop-request" || !got.LastSeen.Before(at) || !ok || after.Before(at.Add(-time.Millisecond)) {
+		t.Errorf("stop at %v: reason %s, last packet stamped %v, next sent %v", at, st.Captures[0].StopReason, got.LastSeen, after)
+	}
+	// Stopping again, or an agent that is gone, is not an error.
+	if out, err := e.ssh(e.bin + " stop " + stateDir); err != nil || !strings.Contains(out, `"running": false`) {
+		t.Errorf("second stop: %q %v", out, err)
+	}
+}

@@ -343,7 +343,7 @@ func (c *Capture) write(p *ring.Packet) (written bool, limit StopReason, err err
 		return false, StopPacketCount, nil
 	}
 	data, length := c.w.frame(p)
-	if m := c.spec.MaxBytes; m > 0 && uint64(c.w.size())+recordSize(len(data)) > m {
+	if m := c.spec.MaxBytes; m > 0 && uint64(c.w.size())+recordSize(len(data))+statsSize > m {
 		return false, StopMaxBytes, nil
 	}
 	if err := c.w.writeFrame(p, data, length); err != nil {

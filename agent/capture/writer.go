@@ -123,6 +123,11 @@ func (f *fileWriter) frame(p *ring.Packet) ([]byte, int) {
 // data padded to 4, the flags option, end of options, trailer.
 func recordSize(n int) uint64 { return uint64(28 + (n+3)&^3 + 8 + 4 + 4) }
 
+// statsSize is what the closing interface statistics block takes (20-byte header,
+// timestamp, four 8-byte options, end of options, trailer): room a size
+// limit keeps for it.
+const statsSize = 20 + 4*12 + 4 + 4
+
 // Reception types of the pcapng packet flags, by kernel packet type.
 var reception = [...]pcapgo.NgEpbFlag{
 	0: pcapgo.NgEpbFlagReceptionTypeUnicast,

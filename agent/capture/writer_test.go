@@ -34,8 +34,15 @@ func roundTrip(t *testing.T, cooked bool, pkts []ring.Packet) {
 			t.Fatal(err)
 		}
 	}
+	if err := w.buf.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sizeBeforeClose := buf.Len()
 	if err := w.close(time.Unix(1, 0), time.Unix(2, 0), 7, 3); err != nil {
 		t.Fatal(err)
+	}
+	if n := buf.Len() - sizeBeforeClose; n != statsSize {
+		t.Errorf("the statistics block took %d bytes, statsSize says %d", n, statsSize)
 	}
 	if int64(buf.Len()) != w.out.n.Load() {
 		t.Fatalf("counted %d bytes, wrote %d", w.out.n.Load(), buf.Len())

@@ -1,0 +1,39 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestJobCheck(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	good := func() *Job {
+		return &Job{Version: JobVersion, Case: "1", Host: "h01", StateDir: "/ds/.casecap/cases/1/h01", CaseDir: "/ds/Case_1",
+			Captures: []JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0", Start: t0, Stop: t0.Add(time.Minute)}}}
+	}
+	if err := good().Check(); err != nil {
+		t.Fatalf("good job: %v", err)
+	}
+	cases := []struct {
+		name string
+		mod  func(*Job)
+		want string
+	}{
+		{"old format", func(j *Job) { j.Version = 0 }, "job format"},
+		{"relative dir", func(j *Job) { j.CaseDir = "Case_1" }, "absolute"},
+		{"no captures", func(j *Job) { j.Captures = nil }, "no captures"},
+		{"path in file", func(j *Job) { j.Captures[0].File = "../../etc/passwd" }, "plain file name"},
+		{"hidden file", func(j *Job) { j.Captures[0].File = ".x" }, "plain file name"},
+		{"twice", func(j *Job) { j.Captures = append(j.Captures, j.Captures[0]) }, "twice"},
+		{"no stop", func(j *Job) { j.Captures[0].Stop = time.Time{} }, "nothing runs forever"},
+		{"stop before start", func(j *Job) { j.Captures[0].Stop = t0.Add(-time.Second) }, "nothing runs forever"},
+	}
+	for _, c := range cases {
+		j := good()
+		c.mod(j)
+		if err := j.Check(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error about %q", c.name, err, c.want)
+		}
+	}
+}
