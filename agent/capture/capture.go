@@ -85,6 +85,12 @@ type Status struct {
 	SHA256      string     `json:"sha256,omitempty"`
 }
 
+// counters are the loop goroutine's own.
+type counters struct {
+	packets, bytes uint64
+	first, last    int64
+}
+
 // Capture is an armed or running capture.
 type Capture struct {
 	spec Spec
@@ -94,8 +100,15 @@ type Capture struct {
 
 	stopAt     atomic.Int64 // unix ns; may move earlier on a stop request
 	stopReason atomic.Value // StopReason for an early stop
-	packets    atomic.Uint64
-	bytes      atomic.Uint64
+	// Published counters, for Status from other goroutines; the loop keeps
+	// its own (n) and publishes them every clockEvery packets and at the end:
+	// an atomic read-modify-write per packet costs more than the rest of
+	// the packet's bookkeeping.
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+	first   atomic.Int64 // unix ns of the first and last packet written
+	last    atomic.Int64
+	n       counters
 
 	mu     sync.Mutex
 	status Status
@@ -177,12 +190,28 @@ func (c *Capture) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.status
-	st.Packets, st.Bytes = c.packets.Load(), c.bytes.Load()
+	c.fill(&st)
 	if c.w != nil {
 		st.Size = c.w.size()
 	}
-	st.Stop = time.Unix(0, c.stopAt.Load())
 	return st
+}
+
+// publish makes the loop's counters visible to Status.
+func (c *Capture) publish() {
+	c.packets.Store(c.n.packets)
+	c.bytes.Store(c.n.bytes)
+	c.first.Store(c.n.first)
+	c.last.Store(c.n.last)
+}
+
+// fill copies the published counters into a status.
+func (c *Capture) fill(st *Status) {
+	st.Packets, st.Bytes = c.packets.Load(), c.bytes.Load()
+	if t := c.first.Load(); t != 0 {
+		st.FirstPacket, st.LastPacket = time.Unix(0, t), time.Unix(0, c.last.Load())
+	}
+	st.Stop = time.Unix(0, c.stopAt.Load())
 }
 
 // RequestStop moves the end of the window earlier (never later): to at, or
@@ -214,71 +243,65 @@ func (c *Capture) Run(ctx context.Context) Status {
 	return c.finish(reason, runErr)
 }
 
+// clockEvery is how many packets may be read between looks at the clock:
+// packets carry the kernel's timestamps, so the loop needs the clock only
+// for the guard and when the ring is quiet.
+const clockEvery = 4096
+
 func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 	start := c.spec.Start.UnixNano()
 	var (
 		lastGuard   time.Time
 		lastWritten int64
 		inWindow    bool
+		sinceClock  = clockEvery
+		wait        time.Duration
 	)
 	drain := 2*c.blockTimeout() + 5*time.Millisecond
 	for {
-		if ctx.Err() != nil {
-			c.RequestStop(time.Now(), StopSignal)
-		}
-		now := time.Now()
 		stopAt := c.stopAt.Load()
-		if now.UnixNano() >= stopAt {
-			// The window is over: take what the kernel stamped before its
-			// end and has not handed over yet. The drain ends when the ring
-			// is quiet, or once packets stamped well after the end arrive:
-			// by then every earlier one has been handed over (a backlog of
-			// in-window packets is still read to the end).
-			for {
-				p, err := c.ring.Next(drain)
-				if err != nil {
-					break
-				}
-				t := p.Time.UnixNano()
-				if t >= stopAt+drain.Nanoseconds() {
-					break
-				}
-				if t >= start && t < stopAt {
-					written, r, err := c.write(&p)
-					if err != nil {
-						return StopError, err
-					}
-					if r != "" && !written {
-						return r, nil
-					}
-				}
+		if sinceClock >= clockEvery {
+			sinceClock = 0
+			if ctx.Err() != nil {
+				c.RequestStop(time.Now(), StopSignal)
+				stopAt = c.stopAt.Load()
 			}
-			if r, ok := c.stopReason.Load().(StopReason); ok {
-				return r, nil
+			now := time.Now()
+			if now.UnixNano() >= stopAt {
+				return c.drain(start, stopAt, drain)
 			}
-			return StopWindowEnd, nil
-		}
-		if !inWindow && now.UnixNano() >= start {
-			inWindow = true
-			c.setState(StateCapturing)
-		}
-		if now.Sub(lastGuard) >= guardInterval {
-			written := c.w.size()
-			if r := c.guard(now.Sub(lastGuard), written-lastWritten); r != "" {
-				c.RequestStop(now, r)
-				continue
+			wait = max(min(100*time.Millisecond, time.Duration(stopAt-now.UnixNano())), time.Millisecond)
+			if !inWindow && now.UnixNano() >= start {
+				inWindow = true
+				c.setState(StateCapturing)
 			}
-			lastGuard, lastWritten = now, written
+			if now.Sub(lastGuard) >= guardInterval {
+				written := c.w.size()
+				if r := c.guard(now.Sub(lastGuard), written-lastWritten); r != "" {
+					c.RequestStop(now, r)
+					continue
+				}
+				lastGuard, lastWritten = now, written
+			}
 		}
-		wait := min(100*time.Millisecond, time.Until(time.Unix(0, stopAt)))
-		p, err := c.ring.Next(max(wait, time.Millisecond))
+		sinceClock++
+		if sinceClock == 1 {
+			c.publish()
+		}
+		p, err := c.ring.Next(wait)
 		if errors.Is(err, ring.ErrTimeout) {
+			sinceClock = clockEvery
 			continue
 		}
 		if err != nil {
 			return StopError, err
 		}
-		if t := p.Time.UnixNano(); t < start || t >= stopAt {
+		t := p.Nanos
+		if t >= stopAt {
+			// Stamped after the end: the window is over.
+			return c.drain(start, stopAt, drain)
+		}
+		if t < start {
 			continue
 		}
 		written, r, err := c.write(&p)
@@ -288,20 +311,51 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 		if r != "" {
 			// A limit: the window now ends at this packet (after it, if it
 			// was written); the drain keeps nothing stamped later.
-			end := p.Time
+			end := p.Nanos
 			if written {
-				end = end.Add(time.Nanosecond)
+				end++
 			}
-			c.RequestStop(end, r)
+			c.RequestStop(time.Unix(0, end), r)
+			sinceClock = clockEvery
 		}
 	}
+}
+
+// drain takes, once the window is over, what the kernel stamped before its
+// end and has not handed over yet. It ends when the ring is quiet, or once
+// packets stamped well after the end arrive: by then every earlier one has
+// been handed over (a backlog of in-window packets is still read to the end).
+func (c *Capture) drain(start, stopAt int64, quiet time.Duration) (StopReason, error) {
+	for {
+		p, err := c.ring.Next(quiet)
+		if err != nil {
+			break
+		}
+		t := p.Nanos
+		if t >= stopAt+quiet.Nanoseconds() {
+			break
+		}
+		if t >= start && t < stopAt {
+			written, r, err := c.write(&p)
+			if err != nil {
+				return StopError, err
+			}
+			if r != "" && !written {
+				return r, nil
+			}
+		}
+	}
+	if r, ok := c.stopReason.Load().(StopReason); ok {
+		return r, nil
+	}
+	return StopWindowEnd, nil
 }
 
 func (c *Capture) blockTimeout() time.Duration {
 	if c.spec.Ring.BlockTimeout > 0 {
 		return c.spec.Ring.BlockTimeout
 	}
-	return 5 * time.Millisecond
+	return 50 * time.Millisecond
 }
 
 func (c *Capture) setState(s string) {
@@ -339,7 +393,7 @@ func (c *Capture) guard(since time.Duration, written int64) StopReason {
 // returns the limit's stop reason when no packet may follow (or this one
 // was refused).
 func (c *Capture) write(p *ring.Packet) (written bool, limit StopReason, err error) {
-	if m := c.spec.MaxPackets; m > 0 && c.packets.Load() >= m {
+	if m := c.spec.MaxPackets; m > 0 && c.n.packets >= m {
 		return false, StopPacketCount, nil
 	}
 	data, length := c.w.frame(p)
@@ -349,15 +403,13 @@ func (c *Capture) write(p *ring.Packet) (written bool, limit StopReason, err err
 	if err := c.w.writeFrame(p, data, length); err != nil {
 		return false, StopError, fmt.Errorf("write %s: %w", c.spec.File, err)
 	}
-	n := c.packets.Add(1)
-	c.bytes.Add(uint64(len(data)))
-	c.mu.Lock()
-	if n == 1 {
-		c.status.FirstPacket = p.Time
+	c.n.packets++
+	c.n.bytes += uint64(len(data))
+	if c.n.first == 0 {
+		c.n.first = p.Nanos
 	}
-	c.status.LastPacket = p.Time
-	c.mu.Unlock()
-	if m := c.spec.MaxPackets; m > 0 && n >= m {
+	c.n.last = p.Nanos
+	if m := c.spec.MaxPackets; m > 0 && c.n.packets >= m {
 		return true, StopPacketCount, nil
 	}
 	return true, "", nil
@@ -366,6 +418,7 @@ func (c *Capture) write(p *ring.Packet) (written bool, limit StopReason, err err
 // finish ends the file with an interface statistics block, flushes, syncs
 // and closes it, and records the stop.
 func (c *Capture) finish(reason StopReason, runErr error) Status {
+	c.publish()
 	recv, drops, _ := c.ring.Stats()
 	c.ring.Close()
 	start, end := c.spec.Start, time.Unix(0, c.stopAt.Load())
@@ -384,7 +437,7 @@ func (c *Capture) finish(reason StopReason, runErr error) Status {
 	}
 	c.status.SHA256 = c.w.sum()
 	st := c.status
-	st.Packets, st.Bytes, st.Size = c.packets.Load(), c.bytes.Load(), c.w.out.n.Load()
-	st.Stop = end
+	c.fill(&st)
+	st.Size = c.w.out.n.Load()
 	return st
 }

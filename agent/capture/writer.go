@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
@@ -30,7 +29,7 @@ import (
 type fileWriter struct {
 	out     *countingWriter
 	buf     *bufio.Writer
-	ng      *pcapgo.NgWriter
+	ng      *pcapgo.NgWriter // section, interface and statistics blocks
 	cooked  bool
 	scratch []byte
 }
@@ -66,7 +65,7 @@ func kernelRelease() string {
 
 func newFileWriter(w io.Writer, h header, cooked bool) (*fileWriter, error) {
 	f := &fileWriter{out: &countingWriter{w: w, h: sha256.New()}, cooked: cooked, scratch: make([]byte, 0, bpfgen.WholePacket+64)}
-	f.buf = bufio.NewWriterSize(f.out, 1<<20)
+	f.buf = bufio.NewWriterSize(f.out, 256<<10)
 	lt := layers.LinkTypeEthernet
 	if cooked {
 		lt = layers.LinkTypeLinuxSLL
@@ -92,8 +91,11 @@ func newFileWriter(w io.Writer, h header, cooked bool) (*fileWriter, error) {
 		Comment:     fmt.Sprintf("case %s, host %s, written by casecap-agent", h.Case, h.Host),
 	}
 	var err error
-	f.ng, err = pcapgo.NewNgWriterInterface(f.buf, intf, pcapgo.NgWriterOptions{SectionInfo: info})
-	return f, err
+	if f.ng, err = pcapgo.NewNgWriterInterface(f.buf, intf, pcapgo.NgWriterOptions{SectionInfo: info}); err != nil {
+		return nil, err
+	}
+	// pcapgo buffers too: empty its buffer before packets go straight to ours.
+	return f, f.ng.Flush()
 }
 
 // frame returns the bytes to record for p and their length on the wire: a
@@ -136,17 +138,51 @@ var reception = [...]pcapgo.NgEpbFlag{
 	3: pcapgo.NgEpbFlagReceptionTypePromiscuous,
 }
 
-// writeFrame writes one enhanced packet block.
+// writeFrame writes one enhanced packet block, encoded here rather than by
+// pcapgo: this is the per-packet hot path, and pcapgo allocates for every
+// packet's options. Layout (little endian, as pcapgo's section header says):
+// type 6, length, interface 0, timestamp high and low (ns), captured and
+// original length, data padded to 4 bytes, option epb_flags (code 2,
+// length 4), end of options, length again.
 func (f *fileWriter) writeFrame(p *ring.Packet, data []byte, length int) error {
-	flags := pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionInbound}
+	flags := uint32(pcapgo.NgEpbFlagDirectionInbound)
 	if p.Outgoing() {
-		flags.Direction = pcapgo.NgEpbFlagDirectionOutbound
+		flags = uint32(pcapgo.NgEpbFlagDirectionOutbound)
 	} else if int(p.Type) < len(reception) {
-		flags.Reception = reception[p.Type]
+		flags |= uint32(reception[p.Type])
 	}
-	ci := gopacket.CaptureInfo{Timestamp: p.Time, CaptureLength: len(data), Length: max(length, len(data))}
-	return f.ng.WritePacketWithOptions(ci, data, pcapgo.NgPacketOptions{Flags: &flags})
+	total := int(recordSize(len(data)))
+	ts := uint64(p.Nanos)
+	// One record, assembled in the buffer's free space when it fits.
+	b := f.buf.AvailableBuffer()
+	if cap(b) < total {
+		if err := f.buf.Flush(); err != nil {
+			return err
+		}
+		if b = f.buf.AvailableBuffer(); cap(b) < total {
+			b = make([]byte, 0, total)
+		}
+	}
+	le := binary.LittleEndian
+	b = le.AppendUint32(b, 6)
+	b = le.AppendUint32(b, uint32(total))
+	b = le.AppendUint32(b, 0)
+	b = le.AppendUint32(b, uint32(ts>>32))
+	b = le.AppendUint32(b, uint32(ts))
+	b = le.AppendUint32(b, uint32(len(data)))
+	b = le.AppendUint32(b, uint32(max(length, len(data))))
+	b = append(b, data...)
+	b = append(b, zeros[:(4-len(data)&3)&3]...)
+	b = le.AppendUint16(b, 2) // epb_flags
+	b = le.AppendUint16(b, 4)
+	b = le.AppendUint32(b, flags)
+	b = le.AppendUint32(b, 0) // end of options
+	b = le.AppendUint32(b, uint32(total))
+	_, err := f.buf.Write(b)
+	return err
 }
+
+var zeros [4]byte
 
 // size is what the file holds so far, buffered bytes included.
 func (f *fileWriter) size() int64 { return f.out.n.Load() + int64(f.buf.Buffered()) }

@@ -55,8 +55,8 @@ type Ring struct {
 // only until the next call to Next.
 type Packet struct {
 	Data     []byte
-	Length   int // length on the wire
-	Time     time.Time
+	Length   int   // length on the wire
+	Nanos    int64 // kernel timestamp, Unix nanoseconds
 	Ifindex  int
 	Type     uint8  // PACKET_HOST, _BROADCAST, _MULTICAST, _OTHERHOST, _OUTGOING
 	Protocol uint16 // EtherType
@@ -69,6 +69,9 @@ type Packet struct {
 
 // PacketOutgoing is the kernel's packet type for packets this host sent.
 const PacketOutgoing = 4
+
+// Time is the kernel's timestamp.
+func (p *Packet) Time() time.Time { return time.Unix(0, p.Nanos) }
 
 // Outgoing reports whether the host sent the packet (else it received it).
 func (p *Packet) Outgoing() bool { return p.Type == PacketOutgoing }
@@ -113,7 +116,7 @@ func Open(opt Options) (r *Ring, err error) {
 		opt.Blocks = 32
 	}
 	if opt.BlockTimeout == 0 {
-		opt.BlockTimeout = 5 * time.Millisecond
+		opt.BlockTimeout = 50 * time.Millisecond
 	}
 	if len(opt.Program) == 0 {
 		return nil, errors.New("ring: a filter program is required (it sets the snap length)")
@@ -225,7 +228,7 @@ func (r *Ring) Next(timeout time.Duration) (Packet, error) {
 	status := binary.NativeEndian.Uint32(h[20:])
 	mac := int(binary.NativeEndian.Uint16(h[24:]))
 	p := Packet{
-		Time:     time.Unix(int64(binary.NativeEndian.Uint32(h[4:])), int64(binary.NativeEndian.Uint32(h[8:]))),
+		Nanos:    int64(binary.NativeEndian.Uint32(h[4:]))*1e9 + int64(binary.NativeEndian.Uint32(h[8:])),
 		Length:   int(binary.NativeEndian.Uint32(h[16:])),
 		Data:     h[mac : mac+snap : mac+snap],
 		Protocol: binary.BigEndian.Uint16(h[tpHdrLen+2:]),

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -100,6 +101,7 @@ func start(args []string) error {
 func run(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	readyFD := fs.Int("ready-fd", 0, "file descriptor to report \"armed\" on")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile here (for performance work)")
 	path, err := oneArg(fs, args)
 	if err != nil {
 		return err
@@ -107,6 +109,16 @@ func run(args []string) error {
 	j, err := agent.ReadJob(path)
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	opt := agent.Options{Version: version, SSHConn: os.Getenv("SSH_CONNECTION")}
 	if *readyFD > 0 {

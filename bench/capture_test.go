@@ -1,0 +1,232 @@
+//go:build linux
+
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/casecap/casecap/agent"
+	"github.com/casecap/casecap/agent/agenttest"
+	"github.com/casecap/casecap/lab"
+	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/lab/seqcast"
+	"github.com/casecap/casecap/plans/filter"
+)
+
+// captureRun is what one tool did with one flood.
+type captureRun struct {
+	sent, kept, drops uint64
+	user, sys         time.Duration
+	hashCPU           time.Duration // tcpdump only: sha256sum of its file, the peer's way to a verified file
+}
+
+func usage(c *exec.Cmd) (user, sys time.Duration) {
+	return c.ProcessState.UserTime(), c.ProcessState.SystemTime()
+}
+
+// inHost runs argv in the host's network namespace only, so that the
+// command is the tool itself (signals reach it, rusage is its own).
+func inHost(h *lab.Host, argv ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--target", strconv.Itoa(h.InitPID), "--net", "--"}, argv...)...)
+}
+
+func waitLine(r io.Reader, want string) error {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), want) {
+			go io.Copy(io.Discard, r)
+			return nil
+		}
+	}
+	return fmt.Errorf("no %q", want)
+}
+
+const (
+	snaplen = 128
+	ringMiB = 32 // the agent's default ring; tcpdump gets the same with -B
+)
+
+func flood(l *lab.Lab, rate int, d time.Duration) (seqcast.Sent, error) {
+	return seqcast.Flood(context.Background(), seqcast.FloodOptions{
+		From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 7,
+		Rate: rate, Count: uint64(rate) * uint64(d/time.Second),
+	})
+}
+
+var droppedRE = regexp.MustCompile(`(\d+) packets dropped by kernel`)
+
+func runTcpdump(b *testing.B, l *lab.Lab, rate int, d time.Duration) captureRun {
+	file := filepath.Join(l.Datastore, fmt.Sprintf("tcpdump-%d.pcap", rate))
+	cmd := inHost(l.Hosts[0], "tcpdump", "-i", "eth0", "-n", "-s", strconv.Itoa(snaplen), "-B", strconv.Itoa(ringMiB<<10), "-w", file, "udp", "port", "9999")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	var tail []string
+	ready := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "listening on") {
+			ready = true
+			break
+		}
+	}
+	if !ready {
+		b.Fatal("tcpdump did not start")
+	}
+	done := make(chan struct{})
+	go func() {
+		for sc.Scan() {
+			tail = append(tail, sc.Text())
+		}
+		close(done)
+	}()
+	sent, err := flood(l, rate, d)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// libpcap's ring blocks are handed over after a 1 s timeout: stopping
+	// sooner would lose the last block and wrongly count it against tcpdump.
+	time.Sleep(1500 * time.Millisecond)
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	<-done
+	_ = cmd.Wait()
+	r := captureRun{sent: sent.Packets}
+	r.user, r.sys = usage(cmd)
+	if m := droppedRE.FindStringSubmatch(strings.Join(tail, "\n")); m != nil {
+		r.drops, _ = strconv.ParseUint(m[1], 10, 64)
+	}
+	s, err := seqcast.ReadFile(file, 7)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.kept = uint64(s.Distinct)
+	sum := exec.Command("sha256sum", file)
+	if err := sum.Run(); err != nil {
+		b.Fatal(err)
+	}
+	r.hashCPU = sum.ProcessState.UserTime() + sum.ProcessState.SystemTime()
+	os.Remove(file)
+	return r
+}
+
+func runAgent(b *testing.B, l *lab.Lab, bin string, rate int, d time.Duration) captureRun {
+	name := fmt.Sprintf("bench%d", rate)
+	now := time.Now()
+	j := agent.Job{Version: agent.JobVersion, Case: name, Host: "h01",
+		StateDir: filepath.Join(l.Datastore, ".casecap", name), CaseDir: filepath.Join(l.Datastore, "Case_"+name),
+		Captures: []agent.JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+			Filter: filter.Filter{UDPPort: ptr(uint16(9999))}, Snaplen: snaplen, Start: now, Stop: now.Add(10 * time.Minute)}}}
+	raw, _ := json.Marshal(j)
+	jobPath := filepath.Join(l.Datastore, name+".json")
+	if err := os.WriteFile(jobPath, raw, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	args := []string{bin, "run", "--ready-fd", "3", jobPath}
+	if prof := os.Getenv("CASECAP_BENCH_CPUPROFILE"); prof != "" {
+		args = []string{bin, "run", "--ready-fd", "3", "--cpuprofile", prof, jobPath}
+	}
+	cmd := inHost(l.Hosts[0], args...)
+	rd, wr, _ := os.Pipe()
+	cmd.ExtraFiles = []*os.File{wr}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	wr.Close()
+	if err := waitLine(rd, "armed"); err != nil {
+		b.Fatal("agent did not arm")
+	}
+	sent, err := flood(l, rate, d)
+	if err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // the same wait as tcpdump's
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Wait()
+	r := captureRun{sent: sent.Packets}
+	r.user, r.sys = usage(cmd)
+	st, err := agent.ReadStatus(j.StateDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.drops = st.Captures[0].Drops
+	s, err := seqcast.ReadFile(filepath.Join(j.CaseDir, "h01.eth0.RxTx.pcapng"), 7)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.kept = uint64(s.Distinct)
+	os.RemoveAll(j.CaseDir)
+	return r
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// benchRuns counts runs of BenchmarkLinuxCapture (go test -count).
+var benchRuns int
+
+// BenchmarkLinuxCapture floods a lab host with small numbered UDP packets
+// (68-byte frames) and captures them with tcpdump -w and with the agent, one
+// after the other in the same run: same filter, snap length and buffer.
+func BenchmarkLinuxCapture(b *testing.B) {
+	labtest.Require(b)
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		b.Fatal("tcpdump is not installed")
+	}
+	l := labtest.Start(b, 1)
+	bin := agenttest.CopyTo(b, l.Datastore)
+	defer agenttest.Cleanup()
+	const d = 5 * time.Second
+	// The page cache makes whoever writes first after a big delete pay more:
+	// with -count, every other run goes agent first.
+	tools := []string{"tcpdump", "agent"}
+	if benchRuns++; benchRuns%2 == 0 {
+		tools = []string{"agent", "tcpdump"}
+	}
+	rates := []int{250_000, 500_000}
+	if v := os.Getenv("CASECAP_BENCH_RATES"); v != "" {
+		rates = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				b.Fatalf("CASECAP_BENCH_RATES: %v", err)
+			}
+			rates = append(rates, n)
+		}
+	}
+	for _, rate := range rates {
+		for _, tool := range tools {
+			b.Run(fmt.Sprintf("%s/%dkpps", tool, rate/1000), func(b *testing.B) {
+				var r captureRun
+				if tool == "tcpdump" {
+					r = runTcpdump(b, l, rate, d)
+				} else {
+					r = runAgent(b, l, bin, rate, d)
+				}
+				b.ReportMetric(float64(r.sent), "sent")
+				b.ReportMetric(float64(r.kept), "kept")
+				b.ReportMetric(float64(r.drops), "drops")
+				b.ReportMetric((r.user + r.sys).Seconds(), "cpu-s")
+				b.ReportMetric(r.user.Seconds(), "user-s")
+				b.ReportMetric(r.sys.Seconds(), "sys-s")
+				if tool == "tcpdump" {
+					b.ReportMetric((r.user + r.sys + r.hashCPU).Seconds(), "with-sha256sum-cpu-s")
+				}
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
+}
