@@ -36,6 +36,9 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 
+echo "== go generate (the agent, static, for linux/amd64 and linux/arm64)"
+go generate ./agent/dist
+
 echo "== go test"
 go test -count=1 -timeout 20m ./...
 

@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
 
 	"github.com/casecap/casecap/agent/bpfgen"
@@ -26,10 +24,14 @@ import (
 // tool and host, one interface block naming host, port and points, one
 // enhanced packet block per packet (with its direction), and an interface
 // statistics block at the end. It counts and hashes every byte it writes.
+//
+// The blocks are encoded here (pcapng, little endian, nanosecond
+// timestamps) rather than with gopacket's pcapgo: the agent is uploaded to
+// every datastore and pcapgo would add 1.7 MB to it, and its per-packet
+// path allocates. Tests read the files back with pcapgo, tshark and capinfos.
 type fileWriter struct {
 	out     *countingWriter
 	buf     *bufio.Writer
-	ng      *pcapgo.NgWriter // section, interface and statistics blocks
 	cooked  bool
 	scratch []byte
 }
@@ -63,39 +65,116 @@ func kernelRelease() string {
 	return "Linux " + unix.ByteSliceToString(u.Release[:])
 }
 
+// pcapng block types, option codes and link types.
+const (
+	blockSHB = 0x0A0D0D0A
+	blockIDB = 1
+	blockISB = 5
+	blockEPB = 6
+
+	optEnd        = 0
+	optComment    = 1
+	shbHardware   = 2
+	shbOS         = 3
+	shbUserAppl   = 4
+	ifName        = 2
+	ifDescription = 3
+	ifTsresol     = 9
+	ifFilter      = 11
+	ifOS          = 12
+	epbFlags      = 2
+	isbStartTime  = 2
+	isbEndTime    = 3
+	isbIfRecv     = 4
+	isbIfDrop     = 5
+
+	linkEthernet = 1
+	linkLinuxSLL = 113
+)
+
+// EPB flags: direction in bits 0-1, reception type in bits 2-4.
+const (
+	flagInbound  = 1
+	flagOutbound = 2
+)
+
+// reception types of the packet flags, by kernel packet type (host,
+// broadcast, multicast, other host).
+var reception = [...]uint32{0: 1 << 2, 1: 3 << 2, 2: 2 << 2, 3: 4 << 2}
+
+var le = binary.LittleEndian
+
+// block assembles one block: type, length, body, options, end of options
+// (when there are options), length again.
+type block struct{ b []byte }
+
+func newBlock(typ uint32) *block {
+	return &block{b: le.AppendUint32(le.AppendUint32(nil, typ), 0)}
+}
+
+func (k *block) u16(v uint16) *block { k.b = le.AppendUint16(k.b, v); return k }
+func (k *block) u32(v uint32) *block { k.b = le.AppendUint32(k.b, v); return k }
+
+func (k *block) option(code uint16, value []byte) *block {
+	if len(value) == 0 {
+		return k
+	}
+	k.b = le.AppendUint16(le.AppendUint16(k.b, code), uint16(len(value)))
+	k.b = append(k.b, value...)
+	k.b = append(k.b, zeros[:(4-len(value)&3)&3]...)
+	return k
+}
+
+func (k *block) text(code uint16, s string) *block { return k.option(code, []byte(s)) }
+
+func (k *block) u64(code uint16, v uint64) *block {
+	return k.option(code, le.AppendUint64(nil, v))
+}
+
+// timestamp writes a pcapng timestamp option: high and low 32 bits.
+func (k *block) timestamp(code uint16, t time.Time) *block {
+	ns := uint64(t.UnixNano())
+	return k.option(code, le.AppendUint32(le.AppendUint32(nil, uint32(ns>>32)), uint32(ns)))
+}
+
+// bytes ends the options (code 0, length 0) and the block.
+func (k *block) bytes() []byte {
+	k.b = le.AppendUint32(k.b, optEnd)
+	n := uint32(len(k.b) + 4)
+	le.PutUint32(k.b[4:], n)
+	return le.AppendUint32(k.b, n)
+}
+
 func newFileWriter(w io.Writer, h header, cooked bool) (*fileWriter, error) {
 	f := &fileWriter{out: &countingWriter{w: w, h: sha256.New()}, cooked: cooked, scratch: make([]byte, 0, bpfgen.WholePacket+64)}
 	f.buf = bufio.NewWriterSize(f.out, 256<<10)
-	lt := layers.LinkTypeEthernet
+	link := uint16(linkEthernet)
 	if cooked {
-		lt = layers.LinkTypeLinuxSLL
+		link = linkLinuxSLL
 	}
 	dir := map[bpfgen.Direction]string{bpfgen.Both: "both directions", bpfgen.In: "received only", bpfgen.Out: "sent only"}[h.Direction]
 	snap := uint32(h.Snaplen)
 	if snap == 0 {
 		snap = bpfgen.WholePacket
 	}
-	intf := pcapgo.NgInterface{
-		Name:                h.Name,
-		Description:         fmt.Sprintf("casecap capture on host %s, interface %s, %s", h.Host, h.Interface, dir),
-		Filter:              h.Filter,
-		OS:                  kernelRelease(),
-		LinkType:            lt,
-		SnapLength:          snap,
-		TimestampResolution: 9,
+	shb := newBlock(blockSHB).u32(0x1A2B3C4D).u16(1).u16(0).u32(0xFFFFFFFF).u32(0xFFFFFFFF).
+		text(shbHardware, runtime.GOARCH).
+		text(shbOS, kernelRelease()).
+		text(shbUserAppl, "casecap-agent "+h.Version).
+		text(optComment, fmt.Sprintf("case %s, host %s, written by casecap-agent", h.Case, h.Host))
+	idb := newBlock(blockIDB).u16(link).u16(0).u32(snap).
+		text(ifName, h.Name).
+		text(ifDescription, fmt.Sprintf("casecap capture on host %s, interface %s, %s", h.Host, h.Interface, dir)).
+		text(ifOS, kernelRelease()).
+		option(ifTsresol, []byte{9}) // nanoseconds
+	if h.Filter != "" {
+		idb.option(ifFilter, append([]byte{0}, h.Filter...)) // 0: a pcap-filter string
 	}
-	info := pcapgo.NgSectionInfo{
-		Hardware:    runtime.GOARCH,
-		OS:          kernelRelease(),
-		Application: "casecap-agent " + h.Version,
-		Comment:     fmt.Sprintf("case %s, host %s, written by casecap-agent", h.Case, h.Host),
-	}
-	var err error
-	if f.ng, err = pcapgo.NewNgWriterInterface(f.buf, intf, pcapgo.NgWriterOptions{SectionInfo: info}); err != nil {
+	if _, err := f.buf.Write(shb.bytes()); err != nil {
 		return nil, err
 	}
-	// pcapgo buffers too: empty its buffer before packets go straight to ours.
-	return f, f.ng.Flush()
+	_, err := f.buf.Write(idb.bytes())
+	return f, err
 }
 
 // frame returns the bytes to record for p and their length on the wire: a
@@ -125,35 +204,26 @@ func (f *fileWriter) frame(p *ring.Packet) ([]byte, int) {
 // data padded to 4, the flags option, end of options, trailer.
 func recordSize(n int) uint64 { return uint64(28 + (n+3)&^3 + 8 + 4 + 4) }
 
-// statsSize is what the closing interface statistics block takes (20-byte header,
-// timestamp, four 8-byte options, end of options, trailer): room a size
-// limit keeps for it.
+// statsSize is what the closing interface statistics block takes (20-byte
+// header, four 8-byte options, end of options, trailer): room a size limit
+// keeps for it.
 const statsSize = 20 + 4*12 + 4 + 4
 
-// Reception types of the pcapng packet flags, by kernel packet type.
-var reception = [...]pcapgo.NgEpbFlag{
-	0: pcapgo.NgEpbFlagReceptionTypeUnicast,
-	1: pcapgo.NgEpbFlagReceptionTypeBroadcast,
-	2: pcapgo.NgEpbFlagReceptionTypeMulticast,
-	3: pcapgo.NgEpbFlagReceptionTypePromiscuous,
-}
+var zeros [4]byte
 
-// writeFrame writes one enhanced packet block, encoded here rather than by
-// pcapgo: this is the per-packet hot path, and pcapgo allocates for every
-// packet's options. Layout (little endian, as pcapgo's section header says):
-// type 6, length, interface 0, timestamp high and low (ns), captured and
-// original length, data padded to 4 bytes, option epb_flags (code 2,
-// length 4), end of options, length again.
+// writeFrame writes one enhanced packet block, assembled in the buffer's
+// free space: type, length, interface 0, timestamp high and low (ns),
+// captured and original length, data padded to 4 bytes, epb_flags, end of
+// options, length again. This is the per-packet hot path: no allocation.
 func (f *fileWriter) writeFrame(p *ring.Packet, data []byte, length int) error {
-	flags := uint32(pcapgo.NgEpbFlagDirectionInbound)
+	flags := uint32(flagInbound)
 	if p.Outgoing() {
-		flags = uint32(pcapgo.NgEpbFlagDirectionOutbound)
+		flags = flagOutbound
 	} else if int(p.Type) < len(reception) {
-		flags |= uint32(reception[p.Type])
+		flags |= reception[p.Type]
 	}
 	total := int(recordSize(len(data)))
 	ts := uint64(p.Nanos)
-	// One record, assembled in the buffer's free space when it fits.
 	b := f.buf.AvailableBuffer()
 	if cap(b) < total {
 		if err := f.buf.Flush(); err != nil {
@@ -163,8 +233,7 @@ func (f *fileWriter) writeFrame(p *ring.Packet, data []byte, length int) error {
 			b = make([]byte, 0, total)
 		}
 	}
-	le := binary.LittleEndian
-	b = le.AppendUint32(b, 6)
+	b = le.AppendUint32(b, blockEPB)
 	b = le.AppendUint32(b, uint32(total))
 	b = le.AppendUint32(b, 0)
 	b = le.AppendUint32(b, uint32(ts>>32))
@@ -173,33 +242,29 @@ func (f *fileWriter) writeFrame(p *ring.Packet, data []byte, length int) error {
 	b = le.AppendUint32(b, uint32(max(length, len(data))))
 	b = append(b, data...)
 	b = append(b, zeros[:(4-len(data)&3)&3]...)
-	b = le.AppendUint16(b, 2) // epb_flags
+	b = le.AppendUint16(b, epbFlags)
 	b = le.AppendUint16(b, 4)
 	b = le.AppendUint32(b, flags)
-	b = le.AppendUint32(b, 0) // end of options
+	b = le.AppendUint32(b, optEnd)
 	b = le.AppendUint32(b, uint32(total))
 	_, err := f.buf.Write(b)
 	return err
 }
 
-var zeros [4]byte
-
 // size is what the file holds so far, buffered bytes included.
 func (f *fileWriter) size() int64 { return f.out.n.Load() + int64(f.buf.Buffered()) }
 
-// close writes the statistics block and flushes everything to w.
+// close writes the statistics block (when the interface's capture started
+// and ended, packets the kernel passed to the socket and dropped) and
+// flushes everything to the file.
 func (f *fileWriter) close(start, end time.Time, received, dropped uint64) error {
-	stats := pcapgo.NgInterfaceStatistics{
-		LastUpdate:      time.Now(),
-		StartTime:       start,
-		EndTime:         end,
-		PacketsReceived: received,
-		PacketsDropped:  dropped,
-	}
-	if err := f.ng.WriteInterfaceStats(0, stats); err != nil {
-		return err
-	}
-	if err := f.ng.Flush(); err != nil {
+	ns := uint64(time.Now().UnixNano())
+	isb := newBlock(blockISB).u32(0).u32(uint32(ns>>32)).u32(uint32(ns)).
+		timestamp(isbStartTime, start).
+		timestamp(isbEndTime, end).
+		u64(isbIfRecv, received).
+		u64(isbIfDrop, dropped)
+	if _, err := f.buf.Write(isb.bytes()); err != nil {
 		return err
 	}
 	return f.buf.Flush()

@@ -64,8 +64,11 @@ func roundTrip(t *testing.T, cooked bool, pkts []ring.Packet) {
 	if r.LinkType() != wantLT {
 		t.Errorf("link type %v, want %v", r.LinkType(), wantLT)
 	}
-	if intf, _ := r.Interface(0); intf.Name != "h01.eth0.RxTx" || intf.Filter != "udp" {
-		t.Errorf("interface %q filter %q", intf.Name, intf.Filter)
+	if intf, _ := r.Interface(0); intf.Name != "h01.eth0.RxTx" || intf.Filter != "udp" || intf.TimestampResolution != 9 || intf.SnapLength != 262144 {
+		t.Errorf("interface %+v", intf)
+	}
+	if si := r.SectionInfo(); si.Application != "casecap-agent test" || si.Comment != "case 1, host h01, written by casecap-agent" || si.OS == "" {
+		t.Errorf("section %+v", si)
 	}
 	for i := 0; ; i++ {
 		data, ci, opts, err := r.ReadPacketDataWithOptions()
@@ -92,7 +95,7 @@ func roundTrip(t *testing.T, cooked bool, pkts []ring.Packet) {
 			t.Errorf("packet %d: flags %+v, want direction %v", i, opts.Flags, dir)
 		}
 	}
-	if len(stats) != 1 || stats[0].PacketsReceived != 7 || stats[0].PacketsDropped != 3 {
+	if len(stats) != 1 || stats[0].PacketsReceived != 7 || stats[0].PacketsDropped != 3 || !stats[0].StartTime.Equal(time.Unix(1, 0)) || !stats[0].EndTime.Equal(time.Unix(2, 0)) {
 		t.Errorf("statistics blocks %+v, want one with 7 received, 3 dropped", stats)
 	}
 }
