@@ -49,7 +49,7 @@ func TestValidate(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("validate a good plan: exit %d, stderr %s", code, errOut)
 	}
-	for _, want := range []string{"esxi01.app01.eth0.VnicTxRx.pcapng", "esxi02.db01.eth0.VnicTxRx.pcapng", "Case_12345678", "10m snap 256"} {
+	for _, want := range []string{"esxi01.app01.eth0.VnicTxRx.pcapng", "esxi02.db01.eth0.VnicTxRx.pcapng", "Case_12345678", "10m snap 256", "ip=192.0.2.10 -ssh"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("validate output lacks %q:\n%s", want, out)
 		}

@@ -62,7 +62,7 @@ func writeJSON(w io.Writer, v any) error {
 // printPlan prints the resolved table: what will be captured where.
 func printPlan(w io.Writer, p *plans.Plan) {
 	n := len(p.Captures())
-	fmt.Fprintf(w, "plan %s: case %s -> %s/, %d hosts, %d captures\n\n", p.File, p.Case, p.CaseDir(), len(p.Hosts), n)
+	fmt.Fprintf(w, "plan %s: case %s -> %s/, %s, %s\n\n", p.File, p.Case, p.CaseDir(), plural(len(p.Hosts), "host"), plural(n, "capture"))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tKIND\tTARGET\tPOINTS\tFILTER\tLIMITS\tFILE")
 	for _, h := range p.Hosts {
@@ -84,11 +84,15 @@ func printPlan(w io.Writer, p *plans.Plan) {
 			if filter == "" {
 				filter = "(all)"
 			}
+			if c.ExcludeOwnSSH && h.Kind != plans.KindLocal {
+				// The agent adds the exact exclusion once it knows the session.
+				filter += " -ssh"
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.Kind, target, points, filter, limits(c), file)
 		}
 	}
 	tw.Flush()
-	fmt.Fprintln(w)
+	fmt.Fprintln(w, "\n-ssh: casecap's own SSH traffic to the host is left out (exclude_own_ssh: false keeps it)")
 	seen := map[string]bool{}
 	for _, h := range p.Hosts {
 		where := h.Address
@@ -132,4 +136,11 @@ func shortDuration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }
