@@ -234,6 +234,29 @@ func TestWindowExact(t *testing.T) {
 	if uint64(got.Packets) != c.Packets {
 		t.Errorf("status says %d packets, the file holds %d", c.Packets, got.Packets)
 	}
+	// The interface block and the closing statistics block say what we wrote.
+	fh, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	var stats []pcapgo.NgInterfaceStatistics
+	r, err := pcapgo.NewNgReader(fh, pcapgo.NgReaderOptions{StatisticsCallback: func(_ int, s pcapgo.NgInterfaceStatistics) { stats = append(stats, s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, _, err := r.ReadPacketData(); err != nil {
+			break
+		}
+	}
+	intf, _ := r.Interface(0)
+	if intf.Name != "h01.eth0.RxTx" || !strings.Contains(intf.Filter, "udp port 9999") || !strings.Contains(intf.Description, "host h01, interface eth0") {
+		t.Errorf("interface block %+v", intf)
+	}
+	if len(stats) != 1 || stats[0].PacketsDropped != 0 || stats[0].PacketsReceived < c.Packets || !stats[0].StartTime.Equal(start) || !stats[0].EndTime.Equal(stop) {
+		t.Errorf("statistics blocks %+v, want one: no drops, at least %d received, window %v..%v", stats, c.Packets, start, stop)
+	}
 	t.Logf("window %v..%v: packets %d..%d (%d), stamped %v..%v", start.Format("15:04:05.000000"), stop.Format("15:04:05.000000"),
 		got.First, got.Last, got.Distinct, got.FirstSeen.Format("15:04:05.000000"), got.LastSeen.Format("15:04:05.000000"))
 }
