@@ -1,0 +1,53 @@
+package hosts
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Conn is one host, reached once and reused for everything.
+type Conn interface {
+	// Name is the host's name in the plan.
+	Name() string
+	// Run runs argv on the host and returns its standard output. A command
+	// that fails returns a *RunError holding its exit status and stderr.
+	Run(ctx context.Context, argv []string, stdin io.Reader) ([]byte, error)
+	// ReadFile reads a file on the host.
+	ReadFile(path string) ([]byte, error)
+	// WriteFile writes a file on the host atomically (temporary file, then
+	// rename): readers see the old content or the new, never half.
+	WriteFile(path string, r io.Reader, mode uint32) error
+	// Stat returns a file's size, or an error wrapping fs.ErrNotExist.
+	Stat(path string) (int64, error)
+	// MkdirAll creates a directory and its parents.
+	MkdirAll(path string, mode uint32) error
+	// Download copies a remote file into w from offset, reporting progress,
+	// and returns the bytes copied.
+	Download(ctx context.Context, path string, w io.WriterAt, offset int64, progress func(int64)) (int64, error)
+	// Close ends the connection.
+	Close() error
+}
+
+// RunError is a command that ran and failed.
+type RunError struct {
+	Host   string
+	Argv   []string
+	Status int // exit status, -1 when killed by a signal or cut off
+	Stderr string
+	Err    error
+}
+
+func (e *RunError) Error() string {
+	msg := strings.TrimSpace(e.Stderr)
+	if len(msg) > 500 {
+		msg = msg[:500] + "..."
+	}
+	if msg == "" && e.Err != nil {
+		msg = e.Err.Error()
+	}
+	return fmt.Sprintf("%s: %s failed (exit %d): %s", e.Host, e.Argv[0], e.Status, msg)
+}
+
+func (e *RunError) Unwrap() error { return e.Err }

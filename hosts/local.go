@@ -1,0 +1,110 @@
+package hosts
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// LocalConn is this machine: commands run as processes (no shell), files
+// are local files.
+type LocalConn struct {
+	name string
+}
+
+// Local returns the connection to this machine.
+func Local(name string) *LocalConn { return &LocalConn{name: name} }
+
+// Name is the host's name in the plan.
+func (c *LocalConn) Name() string { return c.name }
+
+// Run runs argv directly.
+func (c *LocalConn) Run(ctx context.Context, argv []string, stdin io.Reader) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		status := -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			status = ee.ExitCode()
+		}
+		return stdout.Bytes(), &RunError{Host: c.name, Argv: argv, Status: status, Stderr: stderr.String(), Err: err}
+	}
+	return stdout.Bytes(), nil
+}
+
+// ReadFile reads a local file.
+func (c *LocalConn) ReadFile(p string) ([]byte, error) { return os.ReadFile(p) }
+
+// WriteFile writes a local file atomically.
+func (c *LocalConn) WriteFile(p string, r io.Reader, mode uint32) error {
+	tmp := filepath.Join(filepath.Dir(p), "."+filepath.Base(p)+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fs.FileMode(mode))
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := errors.Join(f.Chmod(fs.FileMode(mode)), f.Close()); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+// Stat returns a local file's size.
+func (c *LocalConn) Stat(p string) (int64, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// MkdirAll creates a local directory.
+func (c *LocalConn) MkdirAll(p string, mode uint32) error {
+	if err := os.MkdirAll(p, fs.FileMode(mode)); err != nil {
+		return err
+	}
+	return os.Chmod(p, fs.FileMode(mode))
+}
+
+// Download copies a local file from offset.
+func (c *LocalConn) Download(ctx context.Context, p string, w io.WriterAt, offset int64, progress func(int64)) (int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n, err := io.Copy(&progressWriter{w: io.NewOffsetWriter(w, offset), progress: progress}, &ctxReader{ctx: ctx, r: io.NewSectionReader(f, offset, 1<<62)})
+	if err != nil {
+		return n, fmt.Errorf("copy %s: %w", p, err)
+	}
+	return n, nil
+}
+
+// ctxReader stops a copy when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(b)
+}
+
+// Close does nothing: this machine stays.
+func (c *LocalConn) Close() error { return nil }

@@ -1,0 +1,201 @@
+package hosts_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kevinburke/ssh_config"
+
+	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/lab"
+	"github.com/casecap/casecap/lab/labtest"
+)
+
+func labOptions(t *testing.T, l *lab.Lab, h *lab.Host, acceptNew bool, knownHosts string) hosts.SSHOptions {
+	t.Helper()
+	kh, err := hosts.NewKnownHosts([]string{knownHosts}, acceptNew)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hosts.SSHOptions{
+		Name: h.Name, Address: h.Addr.String(), IdentityFiles: []string{l.ClientKey}, NoAgent: true,
+		KnownHosts: kh, Config: &ssh_config.Config{}, ConnectTimeout: 5 * time.Second,
+	}
+}
+
+func dial(t *testing.T, o hosts.SSHOptions) *hosts.SSHConn {
+	t.Helper()
+	c, err := hosts.DialSSH(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestSSHRunAndFiles(t *testing.T) {
+	l := labtest.Start(t, 1)
+	h := l.Hosts[0]
+	c := dial(t, labOptions(t, l, h, false, l.KnownHosts))
+	ctx := context.Background()
+
+	out, err := c.Run(ctx, []string{"hostname"}, nil)
+	if err != nil || strings.TrimSpace(string(out)) != h.Name {
+		t.Fatalf("hostname: %q %v", out, err)
+	}
+	_, err = c.Run(ctx, []string{"sh", "-c", "echo oops >&2; exit 3"}, nil)
+	var re *hosts.RunError
+	if !errors.As(err, &re) || re.Status != 3 || strings.TrimSpace(re.Stderr) != "oops" {
+		t.Fatalf("failing command: %v, want exit 3 with stderr oops", err)
+	}
+	// A canary: shell syntax in arguments reaches the host as data.
+	canary := filepath.Join(l.Datastore, "pwned")
+	evil := []string{"$(touch " + canary + ")", "`touch " + canary + "`", "; touch " + canary, "a'b\"c\nd"}
+	out, err = c.Run(ctx, append([]string{"printf", `%s\0`}, evil...), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00"); strings.Join(got, "|") != strings.Join(evil, "|") {
+		t.Errorf("arguments arrived as %q", got)
+	}
+	if _, err := os.Stat(canary); err == nil {
+		t.Fatal("an argument was run by the remote shell")
+	}
+
+	dir := filepath.Join(l.Datastore, "sub", "dir")
+	if err := c.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "f.bin")
+	data := bytes.Repeat([]byte("casecap!"), 100_000)
+	if err := c.WriteFile(file, bytes.NewReader(data), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("written file: %v %v, want mode 0640", fi, err)
+	}
+	if n, err := c.Stat(file); err != nil || n != int64(len(data)) {
+		t.Errorf("stat: %d %v", n, err)
+	}
+	if _, err := c.Stat(file + ".missing"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stat of a missing file: %v, want fs.ErrNotExist", err)
+	}
+	if got, err := c.ReadFile(file); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("read back %d bytes, %v", len(got), err)
+	}
+	// Download half, then resume from there.
+	local := filepath.Join(t.TempDir(), "f.bin")
+	lf, err := os.Create(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := int64(len(data) / 2)
+	if _, err := lf.WriteAt(data[:half], 0); err != nil {
+		t.Fatal(err)
+	}
+	var progress int64
+	n, err := c.Download(ctx, file, lf, half, func(d int64) { progress += d })
+	lf.Close()
+	got, _ := os.ReadFile(local)
+	if err != nil || n != int64(len(data))-half || progress != n || !bytes.Equal(got, data) {
+		t.Errorf("resumed download: %d bytes (progress %d), %v; file equal: %v", n, progress, err, bytes.Equal(got, data))
+	}
+}
+
+func TestHostKeys(t *testing.T) {
+	l := labtest.Start(t, 2)
+	h := l.Hosts[0]
+	fresh := filepath.Join(t.TempDir(), "known_hosts")
+
+	// Unknown: refused with the fingerprint and the flag that accepts it.
+	_, err := hosts.DialSSH(context.Background(), labOptions(t, l, h, false, fresh))
+	var unknown *hosts.UnknownHostError
+	if !errors.As(err, &unknown) || !strings.Contains(err.Error(), "SHA256:") || !strings.Contains(err.Error(), hosts.AcceptNewFlag) {
+		t.Fatalf("unknown host: %v", err)
+	}
+	if _, err := os.Stat(fresh); err == nil {
+		t.Error("a refused unknown key was recorded")
+	}
+	// Accepted once with the flag, recorded, then known.
+	dial(t, labOptions(t, l, h, true, fresh)).Close()
+	c := dial(t, labOptions(t, l, h, false, fresh))
+	if _, err := c.Run(context.Background(), []string{"true"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Changed: h02's key recorded under h01's address; refused even with
+	// the accept flag.
+	pub, _ := l.Hosts[1].PublicKey()
+	wrong := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(wrong, []byte(h.Addr.String()+" "+strings.TrimSpace(string(pubLine(pub)))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = hosts.DialSSH(context.Background(), labOptions(t, l, h, true, wrong))
+	var changed *hosts.ChangedHostKeyError
+	if !errors.As(err, &changed) || !strings.Contains(err.Error(), "HAS CHANGED") {
+		t.Fatalf("changed key: %v", err)
+	}
+}
+
+func TestProxyJumpAndConfig(t *testing.T) {
+	l := labtest.Start(t, 2)
+	jump, target := l.Hosts[0], l.Hosts[1]
+	// ~/.ssh/config style: an alias with HostName, User, IdentityFile and
+	// ProxyJump through the other host.
+	cfgText := "Host target\n  HostName " + target.Addr.String() + "\n  User root\n  IdentityFile " + l.ClientKey + "\n  ProxyJump root@" + jump.Addr.String() + ":22\n"
+	cfg, err := ssh_config.Decode(strings.NewReader(cfgText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := labOptions(t, l, target, false, l.KnownHosts)
+	o.Address, o.IdentityFiles, o.Config = "target", nil, cfg
+	c := dial(t, o)
+	out, err := c.Run(context.Background(), []string{"sh", "-c", "hostname; echo $SSH_CONNECTION"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	// The target sees the connection coming from the jump host.
+	if lines[0] != target.Name || !strings.HasPrefix(lines[1], jump.Addr.String()+" ") {
+		t.Errorf("through the jump host: %q, want %s reached from %s", lines, target.Name, jump.Addr)
+	}
+}
+
+func TestKeepaliveClosesDeadConnection(t *testing.T) {
+	l := labtest.Start(t, 1)
+	h := l.Hosts[0]
+	o := labOptions(t, l, h, false, l.KnownHosts)
+	o.Keepalive = 200 * time.Millisecond
+	c := dial(t, o)
+	if err := h.LinkDown(); err != nil {
+		t.Fatal(err)
+	}
+	defer h.LinkUp()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Run(context.Background(), []string{"sleep", "30"}, nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a command over a dead link succeeded")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a command over a dead link still hangs after 5 s: keepalive did not close it")
+	}
+}
+
+func pubLine(pub interface {
+	Type() string
+	Marshal() []byte
+}) []byte {
+	return []byte(pub.Type() + " " + base64.StdEncoding.EncodeToString(pub.Marshal()))
+}
