@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,10 +15,12 @@ import (
 	"time"
 )
 
-// StartDetached starts `self run JOBFILE` in a new session, detached from
-// the SSH session that called it (so it outlives that session), and returns
-// once every capture is armed, or with the reason it could not be.
-func StartDetached(self, jobFile string, j *Job, timeout time.Duration) (pid int, err error) {
+// StartDetached starts `self... run JOBFILE` (self is the agent's argv
+// prefix: the agent binary, or casecap and "agent") in a new session,
+// detached from the SSH session that called it (so it outlives that
+// session), and returns once every capture is armed, or with the reason it
+// could not be.
+func StartDetached(self []string, jobFile string, j *Job, timeout time.Duration) (pid int, err error) {
 	if err := os.MkdirAll(j.StateDir, 0o700); err != nil {
 		return 0, err
 	}
@@ -34,7 +37,7 @@ func StartDetached(self, jobFile string, j *Job, timeout time.Duration) (pid int
 		return 0, err
 	}
 	defer r.Close()
-	cmd := exec.Command(self, "run", "--ready-fd", "3", jobFile)
+	cmd := exec.Command(self[0], append(self[1:], "run", "--ready-fd", "3", jobFile)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.Env = append(os.Environ(), "CASECAP_AGENT_DETACHED=1")
@@ -83,6 +86,39 @@ func RequestStop(stateDir string, at time.Time) (running bool, err error) {
 		return true, fmt.Errorf("signal the agent (pid %d): %w", pid, err)
 	}
 	return true, nil
+}
+
+// RequestBegin starts the pending captures of the agent in stateDir at at
+// (now if zero), for their durations.
+func RequestBegin(stateDir string, at time.Time) error {
+	pid := runningAgent(stateDir + "/" + PIDFile)
+	if pid == 0 {
+		return fmt.Errorf("no agent runs in %s", stateDir)
+	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	b, _ := json.Marshal(stopRequest{At: at})
+	if err := writeAtomic(stateDir+"/"+BeginFile, b, 0o600); err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+		return fmt.Errorf("signal the agent (pid %d): %w", pid, err)
+	}
+	return nil
+}
+
+// Clock answers every line read from r with this host's time (Unix
+// nanoseconds) on w: the far end of an NTP-style exchange that measures the
+// clock offset and round trip over one SSH session.
+func Clock(r io.Reader, w io.Writer) error {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if _, err := fmt.Fprintln(w, time.Now().UnixNano()); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
 }
 
 // ReadStatus reads status.json and says whether its agent still runs.

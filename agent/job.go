@@ -35,11 +35,15 @@ type JobCapture struct {
 	ExcludeOwnSSH bool             `json:"exclude_own_ssh"`
 	Exclude       []bpfgen.Conn    `json:"exclude,omitempty"`
 	Snaplen       int              `json:"snaplen"`
-	Start         time.Time        `json:"start"` // on this host's clock
-	Stop          time.Time        `json:"stop"`
-	MaxPackets    uint64           `json:"max_packets,omitempty"`
-	MaxBytes      uint64           `json:"max_bytes,omitempty"`
-	MinFree       uint64           `json:"min_free,omitempty"`
+	// Either a fixed window (Start, Stop, on this host's clock), or a
+	// Duration that begins when `begin` says (two-phase start: every host
+	// armed first, then started at one instant), ending by Stop whatever.
+	Start      time.Time     `json:"start,omitzero"`
+	Stop       time.Time     `json:"stop"`
+	Duration   time.Duration `json:"duration,omitempty"`
+	MaxPackets uint64        `json:"max_packets,omitempty"`
+	MaxBytes   uint64        `json:"max_bytes,omitempty"`
+	MinFree    uint64        `json:"min_free,omitempty"`
 }
 
 // ReadJob reads and checks a job file.
@@ -76,6 +80,8 @@ func (j *Job) Check() error {
 			errs = append(errs, fmt.Errorf("capture file %q appears twice", c.File))
 		case c.Stop.IsZero() || !c.Stop.After(c.Start):
 			errs = append(errs, fmt.Errorf("capture %s: stop %v must be after start %v: nothing runs forever", c.Name, c.Stop, c.Start))
+		case c.Duration < 0 || (c.Duration > 0 && !c.Start.IsZero()):
+			errs = append(errs, fmt.Errorf("capture %s: give a start or a duration, not both", c.Name))
 		}
 		seen[c.File] = true
 	}
@@ -91,6 +97,7 @@ const (
 	PIDFile    = "agent.pid"
 	StatusFile = "status.json"
 	StopFile   = "stop.json"
+	BeginFile  = "begin.json"
 	LogFile    = "agent.log"
 )
 

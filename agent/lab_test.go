@@ -632,3 +632,40 @@ func TestStopAtInstant(t *testing.T) {
 		t.Errorf("second stop: %q %v", out, err)
 	}
 }
+
+// TestBeginPending: captures armed without a start wait for `begin`, then
+// keep exactly their duration from the instant begin names.
+func TestBeginPending(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := e.send(ctx, 500*time.Microsecond, 0)
+	stateDir, caseDir := e.start("begin", agent.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+		ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Duration: time.Second, Stop: time.Now().Add(time.Minute)})
+	st, err := e.status(stateDir)
+	if err != nil || st.Captures[0].State != "armed" || !st.Captures[0].Start.IsZero() {
+		t.Fatalf("before begin: %+v %v, want armed with no start", st, err)
+	}
+	at := time.Now().Add(300 * time.Millisecond)
+	if _, err := e.ssh(e.bin + " begin --at " + at.Format(time.RFC3339Nano) + " " + stateDir); err != nil {
+		t.Fatal(err)
+	}
+	st = e.wait(stateDir, 10*time.Second)
+	cancel()
+	<-s.done
+	got, err := seqcast.ReadFile(filepath.Join(caseDir, "h01.eth0.RxTx.pcapng"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := st.Captures[0]
+	if c.StopReason != "window-end" || !c.Start.Equal(at) || !c.Stop.Equal(at.Add(time.Second)) {
+		t.Errorf("status %+v, want the window [%v, +1s)", c, at)
+	}
+	if got.FirstSeen.Before(at) || !got.LastSeen.Before(at.Add(time.Second)) || !got.Contiguous() || got.Distinct < 1900 {
+		t.Errorf("file %+v, want ~2000 contiguous packets stamped in [%v, +1s)", got, at)
+	}
+	// A second begin changes nothing.
+	if _, err := e.ssh(e.bin + " begin " + stateDir); err == nil {
+		t.Error("begin after the agent is gone should say there is no agent")
+	}
+}

@@ -101,7 +101,7 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 		spec := capture.Spec{
 			Name: jc.Name, File: filepath.Join(j.CaseDir, jc.File), Host: j.Host, Case: j.Case,
 			Interface: jc.Interface, Direction: jc.Direction, Filter: jc.Filter,
-			Exclude: jc.Exclude, Snaplen: jc.Snaplen, Start: jc.Start, Stop: jc.Stop,
+			Exclude: jc.Exclude, Snaplen: jc.Snaplen, Start: jc.Start, Stop: jc.Stop, Pending: jc.Duration > 0,
 			MaxPackets: jc.MaxPackets, MaxBytes: jc.MaxBytes, MinFree: jc.MinFree,
 			Tcpdump: tcpdump, Version: opt.Version,
 		}
@@ -132,7 +132,7 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 	}
 
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	ready("armed")
 
@@ -171,6 +171,17 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 				for _, c := range caps {
 					c.RequestStop(at, capture.StopRequest)
 				}
+			case syscall.SIGUSR2:
+				at, err := readStop(j.path(BeginFile))
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "begin request: %v\n", err)
+					continue
+				}
+				for i, c := range caps {
+					if d := j.Captures[i].Duration; d > 0 {
+						c.Begin(at, d)
+					}
+				}
 			case syscall.SIGHUP:
 				// The SSH session that started us went away: keep capturing.
 			default:
@@ -188,7 +199,7 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 	}
 }
 
-// stopRequest is what stop.json holds.
+// stopRequest is what stop.json and begin.json hold.
 type stopRequest struct {
 	At time.Time `json:"at"` // zero: now
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -32,8 +33,10 @@ type Spec struct {
 	Exclude   []bpfgen.Conn // TCP connections to leave out (casecap's own SSH sessions)
 	Snaplen   int           // 0: whole packets
 	// Start and Stop bound the window: packets stamped in [Start, Stop) are
-	// kept. A zero Start starts at once.
+	// kept. A zero Start starts at once. With Pending, the capture is armed
+	// but waits for Begin; Stop is then its hard deadline.
 	Start, Stop time.Time
+	Pending     bool
 	MaxPackets  uint64
 	MaxBytes    uint64 // file size limit
 	MinFree     uint64 // free space to keep on the file's filesystem
@@ -98,6 +101,7 @@ type Capture struct {
 	file *os.File
 	w    *fileWriter
 
+	startAt    atomic.Int64 // unix ns; set by Begin for a pending capture
 	stopAt     atomic.Int64 // unix ns; may move earlier on a stop request
 	stopReason atomic.Value // StopReason for an early stop
 	// Published counters, for Status from other goroutines; the loop keeps
@@ -151,9 +155,19 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("filter %q: %w", expr, err)
 	}
+	if s.Start.IsZero() && !s.Pending {
+		s.Start = time.Now() // "at once": from arming on
+	}
 	c = &Capture{spec: s}
 	c.stopAt.Store(s.Stop.UnixNano())
-	c.status = Status{Name: s.Name, File: s.File, State: StateArmed, Filter: expr, Start: s.Start, Stop: s.Stop}
+	c.startAt.Store(s.Start.UnixNano())
+	if s.Pending {
+		c.startAt.Store(math.MaxInt64)
+	}
+	c.status = Status{Name: s.Name, File: s.File, State: StateArmed, Filter: expr, Stop: s.Stop}
+	if !s.Pending {
+		c.status.Start = s.Start
+	}
 	defer func() {
 		if err != nil {
 			c.abandon()
@@ -214,6 +228,19 @@ func (c *Capture) fill(st *Status) {
 	st.Stop = time.Unix(0, c.stopAt.Load())
 }
 
+// Begin opens a pending capture's window at start, for duration (ending no
+// later than its deadline). It returns false if the capture already began.
+func (c *Capture) Begin(start time.Time, duration time.Duration) bool {
+	if !c.startAt.CompareAndSwap(math.MaxInt64, start.UnixNano()) {
+		return false
+	}
+	c.RequestStop(start.Add(duration), StopWindowEnd)
+	c.mu.Lock()
+	c.status.Start = start
+	c.mu.Unlock()
+	return true
+}
+
 // RequestStop moves the end of the window earlier (never later): to at, or
 // to now when at is zero.
 func (c *Capture) RequestStop(at time.Time, reason StopReason) {
@@ -226,7 +253,9 @@ func (c *Capture) RequestStop(at time.Time, reason StopReason) {
 			return
 		}
 		if c.stopAt.CompareAndSwap(cur, at.UnixNano()) {
-			c.stopReason.Store(reason)
+			if reason != StopWindowEnd {
+				c.stopReason.Store(reason)
+			}
 			return
 		}
 	}
@@ -249,7 +278,6 @@ func (c *Capture) Run(ctx context.Context) Status {
 const clockEvery = 4096
 
 func (c *Capture) loop(ctx context.Context) (StopReason, error) {
-	start := c.spec.Start.UnixNano()
 	var (
 		lastGuard   time.Time
 		lastWritten int64
@@ -259,7 +287,7 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 	)
 	drain := 2*c.blockTimeout() + 5*time.Millisecond
 	for {
-		stopAt := c.stopAt.Load()
+		stopAt, start := c.stopAt.Load(), c.startAt.Load()
 		if sinceClock >= clockEvery {
 			sinceClock = 0
 			if ctx.Err() != nil {
@@ -268,7 +296,7 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 			}
 			now := time.Now()
 			if now.UnixNano() >= stopAt {
-				return c.drain(start, stopAt, drain)
+				return c.drain(stopAt, drain)
 			}
 			wait = max(min(100*time.Millisecond, time.Duration(stopAt-now.UnixNano())), time.Millisecond)
 			if !inWindow && now.UnixNano() >= start {
@@ -299,7 +327,7 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 		t := p.Nanos
 		if t >= stopAt {
 			// Stamped after the end: the window is over.
-			return c.drain(start, stopAt, drain)
+			return c.drain(stopAt, drain)
 		}
 		if t < start {
 			continue
@@ -325,7 +353,8 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 // end and has not handed over yet. It ends when the ring is quiet, or once
 // packets stamped well after the end arrive: by then every earlier one has
 // been handed over (a backlog of in-window packets is still read to the end).
-func (c *Capture) drain(start, stopAt int64, quiet time.Duration) (StopReason, error) {
+func (c *Capture) drain(stopAt int64, quiet time.Duration) (StopReason, error) {
+	start := c.startAt.Load()
 	for {
 		p, err := c.ring.Next(quiet)
 		if err != nil {
@@ -421,9 +450,9 @@ func (c *Capture) finish(reason StopReason, runErr error) Status {
 	c.publish()
 	recv, drops, _ := c.ring.Stats()
 	c.ring.Close()
-	start, end := c.spec.Start, time.Unix(0, c.stopAt.Load())
-	if start.IsZero() {
-		start = time.Now()
+	start, end := time.Unix(0, c.startAt.Load()), time.Unix(0, c.stopAt.Load())
+	if c.startAt.Load() == math.MaxInt64 {
+		start = end // never began: an empty window
 	}
 	err := errors.Join(runErr, c.w.close(start, end, recv, drops), c.file.Sync(), c.file.Close())
 	c.mu.Lock()

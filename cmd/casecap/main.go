@@ -37,6 +37,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 	case errors.As(err, &shown): // already printed
+	case err.Error() == "": // an exit code alone: the message was printed
 	case errors.As(err, &invalid):
 		fmt.Fprintf(stderr, "%v\ncasecap: the plan is invalid (%d problems); no host was touched\n", invalid, len(invalid.Diags))
 	default:
@@ -74,10 +75,13 @@ func exitCode(err error) int {
 		usage   usageError
 		invalid *plans.Error
 		shown   invalidPlan
+		coded   cli.ExitCoder
 	)
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &coded):
+		return coded.ExitCode()
 	case errors.As(err, &usage), errors.As(err, &invalid), errors.As(err, &shown):
 		return exitUsage
 	}
@@ -104,6 +108,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			collectCommand(),
 			targetsCommand(),
 			pointsCommand(),
+			agentCommand(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError{err.Error()}
