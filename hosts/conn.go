@@ -26,8 +26,18 @@ type Conn interface {
 	// Download copies a remote file into w from offset, reporting progress,
 	// and returns the bytes copied.
 	Download(ctx context.Context, path string, w io.WriterAt, offset int64, progress func(int64)) (int64, error)
+	// Start starts argv with its standard input and output connected, for
+	// an exchange (the clock measurement).
+	Start(ctx context.Context, argv []string) (Process, error)
 	// Close ends the connection.
 	Close() error
+}
+
+// Process is a command running on a host.
+type Process interface {
+	Stdin() io.WriteCloser
+	Stdout() io.Reader
+	Wait() error
 }
 
 // RunError is a command that ran and failed.

@@ -91,6 +91,50 @@ func (f *Fake) Download(_ context.Context, p string, w io.WriterAt, offset int64
 	return int64(n), err
 }
 
+// fakeProcess runs the handler once per line written to it: enough for
+// request/answer exchanges such as the clock.
+type fakeProcess struct {
+	in  *io.PipeWriter
+	out *io.PipeReader
+	err chan error
+}
+
+func (p *fakeProcess) Stdin() io.WriteCloser { return p.in }
+func (p *fakeProcess) Stdout() io.Reader     { return p.out }
+func (p *fakeProcess) Wait() error           { return <-p.err }
+
+// Start runs argv with the handler answering each input line.
+func (f *Fake) Start(_ context.Context, argv []string) (Process, error) {
+	f.mu.Lock()
+	f.Calls = append(f.Calls, argv)
+	f.mu.Unlock()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	p := &fakeProcess{in: inW, out: outR, err: make(chan error, 1)}
+	go func() {
+		buf := make([]byte, 4096)
+		var err error
+		for {
+			n, rerr := inR.Read(buf)
+			if n > 0 && f.Handler != nil {
+				var out []byte
+				if out, err = f.Handler(argv, buf[:n]); err != nil {
+					break
+				}
+				if _, err = outW.Write(out); err != nil {
+					break
+				}
+			}
+			if rerr != nil {
+				break
+			}
+		}
+		outW.Close()
+		p.err <- err
+	}()
+	return p, nil
+}
+
 // Close does nothing.
 func (f *Fake) Close() error { return nil }
 

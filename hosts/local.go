@@ -40,6 +40,30 @@ func (c *LocalConn) Run(ctx context.Context, argv []string, stdin io.Reader) ([]
 	return stdout.Bytes(), nil
 }
 
+type localProcess struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out io.Reader
+}
+
+func (p *localProcess) Stdin() io.WriteCloser { return p.in }
+func (p *localProcess) Stdout() io.Reader     { return p.out }
+func (p *localProcess) Wait() error           { return p.cmd.Wait() }
+
+// Start starts argv with pipes.
+func (c *LocalConn) Start(ctx context.Context, argv []string) (Process, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	in, err1 := cmd.StdinPipe()
+	out, err2 := cmd.StdoutPipe()
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return &localProcess{cmd: cmd, in: in, out: out}, nil
+}
+
 // ReadFile reads a local file.
 func (c *LocalConn) ReadFile(p string) ([]byte, error) { return os.ReadFile(p) }
 

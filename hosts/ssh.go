@@ -356,6 +356,36 @@ func (c *SSHConn) Run(ctx context.Context, argv []string, stdin io.Reader) ([]by
 	return stdout.Bytes(), nil
 }
 
+type sshProcess struct {
+	s   *ssh.Session
+	in  io.WriteCloser
+	out io.Reader
+}
+
+func (p *sshProcess) Stdin() io.WriteCloser { return p.in }
+func (p *sshProcess) Stdout() io.Reader     { return p.out }
+func (p *sshProcess) Wait() error           { defer p.s.Close(); return p.s.Wait() }
+
+// Start starts argv in a new session with pipes.
+func (c *SSHConn) Start(ctx context.Context, argv []string) (Process, error) {
+	s, err := c.client.NewSession()
+	if err != nil {
+		return nil, fmt.Errorf("%s: open a session: %w", c.name, err)
+	}
+	in, err1 := s.StdinPipe()
+	out, err2 := s.StdoutPipe()
+	if err := errors.Join(err1, err2); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.Start(Quote(argv)); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%s: start %s: %w", c.name, argv[0], err)
+	}
+	context.AfterFunc(ctx, func() { s.Close() })
+	return &sshProcess{s: s, in: in, out: out}, nil
+}
+
 // SFTP returns the connection's SFTP client, opened on first use.
 func (c *SSHConn) SFTP() (*sftp.Client, error) {
 	c.mu.Lock()

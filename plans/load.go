@@ -143,7 +143,9 @@ func (d *decoder) plan(n *yaml.Node) *Plan {
 	def := defaults{
 		duration:      DefaultDuration,
 		excludeOwnSSH: true,
-		ssh:           SSH{User: "root", Port: 22, ConnectTimeout: 10 * time.Second, Keepalive: 15 * time.Second},
+		// User and Port stay unset unless the plan sets them: ~/.ssh/config,
+		// then root and 22, fill them in at connect time.
+		ssh: SSH{ConnectTimeout: 10 * time.Second, Keepalive: 15 * time.Second},
 	}
 	var caseNode, hostsNode *yaml.Node
 	fs := map[string]field{

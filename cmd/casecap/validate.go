@@ -99,7 +99,14 @@ func printPlan(w io.Writer, p *plans.Plan) {
 		if h.Kind == plans.KindLocal {
 			where = "this machine"
 		} else {
-			where = fmt.Sprintf("%s@%s:%d", h.SSH.User, h.Address, h.SSH.Port)
+			user, port := h.SSH.User, h.SSH.Port
+			if user == "" {
+				user = "(ssh config or root)"
+			}
+			where = fmt.Sprintf("%s@%s", user, h.Address)
+			if port != 0 {
+				where += fmt.Sprintf(":%d", port)
+			}
 		}
 		line := fmt.Sprintf("%s: %s, datastore %s", h.Name, where, h.Datastore)
 		if !seen[line] {
