@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 
 	"github.com/urfave/cli/v2"
 
@@ -21,9 +20,9 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	os.Exit(run(ctx, os.Args, os.Stdout, os.Stderr))
+	// Each command decides what Ctrl-C means (run: stop together, then stop
+	// waiting); see interrupts and cancelOnInterrupt.
+	os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr))
 }
 
 // run is main without the process: tests call it with their own writers.
@@ -37,6 +36,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 	case errors.As(err, &shown): // already printed
+	case errors.As(err, new(runtimeError)):
+		fmt.Fprintln(stderr, "casecap: not everything succeeded; see the errors above")
 	case err.Error() == "": // an exit code alone: the message was printed
 	case errors.As(err, &invalid):
 		fmt.Fprintf(stderr, "%v\ncasecap: the plan is invalid (%d problems); no host was touched\n", invalid, len(invalid.Diags))

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/casecap/casecap/examples"
+	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/orchestrator"
+	"github.com/casecap/casecap/plans"
+	"github.com/casecap/casecap/progress"
+)
+
+// orchestrateFlags are the flags of the commands that reach hosts.
+func orchestrateFlags(out bool) []cli.Flag {
+	fs := []cli.Flag{
+		jsonFlag(),
+		&cli.BoolFlag{Name: strings.TrimPrefix(hosts.AcceptNewFlag, "--"), Usage: "record the keys of hosts not yet in known_hosts (check their fingerprints first); a changed key is always refused"},
+		&cli.IntFlag{Name: "parallel", Value: 64, Usage: "hosts worked on at once"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log every step on stderr"},
+	}
+	if out {
+		fs = append(fs, &cli.StringFlag{Name: "out", Value: ".", Usage: "write the case folder Case_<case>/ under this directory"})
+	}
+	return fs
+}
+
+// loadPlan loads PLAN, or the embedded demo with --demo (under a case id
+// of its own, so that every demo run gets a fresh case folder).
+func loadPlan(c *cli.Context) (*plans.Plan, error) {
+	if c.IsSet("demo") && c.Bool("demo") {
+		if c.NArg() > 0 {
+			return nil, usageError{"run takes either PLAN or --demo, not both"}
+		}
+		data, err := examples.FS.ReadFile(examples.LocalDemoFile)
+		if err != nil {
+			return nil, err
+		}
+		p, err := plans.Parse("examples/"+examples.LocalDemoFile, data)
+		if err != nil {
+			return nil, err
+		}
+		p.Case = "demo-" + time.Now().UTC().Format("20060102-150405")
+		return p, nil
+	}
+	file, err := planArg(c)
+	if err != nil {
+		return nil, err
+	}
+	return plans.Load(file)
+}
+
+// passwords answers password prompts from the environment variable the
+// plan names for the host, or (on a terminal) by asking once per user.
+func passwords(p *plans.Plan) func(user, host string) (string, error) {
+	var mu sync.Mutex
+	asked := map[string]string{}
+	return func(user, host string) (string, error) {
+		for _, h := range p.Hosts {
+			if h.Name == host && h.SSH.PasswordEnv != "" {
+				if v := os.Getenv(h.SSH.PasswordEnv); v != "" {
+					return v, nil
+				}
+				return "", fmt.Errorf("the plan takes %s's password from $%s, which is not set", host, h.SSH.PasswordEnv)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if pw, ok := asked[user]; ok {
+			return pw, nil
+		}
+		tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+		if err != nil {
+			return "", errors.New("a password is needed and there is no terminal to ask on: set ssh.password_env in the plan")
+		}
+		defer tty.Close()
+		fmt.Fprintf(tty, "password for %s (used for every host that asks for %s): ", user, user)
+		b, err := term.ReadPassword(int(tty.Fd()))
+		fmt.Fprintln(tty)
+		if err != nil {
+			return "", err
+		}
+		asked[user] = string(b)
+		return string(b), nil
+	}
+}
+
+// session is one orchestrating command's setup.
+type session struct {
+	plan    *plans.Plan
+	orch    *orchestrator.Orchestrator
+	logFile *os.File
+}
+
+func newSession(c *cli.Context, p *plans.Plan, logToCase bool) (*session, error) {
+	level := slog.LevelWarn
+	if c.Bool("verbose") {
+		level = slog.LevelDebug
+	}
+	handlers := []slog.Handler{slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level})}
+	s := &session{plan: p}
+	out := "."
+	if c.IsSet("out") || c.Command.Name == "run" || c.Command.Name == "collect" {
+		out = c.String("out")
+	}
+	if logToCase {
+		dir := filepath.Join(out, p.CaseDir())
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(filepath.Join(dir, "casecap.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, err
+		}
+		s.logFile = f
+		handlers = append(handlers, slog.NewJSONHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	tty := false
+	if f, ok := c.App.ErrWriter.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	var disp orchestrator.Display
+	if !c.Bool("json") || tty {
+		disp = progress.New(c.App.ErrWriter, tty)
+	}
+	s.orch = orchestrator.New(orchestrator.Options{
+		Plan:              p,
+		OutDir:            out,
+		AcceptNewHostKeys: c.Bool(strings.TrimPrefix(hosts.AcceptNewFlag, "--")),
+		AllowPartial:      c.Bool("allow-partial"),
+		Parallel:          c.Int("parallel"),
+		Password:          passwords(p),
+		Log:               slog.New(multiHandler(handlers)),
+		Display:           disp,
+		Version:           version,
+	})
+	return s, nil
+}
+
+func (s *session) close() {
+	if s.logFile != nil {
+		s.logFile.Close()
+	}
+}
+
+// interrupts turns Ctrl-C into a channel; the first press stops the captures
+// together, the second stops waiting.
+func interrupts() (<-chan struct{}, func()) {
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt)
+	out := make(chan struct{}, 2)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-sig:
+				out <- struct{}{}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return out, func() { signal.Stop(sig); close(done) }
+}
+
+// cancelOnInterrupt is for commands that simply stop on Ctrl-C.
+func cancelOnInterrupt(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt)
+}
+
+// report prints the result: JSON with --json, else a table and the errors.
+func report(c *cli.Context, m *orchestrator.Manifest, err error) error {
+	if c.Bool("json") {
+		if werr := writeJSON(c.App.Writer, m); werr != nil {
+			return werr
+		}
+	} else {
+		printSummary(c.App.Writer, m)
+	}
+	if err != nil {
+		return runtimeError{err}
+	}
+	return nil
+}
+
+// runtimeError is a failure already reported in the summary: exit 1.
+type runtimeError struct{ error }
+
+func printSummary(w io.Writer, m *orchestrator.Manifest) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tFILE\tSTATE\tPACKETS\tBYTES\tDROPS\tSIZE\tCOLLECTED")
+	caps := append([]orchestrator.ManifestCapture(nil), m.Captures...)
+	sort.SliceStable(caps, func(i, j int) bool { return caps[i].Host < caps[j].Host })
+	for _, c := range caps {
+		state := c.State
+		if c.StopReason != "" {
+			state += " (" + c.StopReason + ")"
+		}
+		collected := "-"
+		if c.Collected {
+			collected = "yes, sha256 ok"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", c.Host, c.File, state, c.Packets, humanize.IBytes(c.Bytes), c.Drops, humanize.IBytes(uint64(c.Size)), collected)
+	}
+	tw.Flush()
+	for _, e := range m.Errors {
+		fmt.Fprintln(w, "error:", e)
+	}
+	if m.CaseDir != "" {
+		fmt.Fprintf(w, "case folder: %s\n", m.CaseDir)
+	}
+}
+
+// multiHandler sends records to several slog handlers.
+type multiHandler []slog.Handler
+
+func (m multiHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	for _, h := range m {
+		if h.Enabled(ctx, l) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m multiHandler) Handle(ctx context.Context, r slog.Record) error {
+	var errs []error
+	for _, h := range m {
+		if h.Enabled(ctx, r.Level) {
+			errs = append(errs, h.Handle(ctx, r.Clone()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m multiHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	out := make(multiHandler, len(m))
+	for i, h := range m {
+		out[i] = h.WithAttrs(a)
+	}
+	return out
+}
+
+func (m multiHandler) WithGroup(g string) slog.Handler {
+	out := make(multiHandler, len(m))
+	for i, h := range m {
+		out[i] = h.WithGroup(g)
+	}
+	return out
+}

@@ -1,0 +1,167 @@
+package orchestrator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sync"
+
+	"github.com/casecap/casecap/agent/capture"
+)
+
+// maxDownloads bounds the files downloaded at once.
+const maxDownloads = 16
+
+// LocalCaseDir is the case folder on this machine.
+func (o *Orchestrator) LocalCaseDir() string {
+	return filepath.Join(o.opt.OutDir, o.opt.Plan.CaseDir())
+}
+
+// collect downloads every stopped capture of every live host into the
+// local case folder, resuming partial downloads and checking every file
+// against the sha256 its agent recorded.
+func (o *Orchestrator) collect(ctx context.Context) {
+	local := o.LocalCaseDir()
+	if err := os.MkdirAll(local, 0o750); err != nil {
+		for _, h := range o.live() {
+			o.fail(h, "collect", err)
+		}
+		return
+	}
+	sem := make(chan struct{}, maxDownloads)
+	o.each(ctx, "collect", func(ctx context.Context, h *hostRun) error {
+		if h.status == nil {
+			st, err := o.readStatus(ctx, h)
+			if err != nil {
+				return fmt.Errorf("no capture status on the host (was the case started there?): %w", err)
+			}
+			h.status = st
+		}
+		if !finished(h.status) {
+			return errors.New("its captures are still running: stop them (casecap stop) or wait for their end, then collect")
+		}
+		// Names come from the plan, never from what a host says: a host
+		// cannot make casecap write outside the case folder.
+		want := map[string]bool{}
+		for _, c := range h.plan.Captures {
+			want[c.File] = true
+		}
+		var errs []error
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for i := range h.status.Captures {
+			cs := &h.status.Captures[i]
+			name := path.Base(cs.File)
+			if !want[name] {
+				errs = append(errs, fmt.Errorf("the agent reports a capture file %q that is not in the plan; ignored", cs.File))
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				if err := o.download(ctx, h, cs, name, local); err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("%s: %w", name, err))
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	})
+}
+
+// fileSum hashes a local file.
+func fileSum(p string) (string, int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+// download fetches one capture file, resumable and verified.
+func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *capture.Status, name, local string) error {
+	if cs.SHA256 == "" {
+		return fmt.Errorf("the agent recorded no sha256 (capture %s: %s)", cs.State, cs.Error)
+	}
+	final := filepath.Join(local, name)
+	if _, err := os.Stat(final); err == nil {
+		sum, _, err := fileSum(final)
+		if err != nil {
+			return err
+		}
+		if sum == cs.SHA256 {
+			return nil // already collected and verified
+		}
+		return fmt.Errorf("%s exists and is a different file (sha256 %s, the host's is %s): not overwriting it; move it away or use --out", final, sum, cs.SHA256)
+	}
+	part := final + ".part"
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// Resume: hash what is already here, then fetch the rest.
+	hasher := sha256.New()
+	offset, err := io.Copy(hasher, f)
+	if err != nil {
+		return err
+	}
+	if offset > cs.Size {
+		offset = 0
+		hasher.Reset()
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+	}
+	tr := o.disp.Download(h.name(), name, cs.Size)
+	tr.Add(offset)
+	w := &hashingWriterAt{w: f, h: hasher, next: offset}
+	remote := path.Join(h.caseDir(o.opt.Plan), name)
+	_, err = h.conn.Download(ctx, remote, w, offset, tr.Add)
+	if err == nil && w.next != cs.Size {
+		err = fmt.Errorf("downloaded %d bytes, the agent wrote %d", w.next, cs.Size)
+	}
+	if err == nil {
+		if sum := hex.EncodeToString(hasher.Sum(nil)); sum != cs.SHA256 {
+			os.Remove(part)
+			err = fmt.Errorf("sha256 %s does not match the agent's %s: the download is discarded; collect again", sum, cs.SHA256)
+		}
+	}
+	if err == nil {
+		err = errors.Join(f.Sync(), os.Chmod(part, 0o640), os.Rename(part, final))
+	}
+	tr.Done(err)
+	return err
+}
+
+// hashingWriterAt hashes a download as it is written; downloads write in
+// order, and anything else is refused rather than hashed wrong.
+type hashingWriterAt struct {
+	w    io.WriterAt
+	h    hash.Hash
+	next int64
+}
+
+func (x *hashingWriterAt) WriteAt(p []byte, off int64) (int, error) {
+	if off != x.next {
+		return 0, fmt.Errorf("out-of-order write at %d, expected %d", off, x.next)
+	}
+	n, err := x.w.WriteAt(p, off)
+	x.h.Write(p[:n])
+	x.next += int64(n)
+	return n, err
+}

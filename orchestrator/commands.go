@@ -1,0 +1,172 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/casecap/casecap/agent"
+)
+
+// ErrDetached says casecap stopped waiting (second Ctrl-C): the captures
+// end on their own; collect them later.
+var ErrDetached = errors.New("stopped waiting")
+
+// prepare runs the phases before any capture exists. It returns false when
+// the run must not go on (every host failed, or one did and partial runs
+// are not allowed).
+func (o *Orchestrator) prepare(ctx context.Context) bool {
+	for _, phase := range []func(context.Context){o.connect, o.preflight, o.deploy, o.check} {
+		phase(ctx)
+		if !o.ready() {
+			return false
+		}
+	}
+	return true
+}
+
+// window is the longest capture duration of the live hosts.
+func (o *Orchestrator) window() time.Duration {
+	var w time.Duration
+	for _, h := range o.live() {
+		for _, c := range h.plan.Captures {
+			w = max(w, c.Duration)
+		}
+	}
+	return w
+}
+
+// startAll prepares, arms and begins; on a failure before the begin every
+// armed agent is stopped, so that nothing is left running.
+func (o *Orchestrator) startAll(ctx context.Context) (time.Time, error) {
+	if !o.prepare(ctx) {
+		return time.Time{}, fmt.Errorf("nothing was started: %w", o.failures())
+	}
+	o.arm(ctx)
+	if !o.ready() {
+		o.cleanup()
+		return time.Time{}, fmt.Errorf("nothing was started: %w", o.failures())
+	}
+	t0 := o.beginTogether(ctx)
+	return t0, nil
+}
+
+// Run does the whole job: prepare, arm, begin together, watch, stop
+// together, collect, write the case folder. The first interrupt stops every
+// capture together (and still collects); a second stops waiting.
+func (o *Orchestrator) Run(ctx context.Context, interrupt <-chan struct{}) (*Manifest, error) {
+	defer o.disp.Close()
+	defer o.closeAll()
+	t0, err := o.startAll(ctx)
+	if err != nil {
+		return o.manifest("run"), err
+	}
+	if o.watch(ctx, t0, o.window(), interrupt) {
+		return o.manifest("run"), ErrDetached
+	}
+	o.collect(ctx)
+	m := o.manifest("run")
+	if err := o.writeCaseFolder(m); err != nil {
+		return m, err
+	}
+	return m, o.failures()
+}
+
+// Start prepares, arms and begins every capture, then returns: the captures
+// stop by themselves at the end of their duration.
+func (o *Orchestrator) Start(ctx context.Context) (*Manifest, error) {
+	defer o.disp.Close()
+	defer o.closeAll()
+	if _, err := o.startAll(ctx); err != nil {
+		return o.manifest("start"), err
+	}
+	o.poll(ctx)
+	return o.manifest("start"), o.failures()
+}
+
+// attach connects to every host and reads what an earlier start recorded
+// there (agent, clock offset) and the captures' status.
+func (o *Orchestrator) attach(ctx context.Context) {
+	o.connect(ctx)
+	o.each(ctx, "attach", func(ctx context.Context, h *hostRun) error {
+		r, err := o.readRecord(h)
+		if err != nil {
+			return fmt.Errorf("no run of case %s was started on this host: %w", o.opt.Plan.Case, err)
+		}
+		h.record, h.agent, h.kind, h.os, h.arch = r, r.Agent, r.Kind, r.OS, r.Arch
+		h.offset, h.rtt = r.ClockOffset, r.RTT
+		st, err := o.readStatus(ctx, h)
+		if err != nil {
+			return fmt.Errorf("read the agent's status: %w", err)
+		}
+		h.status = st
+		return nil
+	})
+}
+
+// Status reports every capture's state.
+func (o *Orchestrator) Status(ctx context.Context) (*Manifest, error) {
+	defer o.disp.Close()
+	defer o.closeAll()
+	o.attach(ctx)
+	o.each(ctx, "status", func(ctx context.Context, h *hostRun) error {
+		// Whether the agent still runs is known only on the host.
+		out, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "status", h.stateDir(o.opt.Plan)), nil)
+		if err != nil {
+			return err
+		}
+		var st agent.Status
+		if err := json.Unmarshal(out, &st); err != nil {
+			return fmt.Errorf("the agent's status: %w", err)
+		}
+		if !finished(&st) && !st.Alive {
+			return errors.New("the agent is gone but its captures did not finish (the host rebooted?); collect what is there")
+		}
+		return nil
+	})
+	return o.manifest("status"), o.failures()
+}
+
+// Stop stops every capture together and waits for the agents to close
+// their files. Stopping captures that already stopped is not an error.
+func (o *Orchestrator) Stop(ctx context.Context) (*Manifest, error) {
+	defer o.disp.Close()
+	defer o.closeAll()
+	o.attach(ctx)
+	// Clocks drift: measure them again before agreeing on an instant.
+	o.each(ctx, "stop", func(ctx context.Context, h *hostRun) error {
+		var err error
+		h.offset, h.rtt, err = measureClock(ctx, h)
+		return err
+	})
+	o.stopTogether(ctx)
+	deadline := time.Now().Add(watchGrace)
+	for time.Now().Before(deadline) {
+		o.poll(ctx)
+		done := true
+		for _, h := range o.live() {
+			done = done && finished(h.status)
+		}
+		if done {
+			break
+		}
+		time.Sleep(pollInterval)
+	}
+	return o.manifest("stop"), o.failures()
+}
+
+// Collect downloads every file into the case folder and writes the manifest.
+func (o *Orchestrator) Collect(ctx context.Context) (*Manifest, error) {
+	defer o.disp.Close()
+	defer o.closeAll()
+	o.attach(ctx)
+	o.collect(ctx)
+	m := o.manifest("collect")
+	if err := o.writeCaseFolder(m); err != nil {
+		return m, err
+	}
+	return m, o.failures()
+}

@@ -1,0 +1,86 @@
+package orchestrator
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/plans"
+)
+
+// knownHostsFor returns the (shared) host key checker for a host's
+// known_hosts setting: one per distinct file, so that parallel dials
+// append new keys one at a time.
+func (o *Orchestrator) knownHostsFor(files string) (*hosts.KnownHosts, error) {
+	knownMu.Lock()
+	defer knownMu.Unlock()
+	key := files + "\x00" + map[bool]string{true: "accept"}[o.opt.AcceptNewHostKeys]
+	if k, ok := knownCache[key]; ok {
+		return k, nil
+	}
+	var list []string
+	if files != "" {
+		list = []string{expandHome(files)}
+	} else {
+		home, _ := os.UserHomeDir()
+		list = []string{filepath.Join(home, ".ssh", "known_hosts"), "/etc/ssh/ssh_known_hosts"}
+	}
+	k, err := hosts.NewKnownHosts(list, o.opt.AcceptNewHostKeys)
+	if err != nil {
+		return nil, err
+	}
+	knownCache[key] = k
+	return k, nil
+}
+
+var (
+	knownMu    sync.Mutex
+	knownCache = map[string]*hosts.KnownHosts{}
+)
+
+func expandHome(p string) string {
+	if rest, ok := strings.CutPrefix(p, "~/"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, rest)
+		}
+	}
+	return p
+}
+
+// dial connects to one host: this machine for a local host, SSH otherwise.
+func (o *Orchestrator) dial(ctx context.Context, h *plans.Host) (hosts.Conn, error) {
+	if o.opt.Dial != nil {
+		return o.opt.Dial(ctx, h)
+	}
+	if h.Kind == plans.KindLocal {
+		return hosts.Local(h.Name), nil
+	}
+	kh, err := o.knownHostsFor(h.SSH.KnownHosts)
+	if err != nil {
+		return nil, err
+	}
+	opt := hosts.SSHOptions{
+		Name: h.Name, Address: h.Address, Port: h.SSH.Port, User: h.SSH.User,
+		KnownHosts: kh, Jump: h.SSH.Jump, ConnectTimeout: h.SSH.ConnectTimeout, Keepalive: h.SSH.Keepalive,
+		Password: o.opt.Password,
+	}
+	if h.SSH.IdentityFile != "" {
+		opt.IdentityFiles = []string{h.SSH.IdentityFile}
+	}
+	return hosts.DialSSH(ctx, opt)
+}
+
+func (o *Orchestrator) connect(ctx context.Context) {
+	o.each(ctx, "connect", func(ctx context.Context, h *hostRun) error {
+		c, err := o.dial(ctx, h.plan)
+		if err != nil {
+			return err
+		}
+		h.conn = c
+		o.disp.HostPhase(h.name(), "connected")
+		return nil
+	})
+}

@@ -1,0 +1,128 @@
+package orchestrator
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/casecap/casecap/plans"
+)
+
+// Manifest is what a command did, host by host and capture by capture:
+// written as manifest.json in the case folder by run and collect, and
+// printed by every command with --json.
+type Manifest struct {
+	Case     string            `json:"case"`
+	Casecap  string            `json:"casecap"`
+	Command  string            `json:"command"`
+	Plan     string            `json:"plan,omitempty"` // the plan as run, in the case folder
+	CaseDir  string            `json:"case_dir,omitempty"`
+	Begin    time.Time         `json:"begin,omitzero"`
+	Hosts    []ManifestHost    `json:"hosts"`
+	Captures []ManifestCapture `json:"captures"`
+	Errors   []string          `json:"errors,omitempty"`
+}
+
+// ManifestHost is one host.
+type ManifestHost struct {
+	Name          string        `json:"name"`
+	Address       string        `json:"address,omitempty"`
+	Kind          plans.Kind    `json:"kind"`
+	OS            string        `json:"os,omitempty"`
+	Arch          string        `json:"arch,omitempty"`
+	Mode          string        `json:"mode,omitempty"` // how it captured: agent
+	ClockOffsetNs time.Duration `json:"clock_offset_ns"`
+	RTTNs         time.Duration `json:"rtt_ns"`
+	BeginLateNs   time.Duration `json:"begin_late_ns,omitempty"`
+	Reachable     bool          `json:"reachable"`
+	Phase         string        `json:"failed_phase,omitempty"`
+	Error         string        `json:"error,omitempty"`
+}
+
+// ManifestCapture is one capture.
+type ManifestCapture struct {
+	File       string    `json:"file"`
+	Host       string    `json:"host"`
+	Target     string    `json:"target"`
+	Points     []string  `json:"points,omitempty"`
+	Filter     string    `json:"filter"` // as the agent resolved it
+	Start      time.Time `json:"start,omitzero"`
+	Stop       time.Time `json:"stop,omitzero"`
+	Packets    uint64    `json:"packets"`
+	Bytes      uint64    `json:"bytes"`
+	Drops      uint64    `json:"drops"`
+	Size       int64     `json:"size"`
+	SHA256     string    `json:"sha256,omitempty"`
+	State      string    `json:"state"` // armed, capturing, stopped, failed, collected, unknown
+	StopReason string    `json:"stop_reason,omitempty"`
+	Collected  bool      `json:"collected"`
+	Error      string    `json:"error,omitempty"`
+}
+
+// manifest sums up the hosts' state.
+func (o *Orchestrator) manifest(command string) *Manifest {
+	p := o.opt.Plan
+	m := &Manifest{Case: p.Case, Casecap: o.opt.Version, Command: command}
+	for _, h := range o.hosts {
+		mh := ManifestHost{Name: h.name(), Address: h.plan.Address, Kind: h.kind, OS: h.os, Arch: h.arch,
+			ClockOffsetNs: h.offset, RTTNs: h.rtt, Reachable: h.conn != nil && h.status != nil}
+		if r := h.record; r != nil {
+			mh.Mode, mh.BeginLateNs = "agent", r.BeginLate
+			mh.OS, mh.Arch, mh.Kind = r.OS, r.Arch, r.Kind
+			mh.ClockOffsetNs, mh.RTTNs = r.ClockOffset, r.RTT
+			if m.Begin.IsZero() || r.Begin.Before(m.Begin) {
+				m.Begin = r.Begin
+			}
+		}
+		if h.err != nil {
+			mh.Phase, mh.Error = h.err.Phase, h.err.Err.Error()
+			m.Errors = append(m.Errors, h.err.Error())
+		}
+		m.Hosts = append(m.Hosts, mh)
+		for _, c := range h.plan.Captures {
+			mc := ManifestCapture{File: c.File, Host: h.name(), Target: c.Target.String(), Points: c.Points, Filter: c.Filter.Expression(), State: "unknown"}
+			if h.status != nil {
+				for _, s := range h.status.Captures {
+					if filepath.Base(s.File) != c.File {
+						continue
+					}
+					mc.Filter, mc.Start, mc.Stop = s.Filter, s.Start, s.Stop
+					mc.Packets, mc.Bytes, mc.Drops, mc.Size = s.Packets, s.Bytes, s.Drops, s.Size
+					mc.SHA256, mc.State, mc.StopReason, mc.Error = s.SHA256, s.State, string(s.StopReason), s.Error
+				}
+			}
+			if sum, _, err := fileSum(filepath.Join(o.LocalCaseDir(), c.File)); err == nil && sum == mc.SHA256 {
+				mc.Collected = true
+			}
+			m.Captures = append(m.Captures, mc)
+		}
+	}
+	return m
+}
+
+// writeCaseFolder writes manifest.json and the plan as run into the case folder.
+func (o *Orchestrator) writeCaseFolder(m *Manifest) error {
+	dir := o.LocalCaseDir()
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	m.CaseDir, m.Plan = dir, "plan.yaml"
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return errors.Join(
+		writeFileAtomic(filepath.Join(dir, "manifest.json"), append(b, '\n')),
+		writeFileAtomic(filepath.Join(dir, "plan.yaml"), o.opt.Plan.Source),
+	)
+}
+
+func writeFileAtomic(p string, data []byte) error {
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}

@@ -1,0 +1,181 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/casecap/casecap/agent"
+	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/plans"
+)
+
+// Options say how to carry out a plan.
+type Options struct {
+	Plan              *plans.Plan
+	OutDir            string // where Case_<case>/ is written; default "."
+	AcceptNewHostKeys bool
+	AllowPartial      bool // go on without hosts that fail before the start
+	Parallel          int  // hosts worked on at once; default 64
+	// Password answers password and keyboard-interactive prompts (from the
+	// plan's password_env, or a prompt); nil: keys only.
+	Password func(user, host string) (string, error)
+	// AgentBinary returns the agent for linux/<arch> (default: embedded).
+	AgentBinary func(arch string) ([]byte, error)
+	// LocalAgent is the argv that runs the agent on the local host
+	// (default: this executable with "agent").
+	LocalAgent []string
+	// Dial connects to a host (default: SSH, or this machine for local).
+	Dial func(ctx context.Context, h *plans.Host) (hosts.Conn, error)
+	Log  *slog.Logger
+	// Display shows progress; nil shows nothing.
+	Display Display
+	Version string
+}
+
+// HostError is one host's failure in one phase.
+type HostError struct {
+	Host  string
+	Phase string
+	Err   error
+}
+
+func (e *HostError) Error() string { return fmt.Sprintf("%s: %s: %v", e.Host, e.Phase, e.Err) }
+func (e *HostError) Unwrap() error { return e.Err }
+
+// hostRun is one host's state during a command.
+type hostRun struct {
+	plan *plans.Host
+	conn hosts.Conn
+	err  *HostError
+
+	kind    plans.Kind
+	arch    string
+	os      string // "Linux 6.1.0-13-amd64" or "VMware ESXi 8.0.2"
+	freeKB  uint64
+	agent   []string      // argv that runs the agent there
+	offset  time.Duration // host clock minus ours
+	rtt     time.Duration
+	execLat time.Duration // how long a short agent command takes, end to end
+	facts   agent.Facts
+	armed   bool // something runs there: clean up if the run aborts
+	record  *Record
+	status  *agent.Status
+}
+
+func (h *hostRun) name() string { return h.plan.Name }
+
+// Remote layout on a host's datastore.
+func (h *hostRun) stateDir(p *plans.Plan) string {
+	return path.Join(h.plan.Datastore, ".casecap", "cases", p.Case, h.plan.Name)
+}
+func (h *hostRun) caseDir(p *plans.Plan) string { return path.Join(h.plan.Datastore, p.CaseDir()) }
+func agentDir(ds string) string                 { return path.Join(ds, ".casecap", "agent") }
+
+// Orchestrator carries out one command of a plan.
+type Orchestrator struct {
+	opt   Options
+	hosts []*hostRun
+	log   *slog.Logger
+	disp  Display
+
+	mu      sync.Mutex
+	uploads atomic.Int32
+}
+
+// New prepares an orchestrator for the plan.
+func New(opt Options) *Orchestrator {
+	if opt.Parallel <= 0 {
+		opt.Parallel = 64
+	}
+	if opt.OutDir == "" {
+		opt.OutDir = "."
+	}
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	o := &Orchestrator{opt: opt, log: opt.Log, disp: opt.Display}
+	if o.disp == nil {
+		o.disp = nopDisplay{}
+	}
+	for _, h := range opt.Plan.Hosts {
+		o.hosts = append(o.hosts, &hostRun{plan: h, kind: h.Kind})
+	}
+	return o
+}
+
+// live are the hosts that have not failed.
+func (o *Orchestrator) live() []*hostRun {
+	var out []*hostRun
+	for _, h := range o.hosts {
+		if h.err == nil {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// each runs one phase on every live host, at most Parallel at once. A host
+// whose phase fails is marked and skips the later phases.
+func (o *Orchestrator) each(ctx context.Context, phase string, fn func(ctx context.Context, h *hostRun) error) {
+	var g errgroup.Group
+	g.SetLimit(o.opt.Parallel)
+	for _, h := range o.live() {
+		g.Go(func() error {
+			start := time.Now()
+			err := fn(ctx, h)
+			if err != nil {
+				o.fail(h, phase, err)
+			} else {
+				o.log.Debug(phase, "host", h.name(), "took", time.Since(start))
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+func (o *Orchestrator) fail(h *hostRun, phase string, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if h.err == nil {
+		h.err = &HostError{Host: h.name(), Phase: phase, Err: err}
+		o.log.Error(phase+" failed", "host", h.name(), "err", err)
+		o.disp.HostFailed(h.name(), phase, err)
+	}
+}
+
+// failures joins every host's failure.
+func (o *Orchestrator) failures() error {
+	var errs []error
+	for _, h := range o.hosts {
+		if h.err != nil {
+			errs = append(errs, h.err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ready says whether the run may go on after a preparing phase: all hosts
+// are fine, or some are and partial runs are allowed.
+func (o *Orchestrator) ready() bool {
+	n := len(o.live())
+	return n == len(o.hosts) || (o.opt.AllowPartial && n > 0)
+}
+
+// closeAll closes every connection.
+func (o *Orchestrator) closeAll() {
+	for _, h := range o.hosts {
+		if h.conn != nil {
+			h.conn.Close()
+		}
+	}
+}

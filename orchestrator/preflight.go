@@ -1,0 +1,98 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/casecap/casecap/plans"
+)
+
+// probeScript learns what preflight needs in one round trip. Its arguments
+// come as positional parameters ($1 the datastore, $2 "create" to make it if
+// missing): nothing from the plan is ever part of the script's text.
+const probeScript = `ds=$1
+uname -s; uname -r; uname -m; hostname
+if [ ! -d "$ds" ] && [ "$2" = create ]; then mkdir -p "$ds" && chmod 750 "$ds"; fi
+if [ -d "$ds" ] && [ -w "$ds" ]; then echo yes; else echo no; fi
+df -Pk "$ds" 2>/dev/null | tail -n 1
+vmware -v 2>/dev/null || true`
+
+// reserve is free space kept on a datastore beyond the plan's min_free.
+const reserve = 64 << 20
+
+func goArch(machine string) (string, bool) {
+	switch machine {
+	case "x86_64", "amd64":
+		return "amd64", true
+	case "aarch64", "arm64":
+		return "arm64", true
+	}
+	return "", false
+}
+
+func (o *Orchestrator) preflight(ctx context.Context) {
+	o.each(ctx, "preflight", func(ctx context.Context, h *hostRun) error {
+		create := "check"
+		if h.plan.Kind != plans.KindESXi {
+			// On Linux a datastore is just a directory: make it. On ESXi it
+			// must be a real datastore that exists.
+			create = "create"
+		}
+		out, err := h.conn.Run(ctx, []string{"sh", "-c", probeScript, "probe", h.plan.Datastore, create}, nil)
+		if err != nil {
+			return err
+		}
+		lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+		if len(lines) < 6 {
+			return fmt.Errorf("unexpected answer to the probe: %q", out)
+		}
+		sys, release, machine := lines[0], lines[1], lines[2]
+		switch sys {
+		case "VMkernel":
+			h.kind = plans.KindESXi
+		case "Linux":
+			if h.kind == plans.KindAuto {
+				h.kind = plans.KindLinux
+			}
+		default:
+			return fmt.Errorf("%s is neither Linux nor ESXi; casecap captures on those", sys)
+		}
+		if h.plan.Kind == plans.KindLinux && sys != "Linux" || h.plan.Kind == plans.KindESXi && sys != "VMkernel" {
+			return fmt.Errorf("the plan says kind %s, but the host runs %s", h.plan.Kind, sys)
+		}
+		h.os = sys + " " + release
+		if len(lines) > 6 && strings.HasPrefix(lines[6], "VMware ESXi") {
+			h.os = lines[6]
+		}
+		if h.kind == plans.KindESXi {
+			return fmt.Errorf("ESXi hosts (%s) are captured with pktcap-uw, which comes with issue 6", h.os)
+		}
+		var ok bool
+		if h.arch, ok = goArch(machine); !ok {
+			return fmt.Errorf("unsupported architecture %s (the agent exists for x86_64 and aarch64)", machine)
+		}
+		if lines[4] != "yes" {
+			return fmt.Errorf("datastore %s does not exist or is not writable", h.plan.Datastore)
+		}
+		df := strings.Fields(lines[5])
+		if len(df) < 4 {
+			return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, lines[5])
+		}
+		if h.freeKB, err = strconv.ParseUint(df[3], 10, 64); err != nil {
+			return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, lines[5])
+		}
+		need := uint64(reserve)
+		for _, c := range h.plan.Captures {
+			need = max(need, c.MinFree+reserve)
+		}
+		if free := h.freeKB << 10; free < need {
+			return fmt.Errorf("only %s free on %s; the plan keeps %s free (min_free + %s)", humanize.IBytes(free), h.plan.Datastore, humanize.IBytes(need), humanize.IBytes(reserve))
+		}
+		o.disp.HostPhase(h.name(), "preflight ok: "+h.os+" "+machine)
+		return nil
+	})
+}

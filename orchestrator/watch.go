@@ -1,0 +1,147 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/casecap/casecap/agent"
+	"github.com/casecap/casecap/agent/capture"
+)
+
+// readStatus reads a host's status.json (the agent rewrites it twice a
+// second), reconnecting once if the connection has died.
+func (o *Orchestrator) readStatus(ctx context.Context, h *hostRun) (*agent.Status, error) {
+	file := path.Join(h.stateDir(o.opt.Plan), agent.StatusFile)
+	b, err := h.conn.ReadFile(file)
+	if err != nil {
+		if c, derr := o.dial(ctx, h.plan); derr == nil {
+			h.conn.Close()
+			h.conn = c
+			b, err = h.conn.ReadFile(file)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st agent.Status
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// finished reports whether every capture in a status has stopped.
+func finished(st *agent.Status) bool {
+	if st == nil || st.State == agent.StateArming {
+		return false
+	}
+	for _, c := range st.Captures {
+		if c.State != capture.StateStopped && c.State != capture.StateFailed {
+			return false
+		}
+	}
+	return st.State == agent.StateDone || st.State == agent.StateFailed
+}
+
+// pollInterval is how often watch reads every host's status.
+const pollInterval = 500 * time.Millisecond
+
+// watchGrace is how long after the window's end watch waits for agents to
+// close their files before giving up on them.
+const watchGrace = 30 * time.Second
+
+// watch shows the captures' progress until every one has stopped. The first
+// interrupt stops them all together; a second one stops waiting (detached
+// is then true, and the captures end on their own at the window's end).
+func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Duration, interrupt <-chan struct{}) (detached bool) {
+	end := t0.Add(window)
+	stopped := false
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		all := o.poll(ctx)
+		o.disp.Captures(window, time.Since(t0), all)
+		done := true
+		for _, h := range o.live() {
+			if !finished(h.status) {
+				done = false
+			}
+		}
+		if done {
+			return false
+		}
+		if time.Now().After(end.Add(watchGrace)) {
+			if !stopped {
+				o.stopTogether(ctx)
+				stopped = true
+				end = time.Now()
+				continue
+			}
+			for _, h := range o.live() {
+				if !finished(h.status) {
+					o.fail(h, "watch", errUnfinished)
+				}
+			}
+			return false
+		}
+		select {
+		case <-interrupt:
+			if stopped {
+				return true
+			}
+			o.log.Info("interrupted: stopping every capture together")
+			o.stopTogether(ctx)
+			stopped = true
+		case <-ctx.Done():
+			return true
+		case <-tick.C:
+		}
+	}
+}
+
+type unfinished struct{}
+
+func (unfinished) Error() string {
+	return "the agent did not report its captures stopped in time; it stops them by itself at the window's end: run casecap collect later"
+}
+
+var errUnfinished error = unfinished{}
+
+// poll reads every live host's status at once.
+func (o *Orchestrator) poll(ctx context.Context) []Progress {
+	var mu sync.Mutex
+	var all []Progress
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, o.opt.Parallel)
+	for _, h := range o.live() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			st, err := o.readStatus(rctx, h)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				// Unreachable: its captures go on; show what we knew.
+				if h.status != nil {
+					for _, c := range h.status.Captures {
+						all = append(all, Progress{Host: h.name(), Reachable: false, Status: c})
+					}
+				}
+				return
+			}
+			h.status = st
+			for _, c := range st.Captures {
+				all = append(all, Progress{Host: h.name(), Reachable: true, Status: c})
+			}
+		}()
+	}
+	wg.Wait()
+	return all
+}
