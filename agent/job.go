@@ -44,6 +44,7 @@ type JobCapture struct {
 	MaxPackets uint64        `json:"max_packets,omitempty"`
 	MaxBytes   uint64        `json:"max_bytes,omitempty"`
 	MinFree    uint64        `json:"min_free,omitempty"`
+	Buffer     uint64        `json:"buffer,omitempty"` // kernel ring size; 0: the default (8 MiB)
 }
 
 // ReadJob reads and checks a job file.

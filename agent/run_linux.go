@@ -105,6 +105,10 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 			MaxPackets: jc.MaxPackets, MaxBytes: jc.MaxBytes, MinFree: jc.MinFree,
 			Tcpdump: tcpdump, Version: opt.Version,
 		}
+		if jc.Buffer > 0 {
+			spec.Ring.BlockSize = 1 << 20
+			spec.Ring.Blocks = int(max(1, jc.Buffer>>20))
+		}
 		if jc.ExcludeOwnSSH && haveOwn {
 			spec.Exclude = append(spec.Exclude, own)
 		}

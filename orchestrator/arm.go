@@ -43,7 +43,7 @@ func (o *Orchestrator) job(h *hostRun) *agent.Job {
 			Interface: c.Target.Name, Direction: direction(c.Points),
 			Filter: c.Filter, ExcludeOwnSSH: c.ExcludeOwnSSH, Snaplen: c.Snaplen,
 			Duration: c.Duration, Stop: hostNow.Add(c.Duration + armSlack),
-			MaxPackets: c.MaxPackets, MaxBytes: c.MaxBytes, MinFree: c.MinFree,
+			MaxPackets: c.MaxPackets, MaxBytes: c.MaxBytes, MinFree: c.MinFree, Buffer: c.Buffer,
 		})
 	}
 	return j
@@ -80,11 +80,9 @@ func (o *Orchestrator) arm(ctx context.Context) {
 		if err := h.conn.WriteFile(jobFile, bytes.NewReader(raw), 0o600); err != nil {
 			return err
 		}
-		start := time.Now()
 		if _, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "start", jobFile), nil); err != nil {
 			return err
 		}
-		h.execLat = max(h.execLat, time.Since(start))
 		h.armed = true
 		o.disp.HostPhase(h.name(), "armed")
 		return nil
@@ -92,8 +90,8 @@ func (o *Orchestrator) arm(ctx context.Context) {
 }
 
 // margin is how far ahead an agreed instant must be for every host to hear
-// of it in time: the slowest command seen, twice, plus three of the worst
-// round trips.
+// of it in time: the slowest short agent command seen (check), twice, plus
+// three of the worst round trips.
 func (o *Orchestrator) margin() time.Duration {
 	var lat, rtt time.Duration
 	for _, h := range o.live() {

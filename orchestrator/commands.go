@@ -64,9 +64,11 @@ func (o *Orchestrator) Run(ctx context.Context, interrupt <-chan struct{}) (*Man
 	if err != nil {
 		return o.manifest("run"), err
 	}
+	watched := time.Now()
 	if o.watch(ctx, t0, o.window(), interrupt) {
 		return o.manifest("run"), ErrDetached
 	}
+	o.log.Info("phase done", "phase", "watch", "took", time.Since(watched), "after window end", time.Since(t0.Add(o.window())))
 	o.collect(ctx)
 	m := o.manifest("run")
 	if err := o.writeCaseFolder(m); err != nil {

@@ -10,6 +10,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/casecap/casecap/agent/dist"
 	"github.com/casecap/casecap/plans"
@@ -72,6 +73,10 @@ func (o *Orchestrator) deploy(ctx context.Context) {
 		}
 		groups[key] = append(groups[key], h)
 	}
+	began := time.Now()
+	defer func() {
+		o.log.Info("phase done", "phase", "deploy", "took", time.Since(began), "uploads", o.uploads.Load())
+	}()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, o.opt.Parallel)
 	for _, key := range order {

@@ -126,6 +126,8 @@ func (o *Orchestrator) live() []*hostRun {
 // each runs one phase on every live host, at most Parallel at once. A host
 // whose phase fails is marked and skips the later phases.
 func (o *Orchestrator) each(ctx context.Context, phase string, fn func(ctx context.Context, h *hostRun) error) {
+	began := time.Now()
+	defer func() { o.log.Info("phase done", "phase", phase, "took", time.Since(began)) }()
 	var g errgroup.Group
 	g.SetLimit(o.opt.Parallel)
 	for _, h := range o.live() {

@@ -46,8 +46,12 @@ func finished(st *agent.Status) bool {
 	return st.State == agent.StateDone || st.State == agent.StateFailed
 }
 
-// pollInterval is how often watch reads every host's status.
-const pollInterval = 500 * time.Millisecond
+// pollInterval is how often watch reads every host's status; from the
+// window's end on, endPoll (agents write their final status at once).
+const (
+	pollInterval = 500 * time.Millisecond
+	endPoll      = 50 * time.Millisecond
+)
 
 // watchGrace is how long after the window's end watch waits for agents to
 // close their files before giving up on them.
@@ -59,8 +63,6 @@ const watchGrace = 30 * time.Second
 func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Duration, interrupt <-chan struct{}) (detached bool) {
 	end := t0.Add(window)
 	stopped := false
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
 	for {
 		all := o.poll(ctx)
 		o.disp.Captures(window, time.Since(t0), all)
@@ -87,6 +89,14 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 			}
 			return false
 		}
+		// Poll every pollInterval, but wake at the window's end, and poll
+		// fast from then on.
+		wait := pollInterval
+		if stopped || time.Now().After(end) {
+			wait = endPoll
+		} else if until := time.Until(end) + endPoll; until < wait {
+			wait = until
+		}
 		select {
 		case <-interrupt:
 			if stopped {
@@ -97,7 +107,7 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 			stopped = true
 		case <-ctx.Done():
 			return true
-		case <-tick.C:
+		case <-time.After(wait):
 		}
 	}
 }

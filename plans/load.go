@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/dustin/go-humanize"
 	"gopkg.in/yaml.v3"
 
 	"github.com/casecap/casecap/plans/filter"
@@ -93,6 +94,7 @@ type defaults struct {
 	minFree       uint64
 	filter        Filter
 	excludeOwnSSH bool
+	buffer        uint64
 	ssh           SSH
 }
 
@@ -122,6 +124,15 @@ func (d *decoder) limitFields(s *defaults) map[string]field {
 		"max_bytes": func(v *yaml.Node, p string) {
 			if x, ok := d.size(v, p, 64<<10); ok {
 				s.maxBytes = x
+			}
+		},
+		"buffer": func(v *yaml.Node, p string) {
+			if x, ok := d.size(v, p, 1<<20); ok {
+				if x > MaxBuffer {
+					d.errf(v, p, "buffer %s is larger than %s", humanize.IBytes(x), humanize.IBytes(MaxBuffer))
+					return
+				}
+				s.buffer = x
 			}
 		},
 		"min_free": func(v *yaml.Node, p string) {
@@ -682,7 +693,7 @@ func (d *decoder) capture(n *yaml.Node, p string, def defaults, h *Host) *Captur
 
 	c.Filter, c.ExcludeOwnSSH = cd.filter, cd.excludeOwnSSH
 	c.Snaplen, c.Duration = cd.snaplen, cd.duration
-	c.MaxPackets, c.MaxBytes, c.MinFree = cd.maxPackets, cd.maxBytes, cd.minFree
+	c.MaxPackets, c.MaxBytes, c.MinFree, c.Buffer = cd.maxPackets, cd.maxBytes, cd.minFree, cd.buffer
 	at := filterNode
 	if at == nil {
 		at = n

@@ -15,6 +15,7 @@ const (
 	MinSnaplen      = 24
 	MaxSnaplen      = 262144
 	CaseDirPrefix   = "Case_"
+	MaxBuffer       = 1 << 30 // a capture's kernel buffer
 )
 
 // Plan is a validated, compiled capture plan.
@@ -154,6 +155,7 @@ type Capture struct {
 	MaxPackets    uint64        `json:"max_packets,omitempty"`
 	MaxBytes      uint64        `json:"max_bytes,omitempty"`
 	MinFree       uint64        `json:"min_free,omitempty"`
+	Buffer        uint64        `json:"buffer,omitempty"` // kernel ring; 0: the agent's default (8 MiB)
 	Label         string        `json:"label,omitempty"`
 	File          string        `json:"file"`
 	Path          string        `json:"path"` // YAML path, for messages: hosts[0].captures[1]

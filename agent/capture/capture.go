@@ -272,6 +272,10 @@ func (c *Capture) Run(ctx context.Context) Status {
 	return c.finish(reason, runErr)
 }
 
+// reorderSlack bounds how far out of timestamp order packets from different
+// CPUs can reach the ring.
+const reorderSlack = 2 * time.Millisecond
+
 // clockEvery is how many packets may be read between looks at the clock:
 // packets carry the kernel's timestamps, so the loop needs the clock only
 // for the guard and when the ring is quiet.
@@ -285,7 +289,9 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 		sinceClock  = clockEvery
 		wait        time.Duration
 	)
-	drain := 2*c.blockTimeout() + 5*time.Millisecond
+	// The kernel hands over a partly filled block after the block timeout:
+	// waiting that long (and a little) after the end catches the last one.
+	drain := c.blockTimeout() + 5*time.Millisecond
 	for {
 		stopAt, start := c.stopAt.Load(), c.startAt.Load()
 		if sinceClock >= clockEvery {
@@ -350,9 +356,11 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 }
 
 // drain takes, once the window is over, what the kernel stamped before its
-// end and has not handed over yet. It ends when the ring is quiet, or once
-// packets stamped well after the end arrive: by then every earlier one has
-// been handed over (a backlog of in-window packets is still read to the end).
+// end and has not handed over yet. It ends when the ring stays quiet for a
+// block timeout, or at the first packet stamped past the end (by more than
+// reorderSlack): packets enter the ring in the order they are stamped, give
+// or take microseconds across CPUs, so every earlier one has been read. A
+// backlog of in-window packets is still read to its end.
 func (c *Capture) drain(stopAt int64, quiet time.Duration) (StopReason, error) {
 	start := c.startAt.Load()
 	for {
@@ -361,7 +369,7 @@ func (c *Capture) drain(stopAt int64, quiet time.Duration) (StopReason, error) {
 			break
 		}
 		t := p.Nanos
-		if t >= stopAt+quiet.Nanoseconds() {
+		if t >= stopAt+reorderSlack.Nanoseconds() {
 			break
 		}
 		if t >= start && t < stopAt {

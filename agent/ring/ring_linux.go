@@ -22,8 +22,9 @@ import (
 type Options struct {
 	Interface string // "" or "any": every interface (cooked packets)
 	Program   []bpf.RawInstruction
-	// BlockSize and Blocks size the ring (default 1 MiB x 32). A bigger ring
-	// rides out longer bursts before the kernel drops.
+	// BlockSize and Blocks size the ring (default 1 MiB x 8, as a plan's
+	// buffer says otherwise). A bigger ring rides out longer bursts before
+	// the kernel drops, and costs kernel memory on every capture.
 	BlockSize int
 	Blocks    int
 	// BlockTimeout is how long the kernel holds a partly filled block before
@@ -113,7 +114,7 @@ func Open(opt Options) (r *Ring, err error) {
 		opt.BlockSize = 1 << 20
 	}
 	if opt.Blocks == 0 {
-		opt.Blocks = 32
+		opt.Blocks = 8
 	}
 	if opt.BlockTimeout == 0 {
 		opt.BlockTimeout = 50 * time.Millisecond
@@ -169,10 +170,8 @@ func Open(opt Options) (r *Ring, err error) {
 	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
 		return nil, fmt.Errorf("set up a %d x %d ring: %w", opt.Blocks, opt.BlockSize, err)
 	}
-	if r.mem, err = unix.Mmap(fd, 0, opt.BlockSize*opt.Blocks, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_LOCKED); err != nil {
-		if r.mem, err = unix.Mmap(fd, 0, opt.BlockSize*opt.Blocks, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
-			return nil, fmt.Errorf("map the ring: %w", err)
-		}
+	if r.mem, err = unix.Mmap(fd, 0, opt.BlockSize*opt.Blocks, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		return nil, fmt.Errorf("map the ring: %w", err)
 	}
 	if ifindex != 0 && !opt.NoPromisc {
 		mreq := unix.PacketMreq{Ifindex: int32(ifindex), Type: unix.PACKET_MR_PROMISC}

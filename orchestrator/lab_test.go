@@ -1,0 +1,183 @@
+//go:build linux
+
+package orchestrator_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/casecap/casecap/agent/agenttest"
+	"github.com/casecap/casecap/lab"
+	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/lab/seqcast"
+	"github.com/casecap/casecap/orchestrator"
+	"github.com/casecap/casecap/plans"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	agenttest.Cleanup()
+	os.Exit(code)
+}
+
+// labPlan writes a plan for every lab host, with the given captures YAML
+// (indented for a host's captures list), and loads it.
+func labPlan(t *testing.T, l *lab.Lab, caseID string, duration time.Duration, captures string) *plans.Plan {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "case: %s\ndatastore: %s\nduration: %s\nssh: { user: root, identity_file: %s, known_hosts: %s }\nhosts:\n",
+		caseID, l.Datastore, duration, l.ClientKey, l.KnownHosts)
+	for _, h := range l.Hosts {
+		fmt.Fprintf(&b, "  - name: %s\n    kind: linux\n    address: %s\n    captures:\n%s", h.Name, h.Addr, captures)
+	}
+	file := filepath.Join(t.TempDir(), "plan.yaml")
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := plans.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// testWriter sends log lines to the test's log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func agentBinary(t *testing.T) func(string) ([]byte, error) {
+	bin := agenttest.Binary(t)
+	return func(arch string) ([]byte, error) { return os.ReadFile(bin) }
+}
+
+func sum(t *testing.T, file string) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// TestRunEightHosts is issue 5's end-to-end test: 8 lab hosts, 2 captures
+// each, under the numbered broadcast stream; every file present, named
+// right, readable by tshark, matching the manifest; start and stop skew
+// from sequence numbers within 5 ms; one agent upload for the shared
+// datastore.
+func TestRunEightHosts(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 8)
+	const interval = 500 * time.Microsecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 5, Interval: interval})
+
+	p := labPlan(t, l, "E2E-8", 2*time.Second, `      - interface: eth0
+        filter: { udpport: 9999 }
+      - interface: eth0
+        direction: rx
+        snaplen: 96
+        label: all
+`)
+	out := t.TempDir()
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test",
+		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	begin := time.Now()
+	m, err := o.Run(context.Background(), nil)
+	took := time.Since(begin)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	t.Logf("run of a 2 s window on 8 hosts took %v", took.Round(time.Millisecond))
+	if n := o.Uploads(); n != 1 {
+		t.Errorf("%d agent uploads for one shared datastore, want 1", n)
+	}
+	caseDir := filepath.Join(out, "Case_E2E-8")
+	var manifest orchestrator.Manifest
+	raw, err := os.ReadFile(filepath.Join(caseDir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &manifest); err != nil {
+		t.Fatal(err)
+	}
+	if len(manifest.Captures) != 16 || len(manifest.Hosts) != 8 || len(m.Errors) != 0 {
+		t.Fatalf("manifest: %d captures, %d hosts, errors %v", len(manifest.Captures), len(manifest.Hosts), m.Errors)
+	}
+	if _, err := os.Stat(filepath.Join(caseDir, "plan.yaml")); err != nil {
+		t.Error("the plan as run is not in the case folder")
+	}
+	var firsts, lasts []time.Time
+	for _, c := range manifest.Captures {
+		file := filepath.Join(caseDir, c.File)
+		wantName := c.Host + ".eth0.RxTx.pcapng"
+		if strings.Contains(c.Target, "eth0") && c.Points[0] == "Rx" && len(c.Points) == 1 {
+			wantName = c.Host + ".eth0.Rx.all.pcapng"
+		}
+		if c.File != wantName {
+			t.Errorf("file %s, want %s", c.File, wantName)
+		}
+		info, err := os.Stat(file)
+		if err != nil {
+			t.Errorf("%s is missing: %v", c.File, err)
+			continue
+		}
+		if info.Mode().Perm()&0o027 != 0 {
+			t.Errorf("%s has mode %v, want 0640 or tighter", c.File, info.Mode())
+		}
+		if !c.Collected || info.Size() != c.Size || sum(t, file) != c.SHA256 || c.State != "stopped" || c.Drops != 0 {
+			t.Errorf("%s: manifest %+v does not match the file (size %d)", c.File, c, info.Size())
+		}
+		if out, err := exec.Command("tshark", "-r", file, "-q").CombinedOutput(); err != nil || strings.Contains(string(out), "appears") {
+			t.Errorf("tshark -r %s: %v %s", c.File, err, out)
+		}
+		s, err := seqcast.ReadFile(file, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uint64(s.Packets) != c.Packets && strings.HasSuffix(c.File, ".RxTx.pcapng") {
+			t.Errorf("%s: manifest says %d packets, the file holds %d", c.File, c.Packets, s.Packets)
+		}
+		if !s.Contiguous() || s.Distinct < 3900 {
+			t.Errorf("%s: %+v, want ~4000 contiguous stream packets", c.File, s)
+		}
+		firsts, lasts = append(firsts, s.FirstSent), append(lasts, s.LastSent)
+	}
+	spread := func(ts []time.Time) time.Duration {
+		lo, hi := ts[0], ts[0]
+		for _, x := range ts {
+			if x.Before(lo) {
+				lo = x
+			}
+			if x.After(hi) {
+				hi = x
+			}
+		}
+		return hi.Sub(lo)
+	}
+	startSkew, stopSkew := spread(firsts), spread(lasts)
+	t.Logf("start skew %v, stop skew %v across 16 captures on 8 hosts (stream resolution %v)", startSkew, stopSkew, interval)
+	if startSkew > 5*time.Millisecond || stopSkew > 5*time.Millisecond {
+		t.Errorf("start skew %v, stop skew %v: want <= 5 ms", startSkew, stopSkew)
+	}
+	for _, h := range manifest.Hosts {
+		if h.RTTNs <= 0 || h.RTTNs > 50*time.Millisecond || h.Mode != "agent" || h.OS == "" {
+			t.Errorf("host %+v: want a measured rtt, the agent mode and the OS", h)
+		}
+	}
+}
