@@ -69,6 +69,32 @@ func StartDetached(self []string, jobFile string, j *Job, timeout time.Duration)
 	}
 }
 
+// WriteJob stores a job (read from the orchestrator) in its state
+// directory, with the orchestrator's record beside it, and returns the job
+// file's path. It refuses a job whose capture files already exist: an
+// earlier run's files are never clobbered.
+func WriteJob(j *Job) (string, error) {
+	for _, c := range j.Captures {
+		f := j.CaseDir + "/" + c.File
+		if _, err := os.Stat(f); err == nil {
+			return "", fmt.Errorf("%s already exists (an earlier run of case %s): collect it, then remove it, or use another case id", f, j.Case)
+		}
+	}
+	if err := os.MkdirAll(j.StateDir, 0o700); err != nil {
+		return "", err
+	}
+	if len(j.Record) > 0 {
+		if err := writeAtomic(j.path(RecordFile), append(j.Record, '\n'), 0o600); err != nil {
+			return "", err
+		}
+	}
+	raw, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	return j.path(JobFile), writeAtomic(j.path(JobFile), raw, 0o600)
+}
+
 // RequestStop asks the agent running in stateDir to stop every capture at
 // at (now if zero). It is idempotent: with no agent running it does nothing
 // and says so.

@@ -23,6 +23,10 @@ type Job struct {
 	StateDir string       `json:"state_dir"` // agent.pid, status.json, stop.json, agent.log
 	CaseDir  string       `json:"case_dir"`  // where the capture files go
 	Captures []JobCapture `json:"captures"`
+	// Record is the orchestrator's own note on this run (clock offset,
+	// agent path...), kept as run.json in the state directory so that later
+	// commands find it; the agent does not read it.
+	Record json.RawMessage `json:"record,omitempty"`
 }
 
 // JobCapture is one capture of a job.
@@ -44,7 +48,7 @@ type JobCapture struct {
 	MaxPackets uint64        `json:"max_packets,omitempty"`
 	MaxBytes   uint64        `json:"max_bytes,omitempty"`
 	MinFree    uint64        `json:"min_free,omitempty"`
-	Buffer     uint64        `json:"buffer,omitempty"` // kernel ring size; 0: the default (8 MiB)
+	Buffer     uint64        `json:"buffer,omitempty"` // kernel ring size; 0: the default (4 MiB)
 }
 
 // ReadJob reads and checks a job file.
@@ -97,6 +101,7 @@ const (
 	JobFile    = "job.json"
 	PIDFile    = "agent.pid"
 	StatusFile = "status.json"
+	RecordFile = "run.json"
 	StopFile   = "stop.json"
 	BeginFile  = "begin.json"
 	LogFile    = "agent.log"

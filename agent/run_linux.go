@@ -181,6 +181,9 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 					fmt.Fprintf(os.Stderr, "begin request: %v\n", err)
 					continue
 				}
+				if late := time.Since(at); late > 0 {
+					st.BeginLate = late
+				}
 				for i, c := range caps {
 					if d := j.Captures[i].Duration; d > 0 {
 						c.Begin(at, d)

@@ -18,14 +18,17 @@ const (
 
 // Status is what status.json holds.
 type Status struct {
-	Case     string           `json:"case"`
-	Host     string           `json:"host"`
-	PID      int              `json:"pid"`
-	Agent    string           `json:"agent"` // version
-	State    string           `json:"state"`
-	Updated  time.Time        `json:"updated"`
-	Error    string           `json:"error,omitempty"`
-	Captures []capture.Status `json:"captures"`
+	Case    string    `json:"case"`
+	Host    string    `json:"host"`
+	PID     int       `json:"pid"`
+	Agent   string    `json:"agent"` // version
+	State   string    `json:"state"`
+	Updated time.Time `json:"updated"`
+	Error   string    `json:"error,omitempty"`
+	// BeginLate is how long after its instant a begin request arrived: the
+	// packets read before it were not kept.
+	BeginLate time.Duration    `json:"begin_late_ns,omitempty"`
+	Captures  []capture.Status `json:"captures"`
 	// Alive is filled in by `status` when it reads the file: whether the
 	// agent that wrote it still runs.
 	Alive bool `json:"alive"`

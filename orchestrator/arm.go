@@ -4,10 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
-	"path"
 	"slices"
 	"strings"
 	"time"
@@ -49,55 +45,52 @@ func (o *Orchestrator) job(h *hostRun) *agent.Job {
 	return j
 }
 
-// arm writes each host's job and starts its agent, which returns once
+// arm starts each host's agent on its job, sent on stdin with casecap's
+// record of the run: one round trip per host. The agent stores both on the
+// datastore, refuses to clobber an earlier run's files, and returns once
 // every capture is armed.
 func (o *Orchestrator) arm(ctx context.Context) {
 	p := o.opt.Plan
 	o.each(ctx, "arm", func(ctx context.Context, h *hostRun) error {
-		// Never clobber: files of an earlier run of this case stay put.
-		for _, c := range h.plan.Captures {
-			f := path.Join(h.caseDir(p), c.File)
-			if _, err := h.conn.Stat(f); err == nil {
-				return fmt.Errorf("%s already exists on the datastore (an earlier run of case %s): collect it, then remove it, or use another case id", f, p.Case)
-			} else if !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("check %s: %w", f, err)
-			}
-		}
-		dir := h.stateDir(p)
-		if err := h.conn.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", dir, err)
-		}
 		h.record = &Record{Casecap: o.opt.Version, Case: p.Case, Host: h.name(), Address: h.plan.Address, Kind: h.kind,
 			OS: h.os, Arch: h.arch, Agent: h.agent, ClockOffset: h.offset, RTT: h.rtt, ArmedAt: time.Now()}
-		if err := o.writeRecord(h); err != nil {
+		j := o.job(h)
+		var err error
+		if j.Record, err = json.Marshal(h.record); err != nil {
 			return err
 		}
-		raw, err := json.MarshalIndent(o.job(h), "", "  ")
+		raw, err := json.Marshal(j)
 		if err != nil {
 			return err
 		}
-		jobFile := path.Join(dir, agent.JobFile)
-		if err := h.conn.WriteFile(jobFile, bytes.NewReader(raw), 0o600); err != nil {
-			return err
-		}
-		if _, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "start", jobFile), nil); err != nil {
+		began := time.Now()
+		out, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "start", "-"), bytes.NewReader(raw))
+		if err != nil {
 			return err
 		}
 		h.armed = true
+		// The round trip of a short command, for the begin margin: this
+		// one's, less the time the agent spent arming.
+		var ans struct {
+			Arming time.Duration `json:"arming_ns"`
+		}
+		_ = json.Unmarshal(out, &ans)
+		h.execLat = max(time.Since(began)-ans.Arming, 0)
 		o.disp.HostPhase(h.name(), "armed")
 		return nil
 	})
 }
 
 // margin is how far ahead an agreed instant must be for every host to hear
-// of it in time: the slowest short agent command seen (check), twice, plus
-// three of the worst round trips.
+// of it in time: the slowest round trip of a short agent command seen (arm,
+// less the arming itself) and half as much again, plus three of the worst
+// network round trips. A host that still hears late says so in its status.
 func (o *Orchestrator) margin() time.Duration {
 	var lat, rtt time.Duration
 	for _, h := range o.live() {
 		lat, rtt = max(lat, h.execLat), max(rtt, h.rtt)
 	}
-	return min(max(2*lat+3*rtt+20*time.Millisecond, 50*time.Millisecond), 5*time.Second)
+	return min(max(lat*3/2+3*rtt+20*time.Millisecond, 50*time.Millisecond), 5*time.Second)
 }
 
 // beginTogether starts every armed capture at one instant, each host told
@@ -109,15 +102,14 @@ func (o *Orchestrator) beginTogether(ctx context.Context) time.Time {
 		if _, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "begin", "--at", at.Format(time.RFC3339Nano), h.stateDir(o.opt.Plan)), nil); err != nil {
 			return err
 		}
-		h.record.Begin = t0
 		if late := time.Since(t0); late > 0 {
 			// The agent keeps packets by timestamp from t0 on, but those it
-			// read before hearing of t0 were already dropped.
-			h.record.BeginLate = late
-			o.log.Warn("begin reached the host after the agreed instant", "host", h.name(), "late", late)
+			// read before hearing of t0 were already dropped; its status
+			// says by how much it was late.
+			o.log.Warn("begin may have reached the host after the agreed instant", "host", h.name(), "late", late)
 		}
 		o.disp.HostPhase(h.name(), "capturing")
-		return o.writeRecord(h)
+		return nil
 	})
 	return t0
 }
@@ -128,14 +120,8 @@ func (o *Orchestrator) stopTogether(ctx context.Context) time.Time {
 	t1 := time.Now().Add(o.margin())
 	o.each(ctx, "stop", func(ctx context.Context, h *hostRun) error {
 		at := t1.Add(h.offset)
-		if _, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "stop", "--at", at.Format(time.RFC3339Nano), h.stateDir(o.opt.Plan)), nil); err != nil {
-			return err
-		}
-		if h.record != nil {
-			h.record.Stop = t1
-			return o.writeRecord(h)
-		}
-		return nil
+		_, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "stop", "--at", at.Format(time.RFC3339Nano), h.stateDir(o.opt.Plan)), nil)
+		return err
 	})
 	return t1
 }

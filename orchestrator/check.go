@@ -2,15 +2,18 @@ package orchestrator
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/casecap/casecap/hosts"
 	"github.com/casecap/casecap/plans"
 )
 
@@ -22,13 +25,22 @@ const clockProbes = 8
 // root) and measures the host's clock offset and the round trip.
 func (o *Orchestrator) check(ctx context.Context) {
 	o.each(ctx, "check", func(ctx context.Context, h *hostRun) error {
-		start := time.Now()
-		out, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "check"), nil)
+		// One session: the agent verified by its hash, its facts, then the
+		// clock exchange.
+		p, r, line, err := o.startCheck(ctx, h)
+		if errors.Is(err, errAgentMismatch) {
+			// A copy that is not the agent (damaged, or another file under
+			// its name): upload it again, and verify again.
+			if err := o.upload(h, agentDir(h.plan.Datastore), h.agent[0], h.agentBlob); err != nil {
+				return err
+			}
+			p, r, line, err = o.startCheck(ctx, h)
+		}
 		if err != nil {
 			return err
 		}
-		h.execLat = time.Since(start)
-		if err := json.Unmarshal(out, &h.facts); err != nil {
+		defer p.Stdin().Close()
+		if err := json.Unmarshal(line, &h.facts); err != nil {
 			return fmt.Errorf("the agent's check: %w", err)
 		}
 		var errs []error
@@ -52,16 +64,52 @@ func (o *Orchestrator) check(ctx context.Context) {
 		if err := errors.Join(errs...); err != nil {
 			return err
 		}
-		if h.offset, h.rtt, err = measureClock(ctx, h); err != nil {
+		if h.offset, h.rtt, err = clockExchange(p.Stdin(), r); err != nil {
 			return fmt.Errorf("measure the clock: %w", err)
+		}
+		p.Stdin().Close()
+		if err := p.Wait(); err != nil {
+			return fmt.Errorf("the agent's check: %w", err)
 		}
 		o.disp.HostPhase(h.name(), fmt.Sprintf("clock offset %v, rtt %v", h.offset.Round(time.Microsecond), h.rtt.Round(time.Microsecond)))
 		return nil
 	})
 }
 
-// measureClock runs the agent's clock responder and keeps the sample with
-// the shortest round trip: offset = host time - (t0 + t1)/2.
+// verifyAndCheck verifies the agent by its sha256 and, only if it matches,
+// runs it: `agent check --clock`. Agent path and hash are positional
+// parameters. A mismatch answers "mismatch" and exits 3.
+const verifyAndCheck = `a=$1; want=$2; shift 2
+s=$(sha256sum "$a" 2>/dev/null | cut -d ' ' -f 1)
+if [ "$s" != "$want" ]; then echo "mismatch $s"; exit 3; fi
+exec "$a" "$@"`
+
+var errAgentMismatch = errors.New("the agent on the datastore is not the one casecap carries")
+
+// startCheck starts the check session and reads the agent's facts line.
+func (o *Orchestrator) startCheck(ctx context.Context, h *hostRun) (hosts.Process, *bufio.Reader, []byte, error) {
+	argv := append(slices.Clone(h.agent), "check", "--clock")
+	if !h.verified {
+		argv = append([]string{"sh", "-c", verifyAndCheck, "verify", h.agent[0], h.agentBlob.sum}, argv[1:]...)
+	}
+	p, err := h.conn.Start(ctx, argv)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	r := bufio.NewReader(p.Stdout())
+	line, err := r.ReadBytes('\n')
+	if err != nil || bytes.HasPrefix(line, []byte("mismatch")) {
+		p.Stdin().Close()
+		werr := p.Wait()
+		if bytes.HasPrefix(line, []byte("mismatch")) {
+			return nil, nil, nil, fmt.Errorf("%w (sha256 %q)", errAgentMismatch, bytes.TrimSpace(bytes.TrimPrefix(line, []byte("mismatch"))))
+		}
+		return nil, nil, nil, fmt.Errorf("the agent's check: %v (%v)", err, werr)
+	}
+	return p, r, line, nil
+}
+
+// measureClock runs the agent's clock responder on its own.
 func measureClock(ctx context.Context, h *hostRun) (offset, rtt time.Duration, err error) {
 	p, err := h.conn.Start(ctx, append(slices.Clone(h.agent), "clock"))
 	if err != nil {
@@ -73,11 +121,16 @@ func measureClock(ctx context.Context, h *hostRun) (offset, rtt time.Duration, e
 			err = werr
 		}
 	}()
-	r := bufio.NewReader(p.Stdout())
+	return clockExchange(p.Stdin(), bufio.NewReader(p.Stdout()))
+}
+
+// clockExchange sends clock probes and keeps the sample with the shortest
+// round trip: offset = host time - (t0 + t1)/2.
+func clockExchange(w io.Writer, r *bufio.Reader) (offset, rtt time.Duration, err error) {
 	rtt = time.Hour
 	for range clockProbes {
 		t0 := time.Now()
-		if _, err := p.Stdin().Write([]byte("t\n")); err != nil {
+		if _, err := w.Write([]byte("t\n")); err != nil {
 			return 0, 0, err
 		}
 		line, err := r.ReadString('\n')

@@ -68,11 +68,17 @@ func (o *Orchestrator) collect(ctx context.Context) {
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				if err := o.download(ctx, h, cs, name, local); err != nil {
-					mu.Lock()
+				err := o.download(ctx, h, cs, name, local)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", name, err))
-					mu.Unlock()
+					return
 				}
+				if h.collected == nil {
+					h.collected = map[string]bool{}
+				}
+				h.collected[name] = true
 			}()
 		}
 		wg.Wait()

@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -22,7 +23,13 @@ type agentBlob struct {
 	sum  string
 }
 
+// agentFor returns the agent for an architecture, loaded (and hashed) once.
 func (o *Orchestrator) agentFor(arch string) (agentBlob, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if b, ok := o.agents[arch]; ok {
+		return b, nil
+	}
 	get := o.opt.AgentBinary
 	if get == nil {
 		get = dist.Agent
@@ -32,28 +39,44 @@ func (o *Orchestrator) agentFor(arch string) (agentBlob, error) {
 		return agentBlob{}, err
 	}
 	s := sha256.Sum256(b)
-	return agentBlob{data: b, sum: hex.EncodeToString(s[:])}, nil
+	blob := agentBlob{data: b, sum: hex.EncodeToString(s[:])}
+	if o.agents == nil {
+		o.agents = map[string]agentBlob{}
+	}
+	o.agents[arch] = blob
+	return blob, nil
 }
 
-// remoteSum asks the host for a file's sha256 ("" when it is missing).
-func remoteSum(ctx context.Context, h *hostRun, file string) string {
-	out, err := h.conn.Run(ctx, []string{"sha256sum", file}, nil)
-	if err != nil {
-		return ""
+// agentPath is where the agent lives on a datastore: named by its content.
+func agentPath(ds, arch string, b agentBlob) string {
+	return path.Join(agentDir(ds), fmt.Sprintf("casecap-agent-%s-linux-%s", b.sum[:16], arch))
+}
+
+// upload puts the agent on a host's datastore, atomically, private.
+func (o *Orchestrator) upload(h *hostRun, dir, file string, blob agentBlob) error {
+	if err := h.conn.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	f := strings.Fields(string(out))
-	if len(f) == 0 {
-		return ""
+	if err := h.conn.WriteFile(file, bytes.NewReader(blob.data), 0o700); err != nil {
+		return fmt.Errorf("upload the agent to %s: %w", file, err)
 	}
-	return f[0]
+	o.uploads.Add(1)
+	return nil
 }
 
 // deploy puts the agent on every datastore and verifies it by its sha256
-// before anything runs it. Hosts that share a datastore path go together:
-// the first uploads (unless a verified copy is already there), then the
-// others only verify, so a datastore truly shared by 50 hosts gets one
-// upload; a path that is local to each host gets one per host.
+// before anything runs it. Hosts that share a datastore path go together,
+// and a run proves which of them really share storage: the first host of the
+// group writes a random nonce file beside the agent and verifies the agent
+// (uploading it if it is missing or wrong); every other host that sees the
+// nonce runs that same verified file. A host that does not see it (a path
+// local to each host) gets its own copy, verified by hash when check runs
+// it. A datastore shared by 50 hosts thus costs one upload and one hash.
 func (o *Orchestrator) deploy(ctx context.Context) {
+	began := time.Now()
+	defer func() {
+		o.log.Info("phase done", "phase", "deploy", "took", time.Since(began), "uploads", o.uploads.Load())
+	}()
 	self := o.opt.LocalAgent
 	if self == nil {
 		if exe, err := os.Executable(); err == nil {
@@ -64,7 +87,7 @@ func (o *Orchestrator) deploy(ctx context.Context) {
 	var order []string
 	for _, h := range o.live() {
 		if h.plan.Kind == plans.KindLocal {
-			h.agent = self // casecap is its own agent here
+			h.agent, h.verified = self, true // casecap is its own agent here
 			continue
 		}
 		key := h.plan.Datastore + "\x00" + h.arch
@@ -73,10 +96,6 @@ func (o *Orchestrator) deploy(ctx context.Context) {
 		}
 		groups[key] = append(groups[key], h)
 	}
-	began := time.Now()
-	defer func() {
-		o.log.Info("phase done", "phase", "deploy", "took", time.Since(began), "uploads", o.uploads.Load())
-	}()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, o.opt.Parallel)
 	for _, key := range order {
@@ -93,6 +112,19 @@ func (o *Orchestrator) deploy(ctx context.Context) {
 // Uploads counts agent uploads (for tests and the bench).
 func (o *Orchestrator) Uploads() int { return int(o.uploads.Load()) }
 
+// remoteSum asks the host for a file's sha256 ("" when it is missing).
+func remoteSum(ctx context.Context, h *hostRun, file string) string {
+	out, err := h.conn.Run(ctx, []string{"sha256sum", file}, nil)
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(out))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
+
 func (o *Orchestrator) deployGroup(ctx context.Context, group []*hostRun, sem chan struct{}) {
 	blob, err := o.agentFor(group[0].arch)
 	if err != nil {
@@ -102,38 +134,58 @@ func (o *Orchestrator) deployGroup(ctx context.Context, group []*hostRun, sem ch
 		return
 	}
 	dir := agentDir(group[0].plan.Datastore)
-	file := path.Join(dir, fmt.Sprintf("casecap-agent-%s-linux-%s", blob.sum[:16], group[0].arch))
-	ensure := func(h *hostRun) error {
-		sem <- struct{}{}
-		defer func() { <-sem }()
-		if remoteSum(ctx, h, file) != blob.sum {
-			if err := h.conn.MkdirAll(dir, 0o700); err != nil {
-				return fmt.Errorf("create %s: %w", dir, err)
+	file := agentPath(group[0].plan.Datastore, group[0].arch, blob)
+	for _, h := range group {
+		h.agent, h.agentBlob = []string{file}, blob
+	}
+	// The first host: the nonce, then a verified agent.
+	first := group[0]
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	nonce := path.Join(dir, ".shared-"+hex.EncodeToString(rnd[:]))
+	err = func() error {
+		if err := first.conn.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		if err := first.conn.WriteFile(nonce, strings.NewReader("casecap\n"), 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", nonce, err)
+		}
+		if remoteSum(ctx, first, file) != blob.sum {
+			if err := o.upload(first, dir, file, blob); err != nil {
+				return err
 			}
-			if err := h.conn.WriteFile(file, bytes.NewReader(blob.data), 0o700); err != nil {
-				return fmt.Errorf("upload the agent to %s: %w", file, err)
-			}
-			o.uploads.Add(1)
-			if got := remoteSum(ctx, h, file); got != blob.sum {
+			if got := remoteSum(ctx, first, file); got != blob.sum {
 				return fmt.Errorf("the agent at %s has sha256 %q after upload, want %s", file, got, blob.sum)
 			}
 		}
-		h.agent = []string{file}
-		o.disp.HostPhase(h.name(), "agent ready")
+		first.verified = true
+		o.disp.HostPhase(first.name(), "agent verified")
 		return nil
+	}()
+	if err != nil {
+		o.fail(first, "deploy", err)
 	}
-	// The first host of the group first; the others only once it is done.
-	if err := ensure(group[0]); err != nil {
-		o.fail(group[0], "deploy", err)
-	}
+	defer first.conn.Run(context.Background(), []string{"rm", "-f", nonce}, nil)
 	var wg sync.WaitGroup
 	for _, h := range group[1:] {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := ensure(h); err != nil {
-				o.fail(h, "deploy", err)
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if _, err := h.conn.Stat(nonce); err == nil && first.verified {
+				h.verified = true // the same storage: the same verified file
+				o.disp.HostPhase(h.name(), "agent verified (shared datastore)")
+				return
 			}
+			// Storage of its own: a copy of its own, verified by check.
+			if size, err := h.conn.Stat(file); err != nil || size != int64(len(blob.data)) {
+				if err := o.upload(h, dir, file, blob); err != nil {
+					o.fail(h, "deploy", err)
+					return
+				}
+			}
+			o.disp.HostPhase(h.name(), "agent ready")
 		}()
 	}
 	wg.Wait()

@@ -69,12 +69,12 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 		mh := ManifestHost{Name: h.name(), Address: h.plan.Address, Kind: h.kind, OS: h.os, Arch: h.arch,
 			ClockOffsetNs: h.offset, RTTNs: h.rtt, Reachable: h.conn != nil && h.status != nil}
 		if r := h.record; r != nil {
-			mh.Mode, mh.BeginLateNs = "agent", r.BeginLate
+			mh.Mode = "agent"
 			mh.OS, mh.Arch, mh.Kind = r.OS, r.Arch, r.Kind
 			mh.ClockOffsetNs, mh.RTTNs = r.ClockOffset, r.RTT
-			if m.Begin.IsZero() || r.Begin.Before(m.Begin) {
-				m.Begin = r.Begin
-			}
+		}
+		if h.status != nil {
+			mh.BeginLateNs = h.status.BeginLate
 		}
 		if h.err != nil {
 			mh.Phase, mh.Error = h.err.Phase, h.err.Err.Error()
@@ -89,13 +89,15 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 						continue
 					}
 					mc.Filter, mc.Start, mc.Stop = s.Filter, s.Start, s.Stop
+					// The agreed start, on casecap's clock.
+					if b := s.Start.Add(-mh.ClockOffsetNs); !s.Start.IsZero() && (m.Begin.IsZero() || b.Before(m.Begin)) {
+						m.Begin = b
+					}
 					mc.Packets, mc.Bytes, mc.Drops, mc.Size = s.Packets, s.Bytes, s.Drops, s.Size
 					mc.SHA256, mc.State, mc.StopReason, mc.Error = s.SHA256, s.State, string(s.StopReason), s.Error
 				}
 			}
-			if sum, _, err := fileSum(filepath.Join(o.LocalCaseDir(), c.File)); err == nil && sum == mc.SHA256 {
-				mc.Collected = true
-			}
+			mc.Collected = h.collected[c.File]
 			m.Captures = append(m.Captures, mc)
 		}
 	}

@@ -57,18 +57,21 @@ type hostRun struct {
 	conn hosts.Conn
 	err  *HostError
 
-	kind    plans.Kind
-	arch    string
-	os      string // "Linux 6.1.0-13-amd64" or "VMware ESXi 8.0.2"
-	freeKB  uint64
-	agent   []string      // argv that runs the agent there
-	offset  time.Duration // host clock minus ours
-	rtt     time.Duration
-	execLat time.Duration // how long a short agent command takes, end to end
-	facts   agent.Facts
-	armed   bool // something runs there: clean up if the run aborts
-	record  *Record
-	status  *agent.Status
+	kind      plans.Kind
+	arch      string
+	os        string // "Linux 6.1.0-13-amd64" or "VMware ESXi 8.0.2"
+	freeKB    uint64
+	agent     []string      // argv that runs the agent there
+	agentBlob agentBlob     // the agent it must be (empty for the local host)
+	verified  bool          // its copy was verified by hash in this run (or is casecap itself)
+	offset    time.Duration // host clock minus ours
+	rtt       time.Duration
+	execLat   time.Duration // how long a short agent command takes, end to end
+	facts     agent.Facts
+	armed     bool // something runs there: clean up if the run aborts
+	record    *Record
+	collected map[string]bool // files downloaded and verified (or found here and verified) by this command
+	status    *agent.Status
 }
 
 func (h *hostRun) name() string { return h.plan.Name }
@@ -89,6 +92,7 @@ type Orchestrator struct {
 
 	mu      sync.Mutex
 	uploads atomic.Int32
+	agents  map[string]agentBlob // by architecture
 }
 
 // New prepares an orchestrator for the plan.

@@ -11,9 +11,10 @@ import (
 	"github.com/casecap/casecap/plans"
 )
 
-// probeScript learns what preflight needs in one round trip. Its arguments
-// come as positional parameters ($1 the datastore, $2 "create" to make it if
-// missing): nothing from the plan is ever part of the script's text.
+// probeScript learns what preflight needs in one round trip: the system, the
+// datastore and its free space. Its arguments come as positional parameters
+// ($1 the datastore, $2 "create" to make it if missing): nothing from the
+// plan is ever part of the script's text.
 const probeScript = `ds=$1
 uname -s; uname -r; uname -m; hostname
 if [ ! -d "$ds" ] && [ "$2" = create ]; then mkdir -p "$ds" && chmod 750 "$ds"; fi

@@ -155,7 +155,7 @@ type Capture struct {
 	MaxPackets    uint64        `json:"max_packets,omitempty"`
 	MaxBytes      uint64        `json:"max_bytes,omitempty"`
 	MinFree       uint64        `json:"min_free,omitempty"`
-	Buffer        uint64        `json:"buffer,omitempty"` // kernel ring; 0: the agent's default (8 MiB)
+	Buffer        uint64        `json:"buffer,omitempty"` // kernel ring; 0: the agent's default (4 MiB)
 	Label         string        `json:"label,omitempty"`
 	File          string        `json:"file"`
 	Path          string        `json:"path"` // YAML path, for messages: hosts[0].captures[1]

@@ -2,12 +2,12 @@
 // and by casecap itself (`casecap agent ...`), which is the agent on the
 // local host.
 //
-//	start JOB              run JOB detached; return once every capture is armed
+//	start JOB|-            run JOB (or a job read from stdin) detached; return once every capture is armed
 //	run JOB                run JOB in the foreground
 //	begin DIR [--at TIME]  start the pending captures of the agent in DIR
 //	stop DIR [--at TIME]   stop the agent of state directory DIR (idempotent)
 //	status DIR             print its status.json, with whether it still runs
-//	check                  this host's facts, as JSON (for preflight)
+//	check [--clock]        this host's facts, as JSON (for preflight); with --clock, then the clock
 //	clock                  answer each line on stdin with this host's time
 //	version
 package cli
@@ -52,7 +52,7 @@ func Main(self []string, args []string, version string, stdout, stderr io.Writer
 	case "status":
 		err = status(rest, out)
 	case "check":
-		err = out(agent.Check(version))
+		err = check(rest, version, stdout)
 	case "clock":
 		err = agent.Clock(os.Stdin, stdout)
 	case "version":
@@ -86,15 +86,52 @@ func start(self []string, args []string, out func(any) error) error {
 	if err != nil {
 		return err
 	}
-	j, err := agent.ReadJob(path)
-	if err != nil {
+	var j *agent.Job
+	if path == "-" {
+		// One round trip for the whole arm: the job comes on stdin and is
+		// stored in its state directory here.
+		raw, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return err
+		}
+		j = new(agent.Job)
+		if err := json.Unmarshal(raw, j); err != nil {
+			return fmt.Errorf("job on stdin: %w", err)
+		}
+		if err := j.Check(); err != nil {
+			return err
+		}
+		if path, err = agent.WriteJob(j); err != nil {
+			return err
+		}
+	} else if j, err = agent.ReadJob(path); err != nil {
 		return err
 	}
+	began := time.Now()
 	pid, err := agent.StartDetached(self, path, j, *timeout)
 	if err != nil {
 		return err
 	}
-	return out(map[string]any{"pid": pid, "state": agent.StateArmed})
+	return out(map[string]any{"pid": pid, "state": agent.StateArmed, "arming_ns": time.Since(began)})
+}
+
+// check prints the host's facts; with --clock it then answers clock probes
+// on the same session (preflight's facts and clock in one round trip).
+func check(args []string, version string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	clock := fs.Bool("clock", false, "answer clock probes after the facts")
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := json.Marshal(agent.Check(version))
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(stdout, "%s\n", b); err != nil || !*clock {
+		return err
+	}
+	return agent.Clock(os.Stdin, stdout)
 }
 
 func run(args []string, version string) error {

@@ -22,8 +22,8 @@ import (
 type Options struct {
 	Interface string // "" or "any": every interface (cooked packets)
 	Program   []bpf.RawInstruction
-	// BlockSize and Blocks size the ring (default 1 MiB x 8, as a plan's
-	// buffer says otherwise). A bigger ring rides out longer bursts before
+	// BlockSize and Blocks size the ring (default 1 MiB x 4, twice
+	// tcpdump's default buffer; a plan's buffer says otherwise). A bigger ring rides out longer bursts before
 	// the kernel drops, and costs kernel memory on every capture.
 	BlockSize int
 	Blocks    int
@@ -114,7 +114,7 @@ func Open(opt Options) (r *Ring, err error) {
 		opt.BlockSize = 1 << 20
 	}
 	if opt.Blocks == 0 {
-		opt.Blocks = 8
+		opt.Blocks = 4
 	}
 	if opt.BlockTimeout == 0 {
 		opt.BlockTimeout = 50 * time.Millisecond
