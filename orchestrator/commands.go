@@ -82,9 +82,13 @@ func (o *Orchestrator) Run(ctx context.Context, interrupt <-chan struct{}) (*Man
 func (o *Orchestrator) Start(ctx context.Context) (*Manifest, error) {
 	defer o.disp.Close()
 	defer o.closeAll()
-	if _, err := o.startAll(ctx); err != nil {
+	t0, err := o.startAll(ctx)
+	if err != nil {
 		return o.manifest("start"), err
 	}
+	// Return once every capture is running: past the agreed instant, and
+	// one round of the agents' status later.
+	time.Sleep(time.Until(t0) + 2*statusEvery)
 	o.poll(ctx)
 	return o.manifest("start"), o.failures()
 }

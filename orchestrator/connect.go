@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/casecap/casecap/hosts"
 	"github.com/casecap/casecap/plans"
@@ -15,10 +14,9 @@ import (
 // known_hosts setting: one per distinct file, so that parallel dials
 // append new keys one at a time.
 func (o *Orchestrator) knownHostsFor(files string) (*hosts.KnownHosts, error) {
-	knownMu.Lock()
-	defer knownMu.Unlock()
-	key := files + "\x00" + map[bool]string{true: "accept"}[o.opt.AcceptNewHostKeys]
-	if k, ok := knownCache[key]; ok {
+	o.knownMu.Lock()
+	defer o.knownMu.Unlock()
+	if k, ok := o.known[files]; ok {
 		return k, nil
 	}
 	var list []string
@@ -32,14 +30,12 @@ func (o *Orchestrator) knownHostsFor(files string) (*hosts.KnownHosts, error) {
 	if err != nil {
 		return nil, err
 	}
-	knownCache[key] = k
+	if o.known == nil {
+		o.known = map[string]*hosts.KnownHosts{}
+	}
+	o.known[files] = k
 	return k, nil
 }
-
-var (
-	knownMu    sync.Mutex
-	knownCache = map[string]*hosts.KnownHosts{}
-)
 
 func expandHome(p string) string {
 	if rest, ok := strings.CutPrefix(p, "~/"); ok {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -179,5 +180,163 @@ func TestRunEightHosts(t *testing.T) {
 		if h.RTTNs <= 0 || h.RTTNs > 50*time.Millisecond || h.Mode != "agent" || h.OS == "" {
 			t.Errorf("host %+v: want a measured rtt, the agent mode and the OS", h)
 		}
+	}
+}
+
+func newOrch(t *testing.T, p *plans.Plan, out string) *orchestrator.Orchestrator {
+	return orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test"})
+}
+
+// TestStartThenLater: start returns with every capture running; status,
+// stop and collect then work from later processes (new orchestrators), stop
+// and collect are idempotent, and collect resumes a partial download and
+// never overwrites a different file.
+func TestStartThenLater(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 6, Interval: time.Millisecond})
+	p := labPlan(t, l, "LATER", 10*time.Minute, "      - interface: eth0\n        filter: { udpport: 9999 }\n")
+	out := t.TempDir()
+
+	m, err := newOrch(t, p, out).Start(context.Background())
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	for _, c := range m.Captures {
+		if c.State != "capturing" && c.State != "armed" {
+			t.Errorf("after start, %s is %q, want capturing", c.File, c.State)
+		}
+	}
+	// A second start of the same case refuses to clobber the first.
+	if _, err := newOrch(t, p, out).Start(context.Background()); err == nil || !strings.Contains(err.Error(), "already") {
+		t.Errorf("second start: %v, want a refusal", err)
+	}
+	m, err = newOrch(t, p, out).Status(context.Background())
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	for _, c := range m.Captures {
+		if c.State != "capturing" || c.Packets == 0 {
+			t.Errorf("status of %s: %q with %d packets, want capturing with packets", c.File, c.State, c.Packets)
+		}
+	}
+	if m, err = newOrch(t, p, out).Stop(context.Background()); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	for _, c := range m.Captures {
+		if c.State != "stopped" || c.StopReason != "stop-request" {
+			t.Errorf("after stop, %s is %q (%s)", c.File, c.State, c.StopReason)
+		}
+	}
+	if _, err = newOrch(t, p, out).Stop(context.Background()); err != nil {
+		t.Errorf("second stop: %v, want nothing to do", err)
+	}
+
+	// A partial download is resumed: leave half of h01's file as .part.
+	caseDir := filepath.Join(out, "Case_LATER")
+	os.MkdirAll(caseDir, 0o750)
+	remote, err := os.ReadFile(filepath.Join(l.Datastore, "Case_LATER", "h01.eth0.RxTx.pcapng"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(caseDir, "h01.eth0.RxTx.pcapng.part"), remote[:len(remote)/2], 0o640)
+	// And h02's file exists here already, different: it must stay.
+	different := filepath.Join(caseDir, "h02.eth0.RxTx.pcapng")
+	os.WriteFile(different, []byte("not a capture"), 0o640)
+	m, err = newOrch(t, p, out).Collect(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "different file") {
+		t.Errorf("collect over a different file: %v, want a refusal", err)
+	}
+	if b, _ := os.ReadFile(different); string(b) != "not a capture" {
+		t.Error("collect overwrote a different file")
+	}
+	got, err := os.ReadFile(filepath.Join(caseDir, "h01.eth0.RxTx.pcapng"))
+	if err != nil || string(got) != string(remote) {
+		t.Errorf("resumed download: %d bytes, %v; want the %d bytes of the capture", len(got), err, len(remote))
+	}
+	// Once the stranger is moved away, collect again: h01 is skipped as
+	// already verified, h02 comes in; the manifest says both are collected.
+	os.Rename(different, different+".mine")
+	if m, err = newOrch(t, p, out).Collect(context.Background()); err != nil {
+		t.Fatalf("second collect: %v", err)
+	}
+	for _, c := range m.Captures {
+		if !c.Collected || sum(t, filepath.Join(caseDir, c.File)) != c.SHA256 {
+			t.Errorf("%s: collected %v, sha256 %s", c.File, c.Collected, c.SHA256)
+		}
+	}
+}
+
+// TestInterrupts: the first Ctrl-C stops every capture together and still
+// collects; a second stops waiting, and the captures end on their own.
+func TestInterrupts(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 7, Interval: time.Millisecond})
+	captures := "      - interface: eth0\n        filter: { udpport: 9999 }\n"
+
+	p := labPlan(t, l, "INTR1", 10*time.Minute, captures)
+	out := t.TempDir()
+	intr := make(chan struct{}, 2)
+	go func() { time.Sleep(1500 * time.Millisecond); intr <- struct{}{} }()
+	began := time.Now()
+	m, err := newOrch(t, p, out).Run(context.Background(), intr)
+	if err != nil {
+		t.Fatalf("run interrupted once: %v", err)
+	}
+	if d := time.Since(began); d > 20*time.Second {
+		t.Errorf("run took %v after one interrupt", d)
+	}
+	var files []string
+	for _, c := range m.Captures {
+		if !c.Collected || c.StopReason != "stop-request" {
+			t.Errorf("%s: collected %v, stopped by %q; want collected after a stop request", c.File, c.Collected, c.StopReason)
+		}
+		files = append(files, filepath.Join(out, "Case_INTR1", c.File))
+	}
+	var lasts []time.Time
+	for _, f := range files {
+		s, err := seqcast.ReadFile(f, 7)
+		if err != nil || !s.Contiguous() {
+			t.Fatalf("%s: %+v %v", f, s, err)
+		}
+		lasts = append(lasts, s.LastSent)
+	}
+	if d := lasts[0].Sub(lasts[1]).Abs(); d > 5*time.Millisecond {
+		t.Errorf("interrupted captures stopped %v apart, want together", d)
+	}
+
+	p = labPlan(t, l, "INTR2", 2*time.Second, captures)
+	intr = make(chan struct{}, 2)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		intr <- struct{}{}
+		time.Sleep(10 * time.Millisecond)
+		intr <- struct{}{}
+	}()
+	_, err = newOrch(t, p, out).Run(context.Background(), intr)
+	if !errors.Is(err, orchestrator.ErrDetached) {
+		t.Fatalf("run interrupted twice: %v, want ErrDetached", err)
+	}
+	// The captures end by themselves; collect gets them later.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		m, err := newOrch(t, p, out).Collect(context.Background())
+		if err == nil {
+			for _, c := range m.Captures {
+				if !c.Collected {
+					t.Errorf("%s not collected", c.File)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("collect after detaching: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

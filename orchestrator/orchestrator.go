@@ -93,6 +93,10 @@ type Orchestrator struct {
 	mu      sync.Mutex
 	uploads atomic.Int32
 	agents  map[string]agentBlob // by architecture
+	// known are the host key checkers of this command, one per known_hosts
+	// setting, shared by its parallel dials.
+	knownMu sync.Mutex
+	known   map[string]*hosts.KnownHosts
 }
 
 // New prepares an orchestrator for the plan.

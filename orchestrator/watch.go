@@ -46,6 +46,9 @@ func finished(st *agent.Status) bool {
 	return st.State == agent.StateDone || st.State == agent.StateFailed
 }
 
+// statusEvery is how often the agent rewrites its status.json.
+const statusEvery = 500 * time.Millisecond
+
 // pollInterval is how often watch reads every host's status; from the
 // window's end on, endPoll (agents write their final status at once).
 const (

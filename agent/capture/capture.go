@@ -276,10 +276,15 @@ func (c *Capture) Run(ctx context.Context) Status {
 // CPUs can reach the ring.
 const reorderSlack = 2 * time.Millisecond
 
-// clockEvery is how many packets may be read between looks at the clock:
-// packets carry the kernel's timestamps, so the loop needs the clock only
-// for the guard and when the ring is quiet.
-const clockEvery = 4096
+// clockEvery and stampEvery say when the loop does its periodic work
+// (stop checks, free-space guard, published counters): after clockEvery
+// packets, or once packets are stamped stampEvery after the last time, or
+// when the ring is quiet. Packets carry the kernel's timestamps, so a busy
+// loop never needs to read the clock itself.
+const (
+	clockEvery = 4096
+	stampEvery = 50 * time.Millisecond
+)
 
 func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 	var (
@@ -288,6 +293,7 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 		inWindow    bool
 		sinceClock  = clockEvery
 		wait        time.Duration
+		lastStamp   int64
 	)
 	// The kernel hands over a partly filled block after the block timeout:
 	// waiting that long (and a little) after the end catches the last one.
@@ -334,6 +340,9 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 		if t >= stopAt {
 			// Stamped after the end: the window is over.
 			return c.drain(stopAt, drain)
+		}
+		if t-lastStamp >= int64(stampEvery) {
+			lastStamp, sinceClock = t, clockEvery
 		}
 		if t < start {
 			continue
