@@ -9,34 +9,66 @@ import (
 	"sync"
 )
 
-// Fake is an in-process host for unit tests: files live in a map, and
-// commands go to a handler the test provides. It records every command.
-type Fake struct {
-	HostName string
-	Handler  func(argv []string, stdin []byte) (stdout []byte, err error)
-
+// FakeFS is the files of fake hosts; hosts that share one share a datastore.
+type FakeFS struct {
 	mu    sync.Mutex
-	Files map[string][]byte
-	Calls [][]string
+	files map[string][]byte
 }
 
-// NewFake returns a fake host with no files.
+// NewFakeFS returns an empty filesystem.
+func NewFakeFS() *FakeFS { return &FakeFS{files: map[string][]byte{}} }
+
+// Get returns a file's content and whether it exists.
+func (f *FakeFS) Get(p string) ([]byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.files[p]
+	return bytes.Clone(b), ok
+}
+
+// Put sets a file's content.
+func (f *FakeFS) Put(p string, b []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.files[p] = bytes.Clone(b)
+}
+
+// Fake is an in-process host for unit tests: its files live in a FakeFS,
+// and its commands go to a handler the test provides. It records every
+// command.
+type Fake struct {
+	HostName string
+	// Handler answers a command: called with stdin nil when the command
+	// starts (for Run, with its whole stdin), then, for a started process,
+	// once per chunk written to its stdin.
+	Handler func(argv []string, stdin []byte) (stdout []byte, err error)
+	FS      *FakeFS
+
+	mu    sync.Mutex
+	calls [][]string
+}
+
+// NewFake returns a fake host with a filesystem of its own.
 func NewFake(name string, handler func(argv []string, stdin []byte) ([]byte, error)) *Fake {
-	return &Fake{HostName: name, Handler: handler, Files: map[string][]byte{}}
+	return &Fake{HostName: name, Handler: handler, FS: NewFakeFS()}
 }
 
 // Name is the host's name.
 func (f *Fake) Name() string { return f.HostName }
 
+func (f *Fake) record(argv []string) {
+	f.mu.Lock()
+	f.calls = append(f.calls, argv)
+	f.mu.Unlock()
+}
+
 // Run records argv and asks the handler.
-func (f *Fake) Run(ctx context.Context, argv []string, stdin io.Reader) ([]byte, error) {
+func (f *Fake) Run(_ context.Context, argv []string, stdin io.Reader) ([]byte, error) {
 	var in []byte
 	if stdin != nil {
 		in, _ = io.ReadAll(stdin)
 	}
-	f.mu.Lock()
-	f.Calls = append(f.Calls, argv)
-	f.mu.Unlock()
+	f.record(argv)
 	if f.Handler == nil {
 		return nil, &RunError{Host: f.HostName, Argv: argv, Status: 127, Stderr: "no handler"}
 	}
@@ -45,13 +77,11 @@ func (f *Fake) Run(ctx context.Context, argv []string, stdin io.Reader) ([]byte,
 
 // ReadFile reads a fake file.
 func (f *Fake) ReadFile(p string) ([]byte, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	b, ok := f.Files[p]
+	b, ok := f.FS.Get(p)
 	if !ok {
 		return nil, &fs.PathError{Op: "open", Path: p, Err: fs.ErrNotExist}
 	}
-	return bytes.Clone(b), nil
+	return b, nil
 }
 
 // WriteFile writes a fake file.
@@ -60,9 +90,7 @@ func (f *Fake) WriteFile(p string, r io.Reader, _ uint32) error {
 	if err != nil {
 		return err
 	}
-	f.mu.Lock()
-	f.Files[p] = b
-	f.mu.Unlock()
+	f.FS.Put(p, b)
 	return nil
 }
 
@@ -91,8 +119,8 @@ func (f *Fake) Download(_ context.Context, p string, w io.WriterAt, offset int64
 	return int64(n), err
 }
 
-// fakeProcess runs the handler once per line written to it: enough for
-// request/answer exchanges such as the clock.
+// fakeProcess runs the handler when it starts and once per chunk written
+// to it: enough for the check-and-clock exchange.
 type fakeProcess struct {
 	in  *io.PipeWriter
 	out *io.PipeReader
@@ -103,32 +131,43 @@ func (p *fakeProcess) Stdin() io.WriteCloser { return p.in }
 func (p *fakeProcess) Stdout() io.Reader     { return p.out }
 func (p *fakeProcess) Wait() error           { return <-p.err }
 
-// Start runs argv with the handler answering each input line.
+// Start runs argv with the handler speaking first, then answering each
+// chunk of input.
 func (f *Fake) Start(_ context.Context, argv []string) (Process, error) {
-	f.mu.Lock()
-	f.Calls = append(f.Calls, argv)
-	f.mu.Unlock()
+	f.record(argv)
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	p := &fakeProcess{in: inW, out: outR, err: make(chan error, 1)}
 	go func() {
-		buf := make([]byte, 4096)
 		var err error
-		for {
-			n, rerr := inR.Read(buf)
-			if n > 0 && f.Handler != nil {
-				var out []byte
-				if out, err = f.Handler(argv, buf[:n]); err != nil {
-					break
-				}
+		answer := func(in []byte) bool {
+			if f.Handler == nil {
+				return true
+			}
+			var out []byte
+			if out, err = f.Handler(argv, in); err != nil {
+				return false
+			}
+			if len(out) > 0 {
 				if _, err = outW.Write(out); err != nil {
-					break
+					return false
 				}
 			}
-			if rerr != nil {
-				break
+			return true
+		}
+		if answer(nil) {
+			buf := make([]byte, 4096)
+			for {
+				n, rerr := inR.Read(buf)
+				if n > 0 && !answer(buf[:n]) {
+					break
+				}
+				if rerr != nil {
+					break
+				}
 			}
 		}
+		inR.Close()
 		outW.Close()
 		p.err <- err
 	}()
@@ -142,8 +181,8 @@ func (f *Fake) Close() error { return nil }
 func (f *Fake) Commands() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]string, len(f.Calls))
-	for i, c := range f.Calls {
+	out := make([]string, len(f.calls))
+	for i, c := range f.calls {
 		out[i] = Quote(c)
 	}
 	return out

@@ -1,0 +1,192 @@
+package orchestrator_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/orchestrator"
+	"github.com/casecap/casecap/plans"
+)
+
+// fakeLinux answers what the orchestrator asks a Linux host running the
+// agent; failPhase makes that phase fail on this host.
+func fakeLinux(name string, fsys *hosts.FakeFS, failPhase string) *hosts.Fake {
+	f := hosts.NewFake(name, nil)
+	f.FS = fsys
+	fail := func(argv []string) ([]byte, error) {
+		return nil, &hosts.RunError{Host: name, Argv: argv, Status: 1, Stderr: failPhase + " broken on purpose"}
+	}
+	f.Handler = func(argv []string, stdin []byte) ([]byte, error) {
+		switch {
+		case argv[0] == "sh" && len(argv) > 3 && argv[3] == "probe":
+			if failPhase == "preflight" {
+				return fail(argv)
+			}
+			return []byte("Linux\n6.1.0\nx86_64\n" + name + "\nyes\n/dev/x 100 1 99999999 1% /ds\n"), nil
+		case argv[0] == "sha256sum":
+			b, ok := fsys.Get(argv[1])
+			if !ok {
+				return fail(argv)
+			}
+			s := sha256.Sum256(b)
+			return []byte(hex.EncodeToString(s[:]) + "  " + argv[1] + "\n"), nil
+		case argv[0] == "rm":
+			return nil, nil
+		case slices.Contains(argv, "check"):
+			if stdin == nil {
+				facts := `{"uid":0,"interfaces":[{"name":"eth0","index":2,"up":true}]}`
+				return []byte(facts + "\n"), nil
+			}
+			var out []byte
+			for range strings.Count(string(stdin), "\n") {
+				out = fmt.Appendf(out, "%d\n", time.Now().UnixNano())
+			}
+			return out, nil
+		case slices.Contains(argv, "start"):
+			if failPhase == "arm" {
+				return fail(argv)
+			}
+			return []byte(`{"pid": 7, "state": "armed", "arming_ns": 1000}`), nil
+		case slices.Contains(argv, "begin"), slices.Contains(argv, "stop"):
+			return []byte(`{}`), nil
+		}
+		return fail(argv)
+	}
+	return f
+}
+
+func fakePlan(t *testing.T, n int) *plans.Plan {
+	var b strings.Builder
+	b.WriteString("case: FAKE\ndatastore: /ds\nduration: 1s\nhosts:\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "  - { name: h%d, kind: linux, address: 192.0.2.%d, captures: [ { interface: eth0 } ] }\n", i, i)
+	}
+	p, err := plans.Parse("fake.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// runFakes starts a plan of n fake hosts; fails maps host names to the
+// phase that fails there; shared puts all on one datastore.
+func runFakes(t *testing.T, n int, fails map[string]string, shared, partial bool) (map[string]*hosts.Fake, *orchestrator.Orchestrator, *orchestrator.Manifest, error) {
+	t.Helper()
+	common := hosts.NewFakeFS()
+	fakes := map[string]*hosts.Fake{}
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("h%d", i)
+		fsys := common
+		if !shared {
+			fsys = hosts.NewFakeFS()
+		}
+		fakes[name] = fakeLinux(name, fsys, fails[name])
+	}
+	o := orchestrator.New(orchestrator.Options{
+		Plan: fakePlan(t, n), OutDir: t.TempDir(), AllowPartial: partial, Version: "test",
+		AgentBinary: func(string) ([]byte, error) { return []byte("#!agent\n"), nil },
+		Dial: func(_ context.Context, h *plans.Host) (hosts.Conn, error) {
+			return fakes[h.Name], nil
+		},
+	})
+	m, err := o.Start(context.Background())
+	return fakes, o, m, err
+}
+
+func ran(f *hosts.Fake, word string) bool {
+	for _, c := range f.Commands() {
+		if strings.Contains(c, " "+word) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestOneFailureStartsNothing(t *testing.T) {
+	fakes, _, m, err := runFakes(t, 3, map[string]string{"h2": "preflight"}, true, false)
+	var he *orchestrator.HostError
+	if !errors.As(err, &he) || he.Host != "h2" || he.Phase != "preflight" || !strings.Contains(err.Error(), "nothing was started") {
+		t.Fatalf("got %v, want nothing started because h2 failed preflight", err)
+	}
+	for name, f := range fakes {
+		if ran(f, "start") || ran(f, "begin") {
+			t.Errorf("%s was armed or begun although the run stopped before the start", name)
+		}
+	}
+	if len(m.Errors) != 1 || !strings.Contains(m.Errors[0], "h2: preflight") {
+		t.Errorf("manifest errors %v", m.Errors)
+	}
+}
+
+func TestAllowPartialGoesOn(t *testing.T) {
+	fakes, _, m, err := runFakes(t, 3, map[string]string{"h2": "preflight"}, true, true)
+	if err == nil {
+		t.Fatal("a run with a failed host must still say so")
+	}
+	for _, name := range []string{"h1", "h3"} {
+		if !ran(fakes[name], "begin") {
+			t.Errorf("%s was not begun with --allow-partial", name)
+		}
+	}
+	if ran(fakes["h2"], "start") {
+		t.Error("h2 failed preflight, yet was armed")
+	}
+	for _, h := range m.Hosts {
+		if (h.Name == "h2") != (h.Phase == "preflight") {
+			t.Errorf("manifest host %+v", h)
+		}
+	}
+}
+
+func TestFailedArmIsCleanedUp(t *testing.T) {
+	fakes, _, _, err := runFakes(t, 3, map[string]string{"h3": "arm"}, true, false)
+	if err == nil || !strings.Contains(err.Error(), "nothing was started") {
+		t.Fatalf("got %v, want nothing started", err)
+	}
+	for _, name := range []string{"h1", "h2"} {
+		if ran(fakes[name], "start") && !ran(fakes[name], "stop") {
+			t.Errorf("%s was armed and not stopped after h3 failed to arm", name)
+		}
+		if ran(fakes[name], "begin") {
+			t.Errorf("%s was begun although h3 failed to arm", name)
+		}
+	}
+}
+
+func TestDeployOncePerSharedDatastore(t *testing.T) {
+	for _, shared := range []bool{true, false} {
+		fakes, o, _, err := runFakes(t, 3, nil, shared, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantUploads, hashedBy := 1, 0
+		if !shared {
+			wantUploads = 3
+		}
+		for _, f := range fakes {
+			for _, c := range f.Commands() {
+				if strings.HasPrefix(c, "sha256sum ") || strings.Contains(c, "' verify ") {
+					hashedBy++
+					break
+				}
+			}
+		}
+		if o.Uploads() != wantUploads {
+			t.Errorf("shared=%v: %d uploads, want %d", shared, o.Uploads(), wantUploads)
+		}
+		if shared && hashedBy != 1 {
+			t.Errorf("shared datastore: the agent was hashed on %d hosts, want 1", hashedBy)
+		}
+		if !shared && hashedBy != 3 {
+			t.Errorf("separate datastores: the agent was hashed on %d hosts, want each", hashedBy)
+		}
+	}
+}
