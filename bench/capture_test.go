@@ -125,7 +125,7 @@ func runTcpdump(b *testing.B, l *lab.Lab, rate int, d time.Duration) captureRun 
 }
 
 func runAgent(b *testing.B, l *lab.Lab, bin string, rate int, d time.Duration) captureRun {
-	name := fmt.Sprintf("bench%d", rate)
+	name := fmt.Sprintf("bench%d-%d", rate, benchRuns)
 	now := time.Now()
 	j := agent.Job{Version: agent.JobVersion, Case: name, Host: "h01",
 		StateDir: filepath.Join(l.Datastore, ".casecap", name), CaseDir: filepath.Join(l.Datastore, "Case_"+name),
@@ -170,17 +170,21 @@ func runAgent(b *testing.B, l *lab.Lab, bin string, rate int, d time.Duration) c
 	}
 	r.kept = uint64(s.Distinct)
 	os.RemoveAll(j.CaseDir)
+	os.RemoveAll(j.StateDir)
 	return r
 }
 
 func ptr[T any](v T) *T { return &v }
 
-// benchRuns counts runs of BenchmarkLinuxCapture (go test -count).
+// benchRuns counts sub-benchmark runs (go test -count repeats each), to
+// alternate the order of the tools and name cases uniquely.
 var benchRuns int
 
 // BenchmarkLinuxCapture floods a lab host with small numbered UDP packets
-// (68-byte frames) and captures them with tcpdump -w and with the agent, one
-// after the other in the same run: same filter, snap length and buffer.
+// (68-byte frames) and captures them with tcpdump -w and with the agent:
+// same filter, snap length and buffer. Every run measures both, in turn,
+// in alternating order (the page cache favours the second writer after a
+// delete), and reports both; -count=N gives N pairs.
 func BenchmarkLinuxCapture(b *testing.B) {
 	labtest.Require(b)
 	if _, err := exec.LookPath("tcpdump"); err != nil {
@@ -190,12 +194,6 @@ func BenchmarkLinuxCapture(b *testing.B) {
 	bin := agenttest.CopyTo(b, l.Datastore)
 	defer agenttest.Cleanup()
 	const d = 5 * time.Second
-	// The page cache makes whoever writes first after a big delete pay more:
-	// with -count, every other run goes agent first.
-	tools := []string{"tcpdump", "agent"}
-	if benchRuns++; benchRuns%2 == 0 {
-		tools = []string{"agent", "tcpdump"}
-	}
 	rates := []int{250_000, 500_000}
 	if v := os.Getenv("CASECAP_BENCH_RATES"); v != "" {
 		rates = nil
@@ -208,25 +206,26 @@ func BenchmarkLinuxCapture(b *testing.B) {
 		}
 	}
 	for _, rate := range rates {
-		for _, tool := range tools {
-			b.Run(fmt.Sprintf("%s/%dkpps", tool, rate/1000), func(b *testing.B) {
-				var r captureRun
-				if tool == "tcpdump" {
-					r = runTcpdump(b, l, rate, d)
-				} else {
-					r = runAgent(b, l, bin, rate, d)
-				}
-				b.ReportMetric(float64(r.sent), "sent")
-				b.ReportMetric(float64(r.kept), "kept")
-				b.ReportMetric(float64(r.drops), "drops")
-				b.ReportMetric((r.user + r.sys).Seconds(), "cpu-s")
-				b.ReportMetric(r.user.Seconds(), "user-s")
-				b.ReportMetric(r.sys.Seconds(), "sys-s")
-				if tool == "tcpdump" {
-					b.ReportMetric((r.user + r.sys + r.hashCPU).Seconds(), "with-sha256sum-cpu-s")
-				}
-				b.ReportMetric(0, "ns/op")
-			})
-		}
+		b.Run(fmt.Sprintf("%dkpps", rate/1000), func(b *testing.B) {
+			benchRuns++
+			var td, ag captureRun
+			if benchRuns%2 == 1 {
+				td, ag = runTcpdump(b, l, rate, d), runAgent(b, l, bin, rate, d)
+			} else {
+				ag, td = runAgent(b, l, bin, rate, d), runTcpdump(b, l, rate, d)
+			}
+			b.ReportMetric(float64(td.sent), "sent")
+			for _, r := range []struct {
+				tool string
+				r    captureRun
+			}{{"tcpdump", td}, {"agent", ag}} {
+				b.ReportMetric(float64(r.r.kept), r.tool+"-kept")
+				b.ReportMetric(float64(r.r.drops), r.tool+"-drops")
+				b.ReportMetric((r.r.user + r.r.sys).Seconds(), r.tool+"-cpu-s")
+			}
+			b.ReportMetric((td.user + td.sys + td.hashCPU).Seconds(), "tcpdump+sha256sum-cpu-s")
+			b.ReportMetric((ag.user+ag.sys).Seconds()/(td.user+td.sys).Seconds(), "agent/tcpdump")
+			b.ReportMetric(0, "ns/op")
+		})
 	}
 }

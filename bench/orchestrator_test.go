@@ -5,7 +5,6 @@ package bench
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
@@ -106,9 +105,14 @@ func BenchmarkTogether(b *testing.B) {
 	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 9, Interval: interval})
 	const window = 3 * time.Second
 
-	for i, name := range []string{"casecap-cold", "casecap-warm"} {
+	for _, name := range []string{"casecap-cold", "casecap-warm"} {
 		b.Run(name, func(b *testing.B) {
-			caseID := fmt.Sprintf("BENCH-%d", i)
+			benchRuns++
+			caseID := fmt.Sprintf("BENCH-%d", benchRuns)
+			if name == "casecap-cold" {
+				// Cold: no agent on the datastore yet.
+				os.RemoveAll(filepath.Join(l.Datastore, ".casecap", "agent"))
+			}
 			p := planFor(b, l, caseID, window)
 			out := b.TempDir()
 			opt := orchestrator.Options{Plan: p, OutDir: out, Version: "bench",
@@ -143,7 +147,8 @@ func BenchmarkTogether(b *testing.B) {
 			lines = append(lines, h.Addr.String())
 		}
 		os.WriteFile(hostsFile, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
-		dir := filepath.Join(l.Datastore, "peer")
+		benchRuns++
+		dir := filepath.Join(l.Datastore, fmt.Sprintf("peer-%d", benchRuns))
 		os.MkdirAll(dir, 0o755)
 		// What the runbook does, one host after another in parallel-ssh's
 		// order: start tcpdump in the background, and later kill it.
@@ -189,28 +194,10 @@ func conns(b *testing.B, l *lab.Lab) []*hosts.SSHConn {
 	return cs
 }
 
-// download fetches one file as collect does: SFTP with concurrent reads,
-// hashed while written.
+// download fetches one file with collect's own code.
 func download(c *hosts.SSHConn, remote, local string) error {
-	f, err := os.Create(local)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	h := sha256.New()
-	_, err = c.Download(context.Background(), remote, &teeAt{f: f, h: h}, 0, nil)
+	_, _, err := orchestrator.Fetch(context.Background(), c, remote, local)
 	return err
-}
-
-type teeAt struct {
-	f io.WriterAt
-	h io.Writer
-}
-
-func (t *teeAt) WriteAt(p []byte, off int64) (int, error) {
-	n, err := t.f.WriteAt(p, off)
-	t.h.Write(p[:n])
-	return n, err
 }
 
 func randomFile(b *testing.B, path string, size int64) {
@@ -228,15 +215,13 @@ func scpArgs(l *lab.Lab) []string {
 	return []string{"-q", "-o", "IdentityFile=" + l.ClientKey, "-o", "UserKnownHostsFile=" + l.KnownHosts, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"}
 }
 
-// BenchmarkCollect: one 512 MiB file, casecap's download against scp; then
-// 50 hosts x 20 MiB, casecap's parallel downloads against parallel-slurp.
+// BenchmarkCollect: one 512 MiB file, casecap's download beside scp; then
+// 50 hosts x 20 MiB, casecap's parallel downloads beside parallel-slurp.
+// Every run measures both, in alternating order, on a freshly written file.
 func BenchmarkCollect(b *testing.B) {
 	labtest.Require(b)
 	n := benchHosts()
 	l := labtest.Start(b, n)
-	const big = 512 << 20
-	src := filepath.Join(l.Datastore, "big.pcapng")
-	randomFile(b, src, big)
 	dst := b.TempDir()
 	cs := conns(b, l)
 	defer func() {
@@ -245,52 +230,89 @@ func BenchmarkCollect(b *testing.B) {
 		}
 	}()
 	rate := func(bytes int64, d time.Duration) float64 { return float64(bytes) / (1 << 20) / d.Seconds() }
-	for _, tool := range []string{"scp", "casecap"} {
-		b.Run("512MiB/"+tool, func(b *testing.B) {
-			out := filepath.Join(dst, tool+".pcapng")
-			start := time.Now()
-			if tool == "scp" {
+	hostsFile := filepath.Join(l.Dir, "slurp-hosts")
+	var lines []string
+	for _, h := range l.Hosts {
+		lines = append(lines, h.Addr.String())
+	}
+	os.WriteFile(hostsFile, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+
+	b.Run("512MiB", func(b *testing.B) {
+		benchRuns++
+		const big = 512 << 20
+		src := filepath.Join(l.Datastore, "big.pcapng")
+		randomFile(b, src, big)
+		defer os.Remove(src)
+		var verified float64 // scp, then sha256sum: the peer's way to a verified copy
+		runOne := map[string]func() float64{
+			"scp": func() float64 {
+				out := filepath.Join(dst, "scp.pcapng")
+				defer os.Remove(out)
+				start := time.Now()
 				args := append(scpArgs(l), "root@"+l.Hosts[0].Addr.String()+":"+src, out)
 				if o, err := exec.Command("scp", args...).CombinedOutput(); err != nil {
 					b.Fatalf("scp: %v %s", err, o)
 				}
-			} else if err := download(cs[0], src, out); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(rate(big, time.Since(start)), "MiB/s")
-			b.ReportMetric(0, "ns/op")
-			os.Remove(out)
-		})
-	}
-	os.Remove(src)
-
-	const small = 20 << 20
-	for _, h := range l.Hosts {
-		randomFile(b, filepath.Join(l.Datastore, h.Name+".pcapng"), small)
-	}
-	for _, tool := range []string{"parallel-slurp", "casecap"} {
-		b.Run(fmt.Sprintf("%dx20MiB/%s", n, tool), func(b *testing.B) {
-			out := filepath.Join(dst, tool)
-			os.MkdirAll(out, 0o755)
-			start := time.Now()
-			if tool == "parallel-slurp" {
-				hostsFile := filepath.Join(l.Dir, "slurp-hosts")
-				var lines []string
-				for _, h := range l.Hosts {
-					lines = append(lines, h.Addr.String())
+				copied := time.Since(start)
+				if o, err := exec.Command("sha256sum", out).CombinedOutput(); err != nil {
+					b.Fatalf("sha256sum: %v %s", err, o)
 				}
-				os.WriteFile(hostsFile, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
-				// parallel-slurp fetches one remote path from every host: point
-				// each host's private /tmp/mine.pcapng at its own file.
-				pssh(b, l, hostsFile, fmt.Sprintf("ln -sf %s/$(hostname).pcapng /tmp/mine.pcapng", l.Datastore))
-				start = time.Now()
-				sargs := []string{"-h", hostsFile, "-l", "root", "-p", strconv.Itoa(n), "-L", out,
+				verified = rate(big, time.Since(start))
+				return rate(big, copied)
+			},
+			"casecap": func() float64 {
+				out := filepath.Join(dst, "casecap.pcapng")
+				defer os.Remove(out)
+				start := time.Now()
+				if err := download(cs[0], src, out); err != nil {
+					b.Fatal(err)
+				}
+				return rate(big, time.Since(start))
+			},
+		}
+		order := []string{"scp", "casecap"}
+		if benchRuns%2 == 0 {
+			order = []string{"casecap", "scp"}
+		}
+		got := map[string]float64{}
+		for _, tool := range order {
+			got[tool] = runOne[tool]()
+		}
+		b.ReportMetric(got["scp"], "scp-MiB/s")
+		b.ReportMetric(verified, "scp+sha256sum-MiB/s")
+		b.ReportMetric(got["casecap"], "casecap-MiB/s")
+		b.ReportMetric(got["casecap"]/got["scp"], "casecap/scp")
+		b.ReportMetric(0, "ns/op")
+	})
+
+	b.Run(fmt.Sprintf("%dx20MiB", n), func(b *testing.B) {
+		benchRuns++
+		const small = 20 << 20
+		for _, h := range l.Hosts {
+			randomFile(b, filepath.Join(l.Datastore, h.Name+".pcapng"), small)
+		}
+		// parallel-slurp fetches one remote path from every host: point each
+		// host's private /tmp/mine.pcapng at its own file.
+		pssh(b, l, hostsFile, fmt.Sprintf("ln -sf %s/$(hostname).pcapng /tmp/mine.pcapng", l.Datastore))
+		runOne := map[string]func() time.Duration{
+			"parallel-slurp": func() time.Duration {
+				out := filepath.Join(dst, "slurp")
+				os.MkdirAll(out, 0o755)
+				defer os.RemoveAll(out)
+				start := time.Now()
+				args := []string{"-h", hostsFile, "-l", "root", "-p", strconv.Itoa(n), "-L", out,
 					"-O", "IdentityFile=" + l.ClientKey, "-O", "UserKnownHostsFile=" + l.KnownHosts, "-O", "StrictHostKeyChecking=yes", "-O", "BatchMode=yes",
 					"/tmp/mine.pcapng", "f.pcapng"}
-				if o, err := exec.Command("parallel-slurp", sargs...).CombinedOutput(); err != nil {
+				if o, err := exec.Command("parallel-slurp", args...).CombinedOutput(); err != nil {
 					b.Fatalf("parallel-slurp: %v %s", err, o)
 				}
-			} else {
+				return time.Since(start)
+			},
+			"casecap": func() time.Duration {
+				out := filepath.Join(dst, "casecap")
+				os.MkdirAll(out, 0o755)
+				defer os.RemoveAll(out)
+				start := time.Now()
 				var g errgroup.Group
 				g.SetLimit(16) // collect's limit on files at once
 				for i, h := range l.Hosts {
@@ -301,12 +323,20 @@ func BenchmarkCollect(b *testing.B) {
 				if err := g.Wait(); err != nil {
 					b.Fatal(err)
 				}
-			}
-			d := time.Since(start)
-			b.ReportMetric(d.Seconds(), "s")
-			b.ReportMetric(rate(int64(n)*small, d), "MiB/s")
-			b.ReportMetric(0, "ns/op")
-			os.RemoveAll(out)
-		})
-	}
+				return time.Since(start)
+			},
+		}
+		order := []string{"parallel-slurp", "casecap"}
+		if benchRuns%2 == 0 {
+			order = []string{"casecap", "parallel-slurp"}
+		}
+		got := map[string]time.Duration{}
+		for _, tool := range order {
+			got[tool] = runOne[tool]()
+		}
+		b.ReportMetric(got["parallel-slurp"].Seconds(), "parallel-slurp-s")
+		b.ReportMetric(got["casecap"].Seconds(), "casecap-s")
+		b.ReportMetric(rate(int64(n)*small, got["casecap"]), "casecap-MiB/s")
+		b.ReportMetric(0, "ns/op")
+	})
 }

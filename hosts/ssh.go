@@ -396,7 +396,11 @@ func (c *SSHConn) SFTP() (*sftp.Client, error) {
 	sc, err := sftp.NewClient(c.client,
 		sftp.UseConcurrentReads(true),
 		sftp.UseConcurrentWrites(true),
-		sftp.MaxConcurrentRequestsPerFile(128),
+		sftp.MaxConcurrentRequestsPerFile(64),
+		// OpenSSH serves reads of at most 261,120 bytes (SFTP_MAX_READ_LENGTH);
+		// asking for more makes pkg/sftp return a short file without an error
+		// (pkg/sftp issue 658). Sizes are checked against the agent anyway.
+		sftp.MaxPacketUnchecked(maxSFTPPacket),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("%s: start sftp: %w", c.name, err)
@@ -534,3 +538,6 @@ func (c *SSHConn) Close() error {
 	}
 	return err
 }
+
+// maxSFTPPacket is the largest SFTP read OpenSSH's server answers in full.
+const maxSFTPPacket = 256*1024 - 1024

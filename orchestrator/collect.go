@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/casecap/casecap/agent/capture"
+	"github.com/casecap/casecap/hosts"
 )
 
 // maxDownloads bounds the files downloaded at once.
@@ -135,17 +136,14 @@ func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *capture.Sta
 	}
 	tr := o.disp.Download(h.name(), name, cs.Size)
 	tr.Add(offset)
-	w := &hashingWriterAt{w: f, h: hasher, next: offset}
 	remote := path.Join(h.caseDir(o.opt.Plan), name)
-	_, err = h.conn.Download(ctx, remote, w, offset, tr.Add)
-	if err == nil && w.next != cs.Size {
-		err = fmt.Errorf("downloaded %d bytes, the agent wrote %d", w.next, cs.Size)
+	sum, n, err := fetch(ctx, h.conn, remote, f, offset, hasher, tr.Add)
+	if err == nil && n != cs.Size {
+		err = fmt.Errorf("downloaded %d bytes, the agent wrote %d", n, cs.Size)
 	}
-	if err == nil {
-		if sum := hex.EncodeToString(hasher.Sum(nil)); sum != cs.SHA256 {
-			os.Remove(part)
-			err = fmt.Errorf("sha256 %s does not match the agent's %s: the download is discarded; collect again", sum, cs.SHA256)
-		}
+	if err == nil && sum != cs.SHA256 {
+		os.Remove(part)
+		err = fmt.Errorf("sha256 %s does not match the agent's %s: the download is discarded; collect again", sum, cs.SHA256)
 	}
 	if err == nil {
 		err = errors.Join(f.Sync(), os.Chmod(part, 0o640), os.Rename(part, final))
@@ -154,11 +152,34 @@ func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *capture.Sta
 	return err
 }
 
+// fetch downloads remote into f from offset (hasher holds the hash of what
+// is already there) and returns the whole file's sha256 and size, hashed as
+// it is written. (Hashing on a goroutine of its own costs one more copy of
+// every byte, and did not pay on the 2-core lab, where both ends of the
+// transfer compete for the CPUs.)
+func fetch(ctx context.Context, c hosts.Conn, remote string, f io.WriterAt, offset int64, hasher hash.Hash, progress func(int64)) (string, int64, error) {
+	w := &hashingWriterAt{w: f, h: hasher, next: offset}
+	_, err := c.Download(ctx, remote, w, offset, progress)
+	return hex.EncodeToString(hasher.Sum(nil)), w.next, err
+}
+
+// Fetch downloads a whole remote file to local the way collect does
+// (concurrent SFTP reads, hashed on the way) and returns its sha256 and
+// size: for the benchmarks, which measure collect's own path.
+func Fetch(ctx context.Context, c hosts.Conn, remote, local string) (string, int64, error) {
+	f, err := os.OpenFile(local, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	return fetch(ctx, c, remote, f, 0, sha256.New(), nil)
+}
+
 // hashingWriterAt hashes a download as it is written; downloads write in
 // order, and anything else is refused rather than hashed wrong.
 type hashingWriterAt struct {
 	w    io.WriterAt
-	h    hash.Hash
+	h    io.Writer
 	next int64
 }
 
