@@ -16,6 +16,7 @@ command -v ip >/dev/null 2>&1 || need="$need iproute2"
 [ -x /usr/sbin/sshd ] || need="$need openssh-server"
 command -v tshark >/dev/null 2>&1 || need="$need tshark"
 command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
 if [ -n "$need" ]; then
 	if [ "$(id -u)" -eq 0 ]; then
 		echo "== installing:$need"

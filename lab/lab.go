@@ -37,6 +37,9 @@ type Options struct {
 	// Detach lets the hosts outlive this process (the `lab up` command);
 	// otherwise they are killed when it dies, so a crashed test leaves nothing.
 	Detach bool
+	// RootPassword, when set, lets root log in with this password too (each
+	// host sees its own /etc/shadow): for tests of password authentication.
+	RootPassword string
 }
 
 // Lab is a running set of hosts. It is saved as state.json in its directory
@@ -139,7 +142,7 @@ func Start(ctx context.Context, opt Options) (l *Lab, err error) {
 			l = nil
 		}
 	}()
-	if err := l.prepare(opt.Hosts); err != nil {
+	if err := l.prepare(opt.Hosts, opt.RootPassword); err != nil {
 		return l, err
 	}
 	if err := l.saveState(); err != nil {
@@ -255,9 +258,21 @@ func (l *Lab) saveState() error {
 }
 
 // prepare writes keys and configurations and creates the bridge.
-func (l *Lab) prepare(n int) error {
+func (l *Lab) prepare(n int, password string) error {
 	if err := os.MkdirAll(l.Datastore, 0o755); err != nil {
 		return err
+	}
+	var binds []bindMount
+	if password != "" {
+		shadow, err := shadowWithRoot(password)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(l.Dir, "shadow")
+		if err := os.WriteFile(path, shadow, 0o600); err != nil {
+			return err
+		}
+		binds = append(binds, bindMount{Source: path, Target: "/etc/shadow", ReadOnly: true})
 	}
 	clientPub, err := newKey(l.ClientKey, "casecap-lab")
 	if err != nil {
@@ -286,7 +301,7 @@ func (l *Lab) prepare(n int) error {
 		}
 		h.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
 		known.WriteString(knownhosts.Line([]string{h.Addr.String()}, pub) + "\n")
-		if err := os.WriteFile(filepath.Join(h.Dir, "sshd_config"), []byte(sshdConfig(h.Dir, authorized)), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(h.Dir, "sshd_config"), []byte(sshdConfig(h.Dir, authorized, password != "")), 0o600); err != nil {
 			return err
 		}
 		cfg := hostConfig{
@@ -295,6 +310,7 @@ func (l *Lab) prepare(n int) error {
 			Dir:        h.Dir,
 			SSHDConfig: filepath.Join(h.Dir, "sshd_config"),
 			Hide:       []string{"/root/.bashrc", "/root/.profile", "/root/.bash_profile", "/root/.bash_login"},
+			Binds:      binds,
 		}
 		raw, err := json.MarshalIndent(cfg, "", "  ")
 		if err != nil {
@@ -321,15 +337,42 @@ func (l *Lab) prepare(n int) error {
 // between two ip commands.
 func sysctlCmd(link string) string { return "#noipv6 " + link }
 
-func sshdConfig(hostDir, authorized string) string {
+// shadowWithRoot is this machine's /etc/shadow with root's password set
+// (SHA-512 crypt, by openssl, the password on its stdin).
+func shadowWithRoot(password string) ([]byte, error) {
+	cmd := exec.Command("openssl", "passwd", "-6", "-stdin")
+	cmd.Stdin = strings.NewReader(password + "\n")
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("hash the lab's root password with openssl (apt-get install openssl): %w", err)
+	}
+	raw, err := os.ReadFile("/etc/shadow")
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(string(raw), "\n")
+	for i, line := range lines {
+		if f := strings.Split(line, ":"); len(f) > 2 && f[0] == "root" {
+			f[1] = strings.TrimSpace(string(out))
+			lines[i] = strings.Join(f, ":")
+		}
+	}
+	return []byte(strings.Join(lines, "\n")), nil
+}
+
+func sshdConfig(hostDir, authorized string, passwords bool) string {
+	permit, pw := "prohibit-password", "no"
+	if passwords {
+		permit, pw = "yes", "yes"
+	}
 	return strings.Join([]string{
 		"ListenAddress 0.0.0.0:22",
 		"HostKey " + filepath.Join(hostDir, "ssh_host_ecdsa_key"),
 		"PidFile none",
 		"AuthorizedKeysFile " + authorized,
-		"PermitRootLogin prohibit-password",
+		"PermitRootLogin " + permit,
 		"PubkeyAuthentication yes",
-		"PasswordAuthentication no",
+		"PasswordAuthentication " + pw,
 		"KbdInteractiveAuthentication no",
 		"UsePAM no",
 		"StrictModes no",

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,15 @@ func (o *Orchestrator) dial(ctx context.Context, h *plans.Host) (hosts.Conn, err
 		Name: h.Name, Address: h.Address, Port: h.SSH.Port, User: h.SSH.User,
 		KnownHosts: kh, Jump: h.SSH.Jump, ConnectTimeout: h.SSH.ConnectTimeout, Keepalive: h.SSH.Keepalive,
 		Password: o.opt.Password,
+	}
+	if env := h.SSH.PasswordEnv; env != "" {
+		// The plan names where the password is; it never holds it.
+		opt.Password = func(string, string) (string, error) {
+			if v := os.Getenv(env); v != "" {
+				return v, nil
+			}
+			return "", fmt.Errorf("the plan takes %s's password from $%s, which is not set", h.Name, env)
+		}
 	}
 	if h.SSH.IdentityFile != "" {
 		opt.IdentityFiles = []string{h.SSH.IdentityFile}

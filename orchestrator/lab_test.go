@@ -340,3 +340,54 @@ func TestInterrupts(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestPasswordFromEnvironment: hosts that take a password get it from the
+// environment variable the plan names; the password appears in no file
+// casecap writes, here or on the datastore.
+func TestPasswordFromEnvironment(t *testing.T) {
+	labtest.Require(t)
+	const secret = "s3cret-Pa55w0rd!"
+	l := labtest.StartWith(t, lab.Options{Hosts: 2, RootPassword: secret})
+	// No key: a plan with only a password variable.
+	write := func(env string) *plans.Plan {
+		var b strings.Builder
+		fmt.Fprintf(&b, "case: PW\ndatastore: %s\nduration: 1s\nssh: { user: root, password_env: %s, known_hosts: %s }\nhosts:\n", l.Datastore, env, l.KnownHosts)
+		for _, h := range l.Hosts {
+			fmt.Fprintf(&b, "  - { name: %s, kind: linux, address: %s, captures: [ { interface: eth0 } ] }\n", h.Name, h.Addr)
+		}
+		p, err := plans.Parse("pw.yaml", []byte(b.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	t.Setenv("SSH_AUTH_SOCK", "")
+	t.Setenv("HOME", t.TempDir()) // no ~/.ssh keys of this machine
+	_, err := newOrch(t, write("CASECAP_TEST_UNSET_PASSWORD"), t.TempDir()).Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "$CASECAP_TEST_UNSET_PASSWORD") {
+		t.Fatalf("unset password variable: %v, want an error naming it", err)
+	}
+	t.Setenv("CASECAP_TEST_PASSWORD", secret)
+	out := t.TempDir()
+	m, err := newOrch(t, write("CASECAP_TEST_PASSWORD"), out).Run(context.Background(), nil)
+	if err != nil {
+		t.Fatalf("run with a password: %v", err)
+	}
+	for _, c := range m.Captures {
+		if !c.Collected {
+			t.Errorf("%s not collected", c.File)
+		}
+	}
+	// The secret is nowhere casecap writes.
+	for _, root := range []string{out, l.Datastore} {
+		filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+			if err != nil || info.IsDir() {
+				return nil
+			}
+			if b, _ := os.ReadFile(p); strings.Contains(string(b), secret) {
+				t.Errorf("the password appears in %s", p)
+			}
+			return nil
+		})
+	}
+}

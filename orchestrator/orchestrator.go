@@ -25,8 +25,8 @@ type Options struct {
 	AcceptNewHostKeys bool
 	AllowPartial      bool // go on without hosts that fail before the start
 	Parallel          int  // hosts worked on at once; default 64
-	// Password answers password and keyboard-interactive prompts (from the
-	// plan's password_env, or a prompt); nil: keys only.
+	// Password answers password and keyboard-interactive prompts for hosts
+	// whose plan names no password_env (a prompt); nil: keys only there.
 	Password func(user, host string) (string, error)
 	// AgentBinary returns the agent for linux/<arch> (default: embedded).
 	AgentBinary func(arch string) ([]byte, error)

@@ -65,20 +65,12 @@ func loadPlan(c *cli.Context) (*plans.Plan, error) {
 	return plans.Load(file)
 }
 
-// passwords answers password prompts from the environment variable the
-// plan names for the host, or (on a terminal) by asking once per user.
-func passwords(p *plans.Plan) func(user, host string) (string, error) {
+// prompter asks for a password on the terminal, once per user, for hosts
+// whose plan names no password_env.
+func prompter() func(user, host string) (string, error) {
 	var mu sync.Mutex
 	asked := map[string]string{}
 	return func(user, host string) (string, error) {
-		for _, h := range p.Hosts {
-			if h.Name == host && h.SSH.PasswordEnv != "" {
-				if v := os.Getenv(h.SSH.PasswordEnv); v != "" {
-					return v, nil
-				}
-				return "", fmt.Errorf("the plan takes %s's password from $%s, which is not set", host, h.SSH.PasswordEnv)
-			}
-		}
 		mu.Lock()
 		defer mu.Unlock()
 		if pw, ok := asked[user]; ok {
@@ -144,7 +136,7 @@ func newSession(c *cli.Context, p *plans.Plan, logToCase bool) (*session, error)
 		AcceptNewHostKeys: c.Bool(strings.TrimPrefix(hosts.AcceptNewFlag, "--")),
 		AllowPartial:      c.Bool("allow-partial"),
 		Parallel:          c.Int("parallel"),
-		Password:          passwords(p),
+		Password:          prompter(),
 		Log:               slog.New(multiHandler(handlers)),
 		Display:           disp,
 		Version:           version,
