@@ -528,51 +528,21 @@ func (d *decoder) capture(n *yaml.Node, p string, def defaults, h *Host) *Captur
 		"uplink_points": strList(&uplinkPoints, &uplinkPointsNode),
 		"dir": func(v *yaml.Node, path string) {
 			dirNode = v
-			s, ok := d.text(v, path)
-			if !ok {
-				return
-			}
-			switch strings.ToLower(s) {
-			case "0", "in", "input":
-				c.Dir = DirInput
-			case "1", "out", "output":
-				c.Dir = DirOutput
-			case "2", "both", "inout", "inputandoutput":
-				c.Dir = DirBoth
-			default:
-				d.errf(v, path, "dir %q: want input, output or both (pktcap-uw --dir 0, 1, 2)", s)
-			}
+			c.Dir, _ = choice(d, v, path, map[string]Direction{
+				"0": DirInput, "in": DirInput, "input": DirInput,
+				"1": DirOutput, "out": DirOutput, "output": DirOutput,
+				"2": DirBoth, "both": DirBoth, "inout": DirBoth, "inputandoutput": DirBoth,
+			}, "input, output or both (pktcap-uw --dir 0, 1, 2)")
 		},
 		"stage": func(v *yaml.Node, path string) {
 			stageNode = v
-			s, ok := d.text(v, path)
-			if !ok {
-				return
-			}
-			switch strings.ToLower(s) {
-			case "0", "pre":
-				c.Stage = StagePre
-			case "1", "post":
-				c.Stage = StagePost
-			default:
-				d.errf(v, path, "stage %q: want pre or post (pktcap-uw --stage 0, 1)", s)
-			}
+			c.Stage, _ = choice(d, v, path, map[string]Stage{"0": StagePre, "pre": StagePre, "1": StagePost, "post": StagePost},
+				"pre or post (pktcap-uw --stage 0, 1)")
 		},
 		"direction": func(v *yaml.Node, path string) {
 			directionNode = v
-			s, ok := d.text(v, path)
-			if !ok {
-				return
-			}
-			switch strings.ToLower(s) {
-			case "rx":
-				points = []string{"Rx"}
-			case "tx":
-				points = []string{"Tx"}
-			case "both":
-				points = []string{"Rx", "Tx"}
-			default:
-				d.errf(v, path, "direction %q: want rx, tx or both", s)
+			if p, ok := choice(d, v, path, map[string][]string{"rx": {"Rx"}, "tx": {"Tx"}, "both": {"Rx", "Tx"}}, "rx, tx or both"); ok {
+				points = p
 			}
 		},
 		"label": func(v *yaml.Node, path string) {
@@ -786,4 +756,18 @@ func filterConflicts(f Filter) []string {
 		msgs = append(msgs, fmt.Sprintf("IPv4 fields with ethtype 0x%04x match nothing", *f.EthType))
 	}
 	return msgs
+}
+
+// choice reads one of a fixed set of words (case does not matter).
+func choice[T any](d *decoder, v *yaml.Node, path string, options map[string]T, want string) (T, bool) {
+	var zero T
+	s, ok := d.text(v, path)
+	if !ok {
+		return zero, false
+	}
+	if x, ok := options[strings.ToLower(s)]; ok {
+		return x, true
+	}
+	d.errf(v, path, "%s %q: want %s", path[strings.LastIndexByte(path, '.')+1:], s, want)
+	return zero, false
 }

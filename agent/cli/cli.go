@@ -165,29 +165,23 @@ func run(args []string, version string) error {
 	return agent.Run(context.Background(), j, opt)
 }
 
-func at(fs *flag.FlagSet) *string {
-	return fs.String("at", "", "the instant (RFC 3339, this host's clock); default now")
-}
-
-func parseAt(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
+// dirAt reads the arguments of begin and stop: DIR [--at TIME].
+func dirAt(name string, args []string) (string, time.Time, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	at := fs.String("at", "", "the instant (RFC 3339, this host's clock); default now")
+	dir, err := oneArg(fs, args)
+	if err != nil || *at == "" {
+		return dir, time.Time{}, err
 	}
-	t, err := time.Parse(time.RFC3339Nano, s)
+	t, err := time.Parse(time.RFC3339Nano, *at)
 	if err != nil {
-		return t, fmt.Errorf("--at: %w", err)
+		return dir, t, fmt.Errorf("--at: %w", err)
 	}
-	return t, nil
+	return dir, t, nil
 }
 
 func begin(args []string, out func(any) error) error {
-	fs := flag.NewFlagSet("begin", flag.ContinueOnError)
-	when := at(fs)
-	dir, err := oneArg(fs, args)
-	if err != nil {
-		return err
-	}
-	t, err := parseAt(*when)
+	dir, t, err := dirAt("begin", args)
 	if err != nil {
 		return err
 	}
@@ -198,13 +192,7 @@ func begin(args []string, out func(any) error) error {
 }
 
 func stop(args []string, out func(any) error) error {
-	fs := flag.NewFlagSet("stop", flag.ContinueOnError)
-	when := at(fs)
-	dir, err := oneArg(fs, args)
-	if err != nil {
-		return err
-	}
-	t, err := parseAt(*when)
+	dir, t, err := dirAt("stop", args)
 	if err != nil {
 		return err
 	}

@@ -1,22 +1,48 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"context"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/casecap/casecap/orchestrator"
+)
 
 func startCommand() *cli.Command {
-	return planCommand("start", "start every capture together and return; captures stop themselves at the plan's duration", "",
+	return orchestrated("start", "start every capture together and return; captures stop themselves at the plan's duration",
+		false, (*orchestrator.Orchestrator).Start,
+		&cli.BoolFlag{Name: "allow-partial", Usage: "go on without hosts that fail before the start"})
+}
+
+func statusCommand() *cli.Command {
+	return orchestrated("status", "per capture: state, packets, bytes, drops, file size", false, (*orchestrator.Orchestrator).Status)
+}
+
+func stopCommand() *cli.Command {
+	return orchestrated("stop", "stop every capture together (idempotent)", false, (*orchestrator.Orchestrator).Stop)
+}
+
+func collectCommand() *cli.Command {
+	return orchestrated("collect", "download every capture into the case folder, verified (resumable, idempotent)", true, (*orchestrator.Orchestrator).Collect)
+}
+
+// orchestrated builds a command that carries out one orchestrator method on
+// the plan; collecting ones write into the case folder (and take --out).
+func orchestrated(name, usage string, collects bool, do func(*orchestrator.Orchestrator, context.Context) (*orchestrator.Manifest, error), extra ...cli.Flag) *cli.Command {
+	return planCommand(name, usage, "",
 		func(c *cli.Context, _ string) error {
 			p, err := loadPlan(c)
 			if err != nil {
 				return err
 			}
-			s, err := newSession(c, p, false)
+			s, err := newSession(c, p, collects)
 			if err != nil {
 				return err
 			}
 			defer s.close()
 			ctx, cancel := cancelOnInterrupt(c.Context)
 			defer cancel()
-			m, err := s.orch.Start(ctx)
+			m, err := do(s.orch, ctx)
 			return report(c, m, err)
-		}, append(orchestrateFlags(false)[1:], &cli.BoolFlag{Name: "allow-partial", Usage: "go on without hosts that fail before the start"})...)
+		}, append(orchestrateFlags(collects)[1:], extra...)...)
 }
