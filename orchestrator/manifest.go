@@ -55,7 +55,7 @@ type ManifestCapture struct {
 	Drops      uint64    `json:"drops"`
 	Size       int64     `json:"size"`
 	SHA256     string    `json:"sha256,omitempty"`
-	State      string    `json:"state"` // armed, capturing, stopped, failed, collected, unknown
+	State      string    `json:"state"` // the agent's: armed, capturing, stopped, failed; unknown if never heard
 	StopReason string    `json:"stop_reason,omitempty"`
 	Collected  bool      `json:"collected"`
 	Error      string    `json:"error,omitempty"`
