@@ -3,6 +3,7 @@
 package agent_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -668,4 +669,80 @@ func TestBeginPending(t *testing.T) {
 	if _, err := e.ssh(e.bin + " begin " + stateDir); err == nil {
 		t.Error("begin after the agent is gone should say there is no agent")
 	}
+}
+
+// TestHeldBegin: `start --hold -` takes its job as one line, answers once
+// armed, answers pings, and begins on a line of the same session. A session
+// that ends without a begin leaves the captures armed (and stop still works).
+func TestHeldBegin(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := e.send(ctx, 500*time.Microsecond, 0)
+	held := func(name string) (stateDir, caseDir string, in io.WriteCloser, out *bufio.Reader, sess *ssh.Session) {
+		j := agent.Job{
+			Version: agent.JobVersion, Case: name, Host: e.h.Name,
+			StateDir: filepath.Join(e.l.Datastore, ".casecap", "cases", name, e.h.Name),
+			CaseDir:  filepath.Join(e.l.Datastore, "Case_"+name),
+			Captures: []agent.JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+				ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Duration: time.Second, Stop: time.Now().Add(time.Minute)}},
+		}
+		raw, _ := json.Marshal(j)
+		sess, err := e.c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, _ = sess.StdinPipe()
+		o, _ := sess.StdoutPipe()
+		out = bufio.NewReader(o)
+		if err := sess.Start(e.bin + " start --hold -"); err != nil {
+			t.Fatal(err)
+		}
+		in.Write(append(raw, '\n'))
+		line, err := out.ReadString('\n')
+		if err != nil || !strings.Contains(line, `"state":"armed"`) {
+			t.Fatalf("start --hold answered %q, %v", line, err)
+		}
+		in.Write([]byte("ping\n"))
+		if line, err := out.ReadString('\n'); line != "pong\n" || err != nil {
+			t.Fatalf("ping: %q %v", line, err)
+		}
+		return j.StateDir, j.CaseDir, in, out, sess
+	}
+
+	stateDir, caseDir, in, out, sess := held("held")
+	at := time.Now().Add(200 * time.Millisecond)
+	in.Write([]byte("begin " + at.Format(time.RFC3339Nano) + "\n"))
+	if line, err := out.ReadString('\n'); err != nil || !strings.Contains(line, `"begun":true`) {
+		t.Fatalf("begin on the held session: %q %v", line, err)
+	}
+	if err := sess.Wait(); err != nil {
+		t.Errorf("the held start should end once begun: %v", err)
+	}
+	st := e.wait(stateDir, 10*time.Second)
+	got, err := seqcast.ReadFile(filepath.Join(caseDir, "h01.eth0.RxTx.pcapng"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.Captures[0]; c.StopReason != "window-end" || !c.Start.Equal(at) || got.FirstSeen.Before(at) || !got.LastSeen.Before(at.Add(time.Second)) || got.Distinct < 1900 {
+		t.Errorf("status %+v, file %+v: want ~2000 packets in [%v, +1s)", c, got, at)
+	}
+
+	// The orchestrator went away before the begin: still armed, stoppable.
+	stateDir, _, in, _, sess = held("orphan")
+	in.Close()
+	if err := sess.Wait(); err != nil {
+		t.Errorf("a held start whose session ends without a begin should exit quietly: %v", err)
+	}
+	if st, err := e.status(stateDir); err != nil || st.State != agent.StateArmed || !st.Alive {
+		t.Errorf("after the held session ended: %+v %v, want armed and alive", st, err)
+	}
+	if _, err := e.ssh(e.bin + " stop " + stateDir); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.wait(stateDir, 10*time.Second); st.Captures[0].Packets != 0 {
+		t.Errorf("never begun, yet kept %d packets", st.Captures[0].Packets)
+	}
+	cancel()
+	<-s.done
 }

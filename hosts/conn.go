@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 )
 
 // Conn is one host, reached once and reused for everything.
@@ -37,7 +38,34 @@ type Conn interface {
 type Process interface {
 	Stdin() io.WriteCloser
 	Stdout() io.Reader
+	// Wait waits for the command to end; a command that failed returns a
+	// *RunError holding its exit status and (the start of) its stderr.
 	Wait() error
+}
+
+// stderrCap bounds the stderr kept from a started command: enough for any
+// message, not a whole log.
+const stderrCap = 64 << 10
+
+// cappedBuffer keeps the first stderrCap bytes written to it.
+type cappedBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := stderrCap - len(b.buf); room > 0 {
+		b.buf = append(b.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (b *cappedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
 }
 
 // RunError is a command that ran and failed.

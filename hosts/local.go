@@ -30,38 +30,54 @@ func (c *LocalConn) Run(ctx context.Context, argv []string, stdin io.Reader) ([]
 	var stdout, stderr bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		status := -1
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			status = ee.ExitCode()
-		}
-		return stdout.Bytes(), &RunError{Host: c.name, Argv: argv, Status: status, Stderr: stderr.String(), Err: err}
+		return stdout.Bytes(), &RunError{Host: c.name, Argv: argv, Status: exitCode(err), Stderr: stderr.String(), Err: err}
 	}
 	return stdout.Bytes(), nil
 }
 
+// exitCode is a failed command's exit status, or -1 when it did not run or
+// was killed by a signal.
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
 type localProcess struct {
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out io.Reader
+	host   string
+	argv   []string
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	out    io.Reader
+	stderr cappedBuffer
 }
 
 func (p *localProcess) Stdin() io.WriteCloser { return p.in }
 func (p *localProcess) Stdout() io.Reader     { return p.out }
-func (p *localProcess) Wait() error           { return p.cmd.Wait() }
+func (p *localProcess) Wait() error {
+	if err := p.cmd.Wait(); err != nil {
+		return &RunError{Host: p.host, Argv: p.argv, Status: exitCode(err), Stderr: p.stderr.String(), Err: err}
+	}
+	return nil
+}
 
 // Start starts argv with pipes.
 func (c *LocalConn) Start(ctx context.Context, argv []string) (Process, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	p := &localProcess{host: c.name, argv: argv, cmd: cmd}
+	cmd.Stderr = &p.stderr
 	in, err1 := cmd.StdinPipe()
 	out, err2 := cmd.StdoutPipe()
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, err
 	}
+	p.in, p.out = in, out
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	return &localProcess{cmd: cmd, in: in, out: out}, nil
+	return p, nil
 }
 
 // ReadFile reads a local file.

@@ -346,25 +346,39 @@ func (c *SSHConn) Run(ctx context.Context, argv []string, stdin io.Reader) ([]by
 		return nil, &RunError{Host: c.name, Argv: argv, Status: -1, Err: ctx.Err()}
 	}
 	if err != nil {
-		status := -1
-		var ee *ssh.ExitError
-		if errors.As(err, &ee) {
-			status = ee.ExitStatus()
-		}
-		return stdout.Bytes(), &RunError{Host: c.name, Argv: argv, Status: status, Stderr: stderr.String(), Err: err}
+		return stdout.Bytes(), &RunError{Host: c.name, Argv: argv, Status: exitStatus(err), Stderr: stderr.String(), Err: err}
 	}
 	return stdout.Bytes(), nil
 }
 
 type sshProcess struct {
-	s   *ssh.Session
-	in  io.WriteCloser
-	out io.Reader
+	host   string
+	argv   []string
+	s      *ssh.Session
+	in     io.WriteCloser
+	out    io.Reader
+	stderr cappedBuffer
 }
 
 func (p *sshProcess) Stdin() io.WriteCloser { return p.in }
 func (p *sshProcess) Stdout() io.Reader     { return p.out }
-func (p *sshProcess) Wait() error           { defer p.s.Close(); return p.s.Wait() }
+func (p *sshProcess) Wait() error {
+	defer p.s.Close()
+	if err := p.s.Wait(); err != nil {
+		return &RunError{Host: p.host, Argv: p.argv, Status: exitStatus(err), Stderr: p.stderr.String(), Err: err}
+	}
+	return nil
+}
+
+// exitStatus is a failed session's exit status, or -1 when it was killed
+// by a signal or cut off.
+func exitStatus(err error) int {
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitStatus()
+	}
+	return -1
+}
 
 // Start starts argv in a new session with pipes.
 func (c *SSHConn) Start(ctx context.Context, argv []string) (Process, error) {
@@ -372,18 +386,21 @@ func (c *SSHConn) Start(ctx context.Context, argv []string) (Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: open a session: %w", c.name, err)
 	}
+	p := &sshProcess{host: c.name, argv: argv, s: s}
+	s.Stderr = &p.stderr
 	in, err1 := s.StdinPipe()
 	out, err2 := s.StdoutPipe()
 	if err := errors.Join(err1, err2); err != nil {
 		s.Close()
 		return nil, err
 	}
+	p.in, p.out = in, out
 	if err := s.Start(Quote(argv)); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("%s: start %s: %w", c.name, argv[0], err)
 	}
 	context.AfterFunc(ctx, func() { s.Close() })
-	return &sshProcess{s: s, in: in, out: out}, nil
+	return p, nil
 }
 
 // SFTP returns the connection's SFTP client, opened on first use.

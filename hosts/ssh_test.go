@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -55,6 +56,16 @@ func TestSSHRunAndFiles(t *testing.T) {
 	var re *hosts.RunError
 	if !errors.As(err, &re) || re.Status != 3 || strings.TrimSpace(re.Stderr) != "oops" {
 		t.Fatalf("failing command: %v, want exit 3 with stderr oops", err)
+	}
+	// A started command that fails says why, as Run does.
+	p, err := c.Start(ctx, []string{"sh", "-c", "read x; echo \"no $x\" >&2; exit 4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Stdin().Write([]byte("luck\n"))
+	io.Copy(io.Discard, p.Stdout())
+	if err := p.Wait(); !errors.As(err, &re) || re.Status != 4 || strings.TrimSpace(re.Stderr) != "no luck" {
+		t.Fatalf("failing started command: %v, want exit 4 with stderr \"no luck\"", err)
 	}
 	// A canary: shell syntax in arguments reaches the host as data.
 	canary := filepath.Join(l.Datastore, "pwned")

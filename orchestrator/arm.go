@@ -1,15 +1,20 @@
 package orchestrator
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/casecap/casecap/agent"
 	"github.com/casecap/casecap/agent/bpfgen"
+	"github.com/casecap/casecap/hosts"
 )
 
 // armSlack is how long armed captures wait for their begin before their
@@ -47,8 +52,8 @@ func (o *Orchestrator) job(h *hostRun) *agent.Job {
 
 // arm starts each host's agent on its job, sent on stdin with casecap's
 // record of the run: one round trip per host. The agent stores both on the
-// datastore, refuses to clobber an earlier run's files, and returns once
-// every capture is armed.
+// datastore, refuses to clobber an earlier run's files, and answers once
+// every capture is armed. The session stays open for the begin (see held).
 func (o *Orchestrator) arm(ctx context.Context) {
 	p := o.opt.Plan
 	o.each(ctx, "arm", func(ctx context.Context, h *hostRun) error {
@@ -64,42 +69,128 @@ func (o *Orchestrator) arm(ctx context.Context) {
 			return err
 		}
 		began := time.Now()
-		out, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "start", "-"), bytes.NewReader(raw))
+		proc, err := h.conn.Start(ctx, append(slices.Clone(h.agent), "start", "--hold", "-"))
 		if err != nil {
 			return err
 		}
-		h.armed = true
-		// The round trip of a short command, for the begin margin: this
-		// one's, less the time the agent spent arming.
-		var ans struct {
+		hs := &held{proc: proc, out: bufio.NewReader(proc.Stdout())}
+		ans, err := hs.send(append(raw, '\n'))
+		if err != nil {
+			return err
+		}
+		h.armed = true // from here on, something runs there
+		var armed struct {
 			Arming time.Duration `json:"arming_ns"`
 		}
-		_ = json.Unmarshal(out, &ans)
-		h.execLat = max(time.Since(began)-ans.Arming, 0)
+		if err := json.Unmarshal(ans, &armed); err != nil {
+			hs.close()
+			return fmt.Errorf("the agent's answer to start: %q: %w", bytes.TrimSpace(ans), err)
+		}
+		// The round trip of a short command, for the stop margin: this
+		// one's, less the time the agent spent arming.
+		h.execLat = max(time.Since(began)-armed.Arming, 0)
+		// The held session's own latency, measured now, under the load
+		// of every host arming: what a begin line will cost.
+		pinged := time.Now()
+		if ans, err := hs.send([]byte("ping\n")); err != nil || string(ans) != "pong\n" {
+			hs.close()
+			return fmt.Errorf("the held session does not answer (%q): %v", ans, err)
+		}
+		h.lineLat = time.Since(pinged)
+		h.held = hs
 		o.disp.HostPhase(h.name(), "armed")
 		return nil
 	})
 }
 
-// margin is how far ahead an agreed instant must be for every host to hear
-// of it in time: the slowest round trip of a short agent command seen (arm,
-// less the arming itself) and half as much again, plus three of the worst
-// network round trips. A host that still hears late says so in its status.
-func (o *Orchestrator) margin() time.Duration {
+// held is the session that armed a host's captures, kept open for their
+// begin: one line each way on an open session, instead of a new session
+// and a new process per host at the moment that matters.
+type held struct {
+	proc   hosts.Process
+	out    *bufio.Reader
+	once   sync.Once
+	result error // the process's exit, once ended
+}
+
+// send writes a line and reads the answer line; when the far end has gone,
+// the error is its exit status and stderr.
+func (hs *held) send(line []byte) ([]byte, error) {
+	_, werr := hs.proc.Stdin().Write(line)
+	ans, rerr := hs.out.ReadBytes('\n')
+	if werr == nil && rerr == nil {
+		return ans, nil
+	}
+	if err := hs.close(); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("the agent's start ended without answering: %v", errors.Join(werr, rerr))
+}
+
+// close ends the session (once; later calls return the same result); the
+// captures stay armed until a begin from another session, a stop, or their
+// hard deadline.
+func (hs *held) close() error {
+	hs.once.Do(func() {
+		hs.proc.Stdin().Close()
+		hs.result = hs.proc.Wait()
+	})
+	return hs.result
+}
+
+// rounds is how many batches of at most Parallel hosts a phase takes.
+func (o *Orchestrator) rounds() time.Duration {
+	n := len(o.live())
+	return time.Duration(max(1, (n+o.opt.Parallel-1)/o.opt.Parallel))
+}
+
+// stopMargin is how far ahead an instant told by a new agent command per
+// host must be for every host to hear of it in time: the slowest round trip
+// of a short agent command seen (arm, less the arming itself), once per
+// batch of hosts and half as much again, plus three of the worst network
+// round trips. A host that still hears late says so in its status.
+func (o *Orchestrator) stopMargin() time.Duration {
 	var lat, rtt time.Duration
 	for _, h := range o.live() {
 		lat, rtt = max(lat, h.execLat), max(rtt, h.rtt)
 	}
-	return min(max(lat*3/2+3*rtt+20*time.Millisecond, 50*time.Millisecond), 5*time.Second)
+	return clampMargin(lat*o.rounds() + lat/2 + 3*rtt + 20*time.Millisecond)
+}
+
+// beginMargin is the same for a begin told on the held sessions: their
+// slowest ping under load, once per batch of hosts and once more, plus
+// three network round trips.
+func (o *Orchestrator) beginMargin() time.Duration {
+	var lat, rtt time.Duration
+	for _, h := range o.live() {
+		if h.held == nil {
+			return o.stopMargin()
+		}
+		lat, rtt = max(lat, h.lineLat), max(rtt, h.rtt)
+	}
+	return clampMargin(lat*(o.rounds()+1) + 3*rtt + 20*time.Millisecond)
+}
+
+func clampMargin(d time.Duration) time.Duration {
+	return min(max(d, 50*time.Millisecond), 5*time.Second)
 }
 
 // beginTogether starts every armed capture at one instant, each host told
-// that instant on its own clock. It returns the instant (casecap's clock).
+// that instant on its own clock over its held session. It returns the
+// instant (casecap's clock).
 func (o *Orchestrator) beginTogether(ctx context.Context) time.Time {
-	t0 := time.Now().Add(o.margin())
+	t0 := time.Now().Add(o.beginMargin())
 	o.each(ctx, "begin", func(ctx context.Context, h *hostRun) error {
-		at := t0.Add(h.offset)
-		if _, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "begin", "--at", at.Format(time.RFC3339Nano), h.stateDir(o.opt.Plan)), nil); err != nil {
+		at := t0.Add(h.offset).Format(time.RFC3339Nano)
+		if hs := h.held; hs != nil {
+			h.held = nil
+			if _, err := hs.send([]byte("begin " + at + "\n")); err != nil {
+				return err
+			}
+			if err := hs.close(); err != nil {
+				return err
+			}
+		} else if _, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "begin", "--at", at, h.stateDir(o.opt.Plan)), nil); err != nil {
 			return err
 		}
 		if late := time.Since(t0); late > 0 {
@@ -117,7 +208,7 @@ func (o *Orchestrator) beginTogether(ctx context.Context) time.Time {
 // stopTogether stops every capture at one instant (a few round trips from
 // now), each host told that instant on its own clock.
 func (o *Orchestrator) stopTogether(ctx context.Context) time.Time {
-	t1 := time.Now().Add(o.margin())
+	t1 := time.Now().Add(o.stopMargin())
 	o.each(ctx, "stop", func(ctx context.Context, h *hostRun) error {
 		at := t1.Add(h.offset)
 		_, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "stop", "--at", at.Format(time.RFC3339Nano), h.stateDir(o.opt.Plan)), nil)
@@ -126,12 +217,17 @@ func (o *Orchestrator) stopTogether(ctx context.Context) time.Time {
 	return t1
 }
 
-// cleanup stops, with its own timeout, every agent that was armed: after an
-// aborted run nothing is left running.
-func (o *Orchestrator) cleanup() {
+// cleanup stops, with its own timeout, every agent that was armed on the
+// hosts given: after an aborted run nothing is left running, and a host
+// that failed once armed (in a partial run) is not left waiting for a begin.
+func (o *Orchestrator) cleanup(hs []*hostRun) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, h := range o.hosts {
+	for _, h := range hs {
+		if h.held != nil {
+			h.held.close()
+			h.held = nil
+		}
 		if !h.armed || h.conn == nil {
 			continue
 		}

@@ -47,9 +47,10 @@ func (o *Orchestrator) startAll(ctx context.Context) (time.Time, error) {
 	}
 	o.arm(ctx)
 	if !o.ready() {
-		o.cleanup()
+		o.cleanup(o.hosts)
 		return time.Time{}, fmt.Errorf("nothing was started: %w", o.failures())
 	}
+	o.cleanup(o.failed())
 	t0 := o.beginTogether(ctx)
 	return t0, nil
 }

@@ -67,6 +67,8 @@ type hostRun struct {
 	offset    time.Duration // host clock minus ours
 	rtt       time.Duration
 	execLat   time.Duration // how long a short agent command takes, end to end
+	lineLat   time.Duration // a line's round trip on the held session, under load
+	held      *held         // the arming session, kept for the begin
 	facts     agent.Facts
 	armed     bool // something runs there: clean up if the run aborts
 	record    *Record
@@ -125,6 +127,17 @@ func (o *Orchestrator) live() []*hostRun {
 	var out []*hostRun
 	for _, h := range o.hosts {
 		if h.err == nil {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// failed are the hosts that have failed.
+func (o *Orchestrator) failed() []*hostRun {
+	var out []*hostRun
+	for _, h := range o.hosts {
+		if h.err != nil {
 			out = append(out, h)
 		}
 	}

@@ -1,6 +1,7 @@
 package orchestrator_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,15 @@ import (
 	"github.com/casecap/casecap/orchestrator"
 	"github.com/casecap/casecap/plans"
 )
+
+// begun records the fake hosts whose captures were begun (by a line on the
+// held session, or by a begin command).
+var begun sync.Map
+
+func wasBegun(name string) bool {
+	_, ok := begun.Load(name)
+	return ok
+}
 
 // fakeLinux answers what the orchestrator asks a Linux host running the
 // agent; failPhase makes that phase fail on this host.
@@ -24,6 +35,7 @@ func fakeLinux(name string, fsys *hosts.FakeFS, failPhase string) *hosts.Fake {
 	fail := func(argv []string) ([]byte, error) {
 		return nil, &hosts.RunError{Host: name, Argv: argv, Status: 1, Stderr: failPhase + " broken on purpose"}
 	}
+	var held []byte // what the held start session was sent so far
 	f.Handler = func(argv []string, stdin []byte) ([]byte, error) {
 		switch {
 		case argv[0] == "sh" && len(argv) > 3 && argv[3] == "probe":
@@ -51,11 +63,32 @@ func fakeLinux(name string, fsys *hosts.FakeFS, failPhase string) *hosts.Fake {
 			}
 			return out, nil
 		case slices.Contains(argv, "start"):
+			// start --hold -: the job line, then "ping", then "begin TIME".
 			if failPhase == "arm" {
 				return fail(argv)
 			}
-			return []byte(`{"pid": 7, "state": "armed", "arming_ns": 1000}`), nil
-		case slices.Contains(argv, "begin"), slices.Contains(argv, "stop"):
+			held = append(held, stdin...)
+			i := bytes.IndexByte(held, '\n')
+			if i < 0 {
+				return nil, nil
+			}
+			line := string(held[:i])
+			held = held[i+1:]
+			switch {
+			case line == "ping":
+				if failPhase == "held" { // armed, then the session dies
+					return fail(argv)
+				}
+				return []byte("pong\n"), nil
+			case strings.HasPrefix(line, "begin "):
+				begun.Store(name, true)
+				return []byte(`{"begun": true}` + "\n"), nil
+			}
+			return []byte(`{"pid": 7, "state": "armed", "arming_ns": 1000}` + "\n"), nil
+		case slices.Contains(argv, "begin"):
+			begun.Store(name, true)
+			return []byte(`{}`), nil
+		case slices.Contains(argv, "stop"):
 			return []byte(`{}`), nil
 		}
 		return fail(argv)
@@ -80,6 +113,7 @@ func fakePlan(t *testing.T, n int) *plans.Plan {
 // phase that fails there; shared puts all on one datastore.
 func runFakes(t *testing.T, n int, fails map[string]string, shared, partial bool) (map[string]*hosts.Fake, *orchestrator.Orchestrator, *orchestrator.Manifest, error) {
 	t.Helper()
+	begun.Clear()
 	common := hosts.NewFakeFS()
 	fakes := map[string]*hosts.Fake{}
 	for i := 1; i <= n; i++ {
@@ -117,7 +151,7 @@ func TestOneFailureStartsNothing(t *testing.T) {
 		t.Fatalf("got %v, want nothing started because h2 failed preflight", err)
 	}
 	for name, f := range fakes {
-		if ran(f, "start") || ran(f, "begin") {
+		if ran(f, "start") || wasBegun(name) {
 			t.Errorf("%s was armed or begun although the run stopped before the start", name)
 		}
 	}
@@ -132,7 +166,7 @@ func TestAllowPartialGoesOn(t *testing.T) {
 		t.Fatal("a run with a failed host must still say so")
 	}
 	for _, name := range []string{"h1", "h3"} {
-		if !ran(fakes[name], "begin") {
+		if !wasBegun(name) {
 			t.Errorf("%s was not begun with --allow-partial", name)
 		}
 	}
@@ -155,9 +189,28 @@ func TestFailedArmIsCleanedUp(t *testing.T) {
 		if ran(fakes[name], "start") && !ran(fakes[name], "stop") {
 			t.Errorf("%s was armed and not stopped after h3 failed to arm", name)
 		}
-		if ran(fakes[name], "begin") {
+		if wasBegun(name) {
 			t.Errorf("%s was begun although h3 failed to arm", name)
 		}
+	}
+}
+
+func TestPartialRunStopsAHostThatFailedOnceArmed(t *testing.T) {
+	fakes, _, m, err := runFakes(t, 3, map[string]string{"h3": "held"}, true, true)
+	var he *orchestrator.HostError
+	if !errors.As(err, &he) || he.Host != "h3" || he.Phase != "arm" {
+		t.Fatalf("got %v, want h3 failed to arm", err)
+	}
+	if !ran(fakes["h3"], "stop") || wasBegun("h3") {
+		t.Errorf("h3 armed, then lost its session: stopped %v (want true), begun %v (want false)", ran(fakes["h3"], "stop"), wasBegun("h3"))
+	}
+	for _, name := range []string{"h1", "h2"} {
+		if !wasBegun(name) || ran(fakes[name], "stop") {
+			t.Errorf("%s: begun %v (want true), stopped %v (want false)", name, wasBegun(name), ran(fakes[name], "stop"))
+		}
+	}
+	if len(m.Errors) != 1 {
+		t.Errorf("manifest errors %v", m.Errors)
 	}
 }
 

@@ -3,6 +3,7 @@
 // local host.
 //
 //	start JOB|-            run JOB (or a job read from stdin) detached; return once every capture is armed
+//	start --hold -         the same, then keep the session for "begin TIME" (one line each way)
 //	run JOB                run JOB in the foreground
 //	begin DIR [--at TIME]  start the pending captures of the agent in DIR
 //	stop DIR [--at TIME]   stop the agent of state directory DIR (idempotent)
@@ -13,14 +14,17 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,7 +46,7 @@ func Main(self []string, args []string, version string, stdout, stderr io.Writer
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "start":
-		err = start(self, rest, out)
+		err = start(self, rest, out, stdout)
 	case "run":
 		err = run(rest, version)
 	case "begin":
@@ -79,20 +83,30 @@ func oneArg(fs *flag.FlagSet, args []string) (string, error) {
 	return fs.Arg(0), nil
 }
 
-func start(self []string, args []string, out func(any) error) error {
+func start(self []string, args []string, out func(any) error, stdout io.Writer) error {
 	fs := flag.NewFlagSet("start", flag.ContinueOnError)
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for every capture to be armed")
+	hold := fs.Bool("hold", false, "with -: the job is one line; once armed, answer on one line and keep the session for its begin")
 	path, err := oneArg(fs, args)
 	if err != nil {
 		return err
 	}
+	if *hold && path != "-" {
+		return errors.New("start --hold reads its job from stdin (-)")
+	}
+	in := bufio.NewReader(os.Stdin)
 	var j *agent.Job
 	if path == "-" {
 		// One round trip for the whole arm: the job comes on stdin and is
 		// stored in its state directory here.
-		raw, err := io.ReadAll(os.Stdin)
-		if err != nil {
-			return err
+		var raw []byte
+		if *hold {
+			raw, err = in.ReadBytes('\n')
+		} else {
+			raw, err = io.ReadAll(in)
+		}
+		if err != nil && (!errors.Is(err, io.EOF) || len(raw) == 0) {
+			return fmt.Errorf("job on stdin: %w", err)
 		}
 		j = new(agent.Job)
 		if err := json.Unmarshal(raw, j); err != nil {
@@ -112,7 +126,57 @@ func start(self []string, args []string, out func(any) error) error {
 	if err != nil {
 		return err
 	}
-	return out(map[string]any{"pid": pid, "state": agent.StateArmed, "arming_ns": time.Since(began)})
+	ans := map[string]any{"pid": pid, "state": agent.StateArmed, "arming_ns": time.Since(began)}
+	if !*hold {
+		return out(ans)
+	}
+	if err := line(stdout, ans); err != nil {
+		return err
+	}
+	return serveBegin(j.StateDir, in, stdout)
+}
+
+// line writes v as one line of JSON: the held session's answers.
+func line(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// serveBegin keeps the session that armed the captures for their begin, so
+// that starting them together costs one line on an open session instead
+// of a new session and process per host. It answers "ping" with "pong" (the
+// orchestrator's measure of this session's latency, under the load of
+// arming), and on "begin TIME" starts the pending captures at TIME and
+// returns. End of input leaves the captures armed, waiting for a begin from
+// another session or their hard deadline.
+func serveBegin(dir string, in *bufio.Reader, w io.Writer) error {
+	for {
+		s, err := in.ReadString('\n')
+		if err != nil {
+			return nil
+		}
+		switch f := strings.Fields(s); {
+		case len(f) == 1 && f[0] == "ping":
+			if _, err := io.WriteString(w, "pong\n"); err != nil {
+				return err
+			}
+		case len(f) == 2 && f[0] == "begin":
+			at, err := time.Parse(time.RFC3339Nano, f[1])
+			if err != nil {
+				return fmt.Errorf("begin: %w", err)
+			}
+			if err := agent.RequestBegin(dir, at); err != nil {
+				return err
+			}
+			return line(w, map[string]any{"begun": true, "now": time.Now()})
+		default:
+			return fmt.Errorf("held start: unexpected %q", strings.TrimSpace(s))
+		}
+	}
 }
 
 // check prints the host's facts; with --clock it then answers clock probes
