@@ -9,6 +9,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"gopkg.in/yaml.v3"
+
+	"github.com/casecap/casecap/internal/suggest"
 )
 
 // decoder walks a YAML node tree, collecting every problem with its place.
@@ -133,7 +135,7 @@ func (d *decoder) fields(n *yaml.Node, path string, fs map[string]field) bool {
 				known = append(known, name)
 			}
 			slices.Sort(known)
-			d.errf(k, kp, "unknown key %q%s", key, didYouMean(key, known))
+			d.errf(k, kp, "unknown key %q%s", key, suggest.DidYouMean(key, known))
 		}
 	}
 	return true

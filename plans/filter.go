@@ -8,6 +8,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/casecap/casecap/internal/suggest"
 	"github.com/casecap/casecap/plans/filter"
 )
 
@@ -155,7 +156,7 @@ func named[T ~uint16 | ~uint8](d *decoder, n *yaml.Node, path string, names map[
 			for k := range names {
 				keys = append(keys, k)
 			}
-			d.errf(n, path, "want %s, got %q%s", want, n.Value, didYouMean(n.Value, keys))
+			d.errf(n, path, "want %s, got %q%s", want, n.Value, suggest.DidYouMean(n.Value, keys))
 			return 0, false
 		}
 	}

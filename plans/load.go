@@ -19,6 +19,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"gopkg.in/yaml.v3"
 
+	"github.com/casecap/casecap/internal/suggest"
 	"github.com/casecap/casecap/plans/filter"
 )
 
@@ -386,7 +387,7 @@ func (d *decoder) host(n *yaml.Node, p string, def defaults) *Host {
 			case KindESXi, KindLinux, KindLocal, KindAuto:
 				h.Kind = Kind(s)
 			default:
-				d.errf(v, path, "unknown kind %q: want esxi, linux or local (or leave it out to detect it)%s", s, didYouMean(s, []string{"esxi", "linux", "local"}))
+				d.errf(v, path, "unknown kind %q: want esxi, linux or local (or leave it out to detect it)%s", s, suggest.DidYouMean(s, []string{"esxi", "linux", "local"}))
 			}
 		},
 		"datastore": func(v *yaml.Node, path string) {
@@ -689,7 +690,7 @@ func (d *decoder) checkPoints(n *yaml.Node, p string, names []string, target Tar
 		pt, known := LookupPoint(name)
 		switch {
 		case !known:
-			d.errf(at, ip, "unknown capture point %q%s; casecap points lists them", name, didYouMean(name, pointNames(pl)))
+			d.errf(at, ip, "unknown capture point %q%s; casecap points lists them", name, suggest.DidYouMean(name, pointNames(pl)))
 		case pt.Platform != pl && pl == PlatformLinux:
 			d.errf(at, ip, "%s is an ESXi capture point; a Linux capture takes direction: rx, tx or both", name)
 		case pt.Platform != pl:

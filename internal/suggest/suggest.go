@@ -1,14 +1,16 @@
-package plans
+// Package suggest offers the nearest name when a user misspells one: a
+// plan key, a capture point, a VM on a host.
+package suggest
 
 import (
 	"fmt"
 	"strings"
 )
 
-// didYouMean returns ` (did you mean "X"?)` for the closest candidate, or "".
+// DidYouMean returns ` (did you mean "X"?)` for the closest candidate, or "".
 // A case-insensitive match wins; otherwise the nearest by edit distance, if
 // it is close enough to be a typo.
-func didYouMean(got string, candidates []string) string {
+func DidYouMean(got string, candidates []string) string {
 	best, bestDist := "", 1<<30
 	for _, c := range candidates {
 		if strings.EqualFold(c, got) {
