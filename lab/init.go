@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/casecap/casecap/lab/esxisim"
 )
 
 // initEnv names the environment variable that turns this binary into a lab
@@ -33,6 +35,7 @@ type hostConfig struct {
 	SSHDConfig string      `json:"sshd_config"`
 	Hide       []string    `json:"hide"` // files replaced by /dev/null
 	Binds      []bindMount `json:"binds"`
+	ESXi       *esxiHost   `json:"esxi,omitempty"` // an ESXi-flavoured host
 }
 
 // bindMount makes Source visible at Target inside one host only.
@@ -44,8 +47,14 @@ type bindMount struct {
 }
 
 func init() {
-	if path := os.Getenv(initEnv); path != "" {
-		os.Exit(runInit(path))
+	switch {
+	case os.Getenv(initEnv) != "":
+		os.Exit(runInit(os.Getenv(initEnv)))
+	case os.Getenv(vmEnv) != "":
+		os.Exit(runVM(os.Getenv(vmEnv)))
+	case esxisim.IsTool(os.Args[0]):
+		// A lab ESXi host's pktcap-uw, net-stats... (symlinks to this binary).
+		os.Exit(esxisim.Main(os.Args, os.Stdout, os.Stderr))
 	}
 }
 
@@ -80,7 +89,12 @@ func runInit(configPath string) int {
 	if err != nil || strings.TrimSpace(line) != "net" {
 		return fail(fmt.Errorf("waiting for the network: got %q, %v", line, err))
 	}
-	if err := setupNetwork(cfg.Addr); err != nil {
+	if cfg.ESXi != nil {
+		err = setupESXiNetwork(cfg.Addr, cfg.ESXi)
+	} else {
+		err = setupNetwork(cfg.Addr)
+	}
+	if err != nil {
 		return fail(err)
 	}
 
@@ -115,6 +129,10 @@ func setupMounts(cfg hostConfig) error {
 		{"make mounts private", func() error { return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "") }},
 		{"mount /proc", func() error {
 			return unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+		}},
+		// Its own sysfs: /sys/class/net then lists this host's interfaces.
+		{"mount /sys", func() error {
+			return unix.Mount("sysfs", "/sys", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 		}},
 		{"mount /run", func() error {
 			return unix.Mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755,size=64m")

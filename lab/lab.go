@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +25,9 @@ import (
 
 // MaxHosts is how many hosts fit in one lab's /24.
 const MaxHosts = 240
+
+// maxESXi is how many ESXi hosts' VMs fit in the lab's VM /24.
+const maxESXi = 60
 
 // DefaultBase is where labs keep their files unless CASECAP_LAB_DIR says
 // otherwise. Not under /tmp: casecap refuses datastores there, as ESXi's /tmp
@@ -40,6 +44,12 @@ type Options struct {
 	// RootPassword, when set, lets root log in with this password too (each
 	// host sees its own /etc/shadow): for tests of password authentication.
 	RootPassword string
+	// ESXi makes the first ESXi hosts ESXi-flavoured (named esxiNN): the
+	// esxisim tools on their PATH, vSwitch0, VMs, the datastore at
+	// ESXiDatastore. ESXiNoExec mounts that datastore noexec on them, so
+	// that an uploaded agent cannot run, as under execInstalledOnly.
+	ESXi       int
+	ESXiNoExec bool
 }
 
 // Lab is a running set of hosts. It is saved as state.json in its directory
@@ -54,6 +64,9 @@ type Lab struct {
 	ClientKey  string       `json:"client_key"`  // private key accepted by every host for root
 	KnownHosts string       `json:"known_hosts"` // every host's key, by address
 	Hosts      []*Host      `json:"hosts"`
+	// VMNet is where lab ESXi hosts' VMs have their addresses (the gateway
+	// has one there too).
+	VMNet netip.Prefix `json:"vm_net"`
 }
 
 // Broadcast is the lab's broadcast address: every host receives what is sent
@@ -76,6 +89,10 @@ type Host struct {
 	InitStart uint64     `json:"init_start"` // start time, to tell our init from a reused PID
 	NetNS     uint64     `json:"netns"`      // inode of its network namespace
 	PIDNS     uint64     `json:"pidns"`
+	ESXi      bool       `json:"esxi,omitempty"`
+	VMs       []VM       `json:"vms,omitempty"` // on an ESXi host
+	// Datastore is the lab's shared datastore as this host sees it.
+	Datastore string `json:"datastore"`
 
 	lab *Lab
 	cmd *exec.Cmd // set when this process started the init
@@ -118,6 +135,9 @@ func Start(ctx context.Context, opt Options) (l *Lab, err error) {
 	if opt.Hosts < 1 || opt.Hosts > MaxHosts {
 		return nil, fmt.Errorf("a lab has 1 to %d hosts, not %d", MaxHosts, opt.Hosts)
 	}
+	if opt.ESXi < 0 || opt.ESXi > min(opt.Hosts, maxESXi) {
+		return nil, fmt.Errorf("a lab has 0 to %d ESXi hosts among its hosts, not %d", min(opt.Hosts, maxESXi), opt.ESXi)
+	}
 	if err := Available(); err != nil {
 		return nil, err
 	}
@@ -135,6 +155,7 @@ func Start(ctx context.Context, opt Options) (l *Lab, err error) {
 		Prefix:     netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(id), 0}), 24),
 		ClientKey:  filepath.Join(dir, "client_key"),
 		KnownHosts: filepath.Join(dir, "known_hosts"),
+		VMNet:      netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(id), 0}), 24),
 	}
 	defer func() {
 		if err != nil {
@@ -142,7 +163,7 @@ func Start(ctx context.Context, opt Options) (l *Lab, err error) {
 			l = nil
 		}
 	}()
-	if err := l.prepare(opt.Hosts, opt.RootPassword); err != nil {
+	if err := l.prepare(opt); err != nil {
 		return l, err
 	}
 	if err := l.saveState(); err != nil {
@@ -258,9 +279,25 @@ func (l *Lab) saveState() error {
 }
 
 // prepare writes keys and configurations and creates the bridge.
-func (l *Lab) prepare(n int, password string) error {
+func (l *Lab) prepare(opt Options) error {
+	n, password := opt.Hosts, opt.RootPassword
 	if err := os.MkdirAll(l.Datastore, 0o755); err != nil {
 		return err
+	}
+	var exe string
+	if opt.ESXi > 0 {
+		// The mount point ESXi hosts see the datastore on. It stays (empty)
+		// after the lab: removing it could unmount it under another lab.
+		if err := os.MkdirAll(ESXiDatastore, 0o755); err != nil {
+			return err
+		}
+		// The simulated tools are this binary under other names; a copy in
+		// the lab's directory, as test binaries live under /tmp, which
+		// every host mounts privately.
+		exe = filepath.Join(l.Dir, "esxi-tools")
+		if err := copyExecutable(exe); err != nil {
+			return err
+		}
 	}
 	var binds []bindMount
 	if password != "" {
@@ -284,12 +321,17 @@ func (l *Lab) prepare(n int, password string) error {
 	}
 	var known strings.Builder
 	for i := 1; i <= n; i++ {
+		esx := i <= opt.ESXi
 		h := &Host{
 			Name: fmt.Sprintf("h%02d", i),
+			ESXi: esx, Datastore: l.Datastore,
 			Addr: netip.AddrFrom4([4]byte{198, 18, byte(l.ID), byte(10 + i)}),
 			MAC:  fmt.Sprintf("02:cc:%02x:00:00:%02x", l.ID, i),
 			Veth: fmt.Sprintf("cc%dh%d", l.ID, i),
 			lab:  l,
+		}
+		if esx {
+			h.Name, h.Datastore = fmt.Sprintf("esxi%02d", i), ESXiDatastore
 		}
 		h.Dir = filepath.Join(l.Dir, "hosts", h.Name)
 		if err := os.MkdirAll(h.Dir, 0o755); err != nil {
@@ -310,7 +352,12 @@ func (l *Lab) prepare(n int, password string) error {
 			Dir:        h.Dir,
 			SSHDConfig: filepath.Join(h.Dir, "sshd_config"),
 			Hide:       []string{"/root/.bashrc", "/root/.profile", "/root/.bash_profile", "/root/.bash_login"},
-			Binds:      binds,
+			Binds:      slices.Clone(binds),
+		}
+		if esx {
+			if err := l.esxiSetup(h, i, exe, &cfg, opt.ESXiNoExec); err != nil {
+				return err
+			}
 		}
 		raw, err := json.MarshalIndent(cfg, "", "  ")
 		if err != nil {
@@ -329,8 +376,27 @@ func (l *Lab) prepare(n int, password string) error {
 		// Keep the root side quiet too: no IPv6 chatter in captures.
 		sysctlCmd(l.Bridge),
 		"addr add "+netip.PrefixFrom(l.Gateway, 24).String()+" brd + dev "+l.Bridge,
+		"addr add "+netip.PrefixFrom(l.VMNet.Addr().Next(), 24).String()+" brd + dev "+l.Bridge,
 		"link set "+l.Bridge+" up",
 	)
+}
+
+// copyExecutable copies this process's binary to path.
+func copyExecutable(path string) error {
+	src, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
 }
 
 // sysctlCmd is a marker understood by ipBatch: disable IPv6 on a link

@@ -38,12 +38,16 @@ func main() {
 		Commands: []*cli.Command{
 			{
 				Name: "up", Usage: "start a lab of N hosts", ArgsUsage: "N",
+				Flags: []cli.Flag{
+					&cli.IntFlag{Name: "esxi", Usage: "make the first `M` hosts ESXi-flavoured (simulated pktcap-uw, net-stats, esxcli, vsish; VMs)"},
+					&cli.BoolFlag{Name: "noexec", Usage: "mount the datastore noexec on ESXi hosts, as execInstalledOnly refuses uploaded binaries"},
+				},
 				Action: func(c *cli.Context) error {
 					n, err := strconv.Atoi(c.Args().First())
 					if err != nil {
 						return cli.Exit("usage: lab up N", 2)
 					}
-					l, err := lab.Start(c.Context, lab.Options{Hosts: n, Detach: true})
+					l, err := lab.Start(c.Context, lab.Options{Hosts: n, Detach: true, ESXi: c.Int("esxi"), ESXiNoExec: c.Bool("noexec")})
 					if err != nil {
 						return err
 					}
@@ -212,6 +216,9 @@ func printLab(l *lab.Lab) {
 	fmt.Fprintln(w, "  HOST\tADDRESS\tMAC\tINIT PID")
 	for _, h := range l.Hosts {
 		fmt.Fprintf(w, "  %s\t%s\t%s\t%d\n", h.Name, h.Addr, h.MAC, h.InitPID)
+		for _, vm := range h.VMs {
+			fmt.Fprintf(w, "    vm %q %s\t%s\t%s\tswitchport %d\n", vm.Name, vm.VNIC, vm.Addr, vm.MAC, vm.Switchport)
+		}
 	}
 	w.Flush()
 	fmt.Printf("  ssh -i %s -o UserKnownHostsFile=%s root@%s\n", l.ClientKey, l.KnownHosts, l.Hosts[0].Addr)
