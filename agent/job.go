@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/agent/bpfgen"
+	"github.com/casecap/casecap/esxi"
 	"github.com/casecap/casecap/plans/filter"
 )
 
@@ -23,6 +24,8 @@ type Job struct {
 	StateDir string       `json:"state_dir"` // agent.pid, status.json, stop.json, agent.log
 	CaseDir  string       `json:"case_dir"`  // where the capture files go
 	Captures []JobCapture `json:"captures"`
+	// ESXi is the host's release, for pktcap-uw's command lines; nil on Linux.
+	ESXi *esxi.Version `json:"esxi,omitempty"`
 	// Record is the orchestrator's own note on this run (clock offset,
 	// agent path...), kept as run.json in the state directory so that later
 	// commands find it; the agent does not read it.
@@ -49,6 +52,9 @@ type JobCapture struct {
 	MaxBytes   uint64        `json:"max_bytes,omitempty"`
 	MinFree    uint64        `json:"min_free,omitempty"`
 	Buffer     uint64        `json:"buffer,omitempty"` // kernel ring size; 0: the default (4 MiB)
+	// Pktcap, on ESXi, is the pktcap-uw session that makes this capture
+	// (Interface, Direction, Filter and Snaplen are then not used).
+	Pktcap *esxi.Capture `json:"pktcap,omitempty"`
 }
 
 // ReadJob reads and checks a job file.
@@ -87,6 +93,8 @@ func (j *Job) Check() error {
 			errs = append(errs, fmt.Errorf("capture %s: stop %v must be after start %v: nothing runs forever", c.Name, c.Stop, c.Start))
 		case c.Duration < 0 || (c.Duration > 0 && !c.Start.IsZero()):
 			errs = append(errs, fmt.Errorf("capture %s: give a start or a duration, not both", c.Name))
+		case c.Pktcap != nil && j.ESXi == nil:
+			errs = append(errs, fmt.Errorf("capture %s is a pktcap-uw session but the job names no ESXi release", c.Name))
 		}
 		seen[c.File] = true
 	}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/casecap/casecap/agent/bpfgen"
 	"github.com/casecap/casecap/agent/capture"
+	"github.com/casecap/casecap/agent/pktcap"
+	"github.com/casecap/casecap/esxi"
 )
 
 // statusInterval is how often status.json is rewritten.
@@ -30,6 +33,7 @@ const statusInterval = 500 * time.Millisecond
 type Options struct {
 	Version string
 	Tcpdump string // "" to look it up on PATH
+	Pktcap  string // "" to look pktcap-uw up on PATH
 	// SSHConn is the SSH session the job came through (SSH_CONNECTION), left
 	// out of captures that ask for it.
 	SSHConn string
@@ -89,7 +93,7 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 	own, haveOwn := sshExclusion(opt.SSHConn)
 	st := Status{Case: j.Case, Host: j.Host, PID: os.Getpid(), Agent: opt.Version, State: StateArming}
 
-	caps := make([]*capture.Capture, 0, len(j.Captures))
+	caps := make([]engine, 0, len(j.Captures))
 	closeAll := func() {
 		// Arming failed: the armed ones stop now and keep valid (empty) files.
 		for _, c := range caps {
@@ -98,6 +102,17 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 		}
 	}
 	for _, jc := range j.Captures {
+		if jc.Pktcap != nil {
+			c, err := armPktcap(j, jc, opt, own, haveOwn)
+			if err != nil {
+				closeAll()
+				st.State, st.Error = StateFailed, fmt.Sprintf("arm %s: %v", jc.Name, err)
+				_ = writeAtomic(j.path(StatusFile), st.marshal(), 0o640)
+				return errors.New(st.Error)
+			}
+			caps = append(caps, c)
+			continue
+		}
 		spec := capture.Spec{
 			Name: jc.Name, File: filepath.Join(j.CaseDir, jc.File), Host: j.Host, Case: j.Case,
 			Interface: jc.Interface, Direction: jc.Direction, Filter: jc.Filter,
@@ -204,6 +219,40 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 			_ = writeAtomic(j.path(StatusFile), snapshot(StateRunning).marshal(), 0o640)
 		}
 	}
+}
+
+// engine is one capture as Run drives it: the agent's own AF_PACKET
+// capture (package capture) on Linux, a pktcap-uw session on ESXi.
+type engine interface {
+	Begin(start time.Time, duration time.Duration) bool
+	RequestStop(at time.Time, reason capture.StopReason)
+	Status() capture.Status
+	Run(ctx context.Context) capture.Status
+}
+
+// armPktcap turns a job's pktcap-uw capture into its command line, with
+// casecap's own SSH session left out where the filter could let it in.
+func armPktcap(j *Job, jc JobCapture, opt Options, own bpfgen.Conn, haveOwn bool) (engine, error) {
+	pc := *jc.Pktcap
+	if pc.Count == 0 {
+		pc.Count = jc.MaxPackets // pktcap-uw's -c stops it at the count by itself
+	}
+	if jc.ExcludeOwnSSH && haveOwn {
+		pc.Exclude = append(slices.Clone(pc.Exclude), own)
+	}
+	file := filepath.Join(j.CaseDir, jc.File)
+	argv, note, err := esxi.Argv(pc, file, *j.ESXi)
+	if err != nil {
+		return nil, err
+	}
+	if opt.Pktcap != "" {
+		argv[0] = opt.Pktcap
+	}
+	return pktcap.Arm(pktcap.Spec{
+		Name: jc.Name, File: file, Argv: argv, Start: jc.Start, Stop: jc.Stop, Pending: jc.Duration > 0,
+		MaxPackets: jc.MaxPackets, MaxBytes: jc.MaxBytes, MinFree: jc.MinFree, Note: note,
+		Host: j.Host, Case: j.Case, Version: opt.Version,
+	})
 }
 
 // stopRequest is what stop.json and begin.json hold.

@@ -38,14 +38,19 @@ func (o *Orchestrator) job(h *hostRun) *agent.Job {
 	p := o.opt.Plan
 	j := &agent.Job{Version: agent.JobVersion, Case: p.Case, Host: h.name(), StateDir: h.stateDir(p), CaseDir: h.caseDir(p)}
 	hostNow := time.Now().Add(h.offset)
-	for _, c := range h.plan.Captures {
-		j.Captures = append(j.Captures, agent.JobCapture{
+	j.ESXi = h.esxi
+	for _, c := range h.captures {
+		jc := agent.JobCapture{
 			Name: strings.TrimSuffix(c.File, ".pcapng"), File: c.File,
 			Interface: c.Target.Name, Direction: direction(c.Points),
 			Filter: c.Filter, ExcludeOwnSSH: c.ExcludeOwnSSH, Snaplen: c.Snaplen,
 			Duration: c.Duration, Stop: hostNow.Add(c.Duration + armSlack),
 			MaxPackets: c.MaxPackets, MaxBytes: c.MaxBytes, MinFree: c.MinFree, Buffer: c.Buffer,
-		})
+		}
+		if pc, ok := h.pktcaps[c.File]; ok {
+			jc.Pktcap = &pc
+		}
+		j.Captures = append(j.Captures, jc)
 	}
 	return j
 }
@@ -58,7 +63,8 @@ func (o *Orchestrator) arm(ctx context.Context) {
 	p := o.opt.Plan
 	o.each(ctx, "arm", func(ctx context.Context, h *hostRun) error {
 		h.record = &Record{Casecap: o.opt.Version, Case: p.Case, Host: h.name(), Address: h.plan.Address, Kind: h.kind,
-			OS: h.os, Arch: h.arch, Agent: h.agent, ClockOffset: h.offset, RTT: h.rtt, ArmedAt: time.Now()}
+			OS: h.os, Arch: h.arch, Agent: h.agent, ClockOffset: h.offset, RTT: h.rtt, ArmedAt: time.Now(),
+			Mode: h.mode, Captures: h.captures}
 		j := o.job(h)
 		var err error
 		if j.Record, err = json.Marshal(h.record); err != nil {

@@ -37,6 +37,15 @@ func (o *Orchestrator) check(ctx context.Context) {
 			p, r, line, err = o.startCheck(ctx, h)
 		}
 		if err != nil {
+			if h.kind == plans.KindESXi && execRefused(err) {
+				// execInstalledOnly: the host runs only what VMware
+				// installed. casecap never turns that off; it drives
+				// pktcap-uw with shell commands instead.
+				h.mode = modeSSH
+				o.disp.HostPhase(h.name(), "the host refuses to run the agent (execInstalledOnly): capturing over SSH with shell commands")
+				o.log.Warn("agent refused, ssh mode", "host", h.name(), "err", err)
+				return nil
+			}
 			return err
 		}
 		defer p.Stdin().Close()
@@ -53,11 +62,11 @@ func (o *Orchestrator) check(ctx context.Context) {
 			names[i.Name] = true
 			all = append(all, i.Name)
 		}
-		for _, c := range h.plan.Captures {
+		for _, c := range h.captures {
 			if c.Target.Kind == plans.TargetInterface && !names[c.Target.Name] {
 				errs = append(errs, fmt.Errorf("%s: no interface %q on this host; it has %s", c.File, c.Target.Name, strings.Join(all, ", ")))
 			}
-			if c.Filter.Expr != "" && h.facts.Tcpdump == "" {
+			if c.Filter.Expr != "" && h.facts.Tcpdump == "" && h.kind != plans.KindESXi {
 				errs = append(errs, fmt.Errorf("%s: the filter's expr needs tcpdump on the host to compile it, and there is none; install tcpdump or use structured filter keys", c.File))
 			}
 		}
@@ -148,4 +157,17 @@ func clockExchange(w io.Writer, r *bufio.Reader) (offset, rtt time.Duration, err
 		}
 	}
 	return offset, rtt, nil
+}
+
+// execRefused says whether running the agent failed because the host does
+// not let uploaded programs run: ESXi's execInstalledOnly ("Operation not
+// permitted"), or a datastore mounted noexec ("Permission denied"), both
+// exit status 126 from the shell.
+func execRefused(err error) bool {
+	var re *hosts.RunError
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := strings.ToLower(re.Stderr)
+	return re.Status == 126 || strings.Contains(msg, "operation not permitted") || strings.Contains(msg, "permission denied")
 }

@@ -65,7 +65,7 @@ func (o *Orchestrator) collect(ctx context.Context) {
 		// Names come from the plan, never from what a host says: a host
 		// cannot make casecap write outside the case folder.
 		want := map[string]bool{}
-		for _, c := range h.plan.Captures {
+		for _, c := range h.captures {
 			want[c.File] = true
 		}
 		var errs []error

@@ -19,7 +19,7 @@ var ErrDetached = errors.New("stopped waiting")
 // the run must not go on (every host failed, or one did and partial runs
 // are not allowed).
 func (o *Orchestrator) prepare(ctx context.Context) bool {
-	for _, phase := range []func(context.Context){o.connect, o.preflight, o.deploy, o.check} {
+	for _, phase := range []func(context.Context){o.connect, o.preflight, o.inventory, o.deploy, o.check} {
 		phase(ctx)
 		if !o.ready() {
 			return false
@@ -32,7 +32,7 @@ func (o *Orchestrator) prepare(ctx context.Context) bool {
 func (o *Orchestrator) window() time.Duration {
 	var w time.Duration
 	for _, h := range o.live() {
-		for _, c := range h.plan.Captures {
+		for _, c := range h.captures {
 			w = max(w, c.Duration)
 		}
 	}
@@ -105,6 +105,12 @@ func (o *Orchestrator) attach(ctx context.Context) {
 		}
 		h.record, h.agent, h.kind, h.os, h.arch = r, r.Agent, r.Kind, r.OS, r.Arch
 		h.offset, h.rtt = r.ClockOffset, r.RTT
+		if r.Mode != "" {
+			h.mode = r.Mode
+		}
+		if h.captures, err = resolvedCaptures(h, r); err != nil {
+			return err
+		}
 		st, err := o.readStatus(ctx, h)
 		if err != nil {
 			return fmt.Errorf("read the agent's status: %w", err)

@@ -32,7 +32,7 @@ type ManifestHost struct {
 	Kind          plans.Kind    `json:"kind"`
 	OS            string        `json:"os,omitempty"`
 	Arch          string        `json:"arch,omitempty"`
-	Mode          string        `json:"mode,omitempty"` // how it captured: agent
+	Mode          string        `json:"mode,omitempty"` // how it captured: agent, or ssh (ESXi refused the agent)
 	ClockOffsetNs time.Duration `json:"clock_offset_ns"`
 	RTTNs         time.Duration `json:"rtt_ns"`
 	BeginLateNs   time.Duration `json:"begin_late_ns,omitempty"`
@@ -69,7 +69,7 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 		mh := ManifestHost{Name: h.name(), Address: h.plan.Address, Kind: h.kind, OS: h.os, Arch: h.arch,
 			ClockOffsetNs: h.offset, RTTNs: h.rtt, Reachable: h.conn != nil && h.status != nil}
 		if r := h.record; r != nil {
-			mh.Mode = "agent"
+			mh.Mode = h.mode
 			mh.OS, mh.Arch, mh.Kind = r.OS, r.Arch, r.Kind
 			mh.ClockOffsetNs, mh.RTTNs = r.ClockOffset, r.RTT
 		}
@@ -81,7 +81,7 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 			m.Errors = append(m.Errors, h.err.Error())
 		}
 		m.Hosts = append(m.Hosts, mh)
-		for _, c := range h.plan.Captures {
+		for _, c := range h.captures {
 			mc := ManifestCapture{File: c.File, Host: h.name(), Target: c.Target.String(), Points: c.Points, Filter: c.Filter.Expression(), State: "unknown"}
 			if h.status != nil {
 				for _, s := range h.status.Captures {

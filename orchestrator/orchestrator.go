@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/casecap/casecap/agent"
+	"github.com/casecap/casecap/esxi"
 	"github.com/casecap/casecap/hosts"
 	"github.com/casecap/casecap/plans"
 )
@@ -56,6 +57,18 @@ type hostRun struct {
 	plan *plans.Host
 	conn hosts.Conn
 	err  *HostError
+	// captures are the host's captures as resolved: the plan's, and on ESXi
+	// the uplinks that `uplink: auto` found; later commands read them from
+	// the run's record.
+	captures []*plans.Capture
+	// On ESXi: the release, the pktcap-uw session of each capture (by
+	// file), and the mode: "agent", or "ssh" where the host refuses to run
+	// the uploaded agent (execInstalledOnly) and casecap drives pktcap-uw
+	// with shell commands instead.
+	esxi    *esxi.Version
+	pktcaps map[string]esxi.Capture
+	mode    string
+	sshConn string // SSH_CONNECTION as the host sees casecap's session
 
 	kind      plans.Kind
 	arch      string
@@ -117,7 +130,7 @@ func New(opt Options) *Orchestrator {
 		o.disp = nopDisplay{}
 	}
 	for _, h := range opt.Plan.Hosts {
-		o.hosts = append(o.hosts, &hostRun{plan: h, kind: h.Kind})
+		o.hosts = append(o.hosts, &hostRun{plan: h, kind: h.Kind, captures: h.Captures, mode: modeAgent})
 	}
 	return o
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/casecap/casecap/esxi"
 	"github.com/casecap/casecap/plans"
 )
 
@@ -70,7 +71,11 @@ func (o *Orchestrator) preflight(ctx context.Context) {
 			h.os = lines[6]
 		}
 		if h.kind == plans.KindESXi {
-			return fmt.Errorf("ESXi hosts (%s) are captured with pktcap-uw, which comes with issue 6", h.os)
+			v, err := esxi.ParseVersion(h.os)
+			if err != nil {
+				return err
+			}
+			h.esxi = &v
 		}
 		var ok bool
 		if h.arch, ok = goArch(machine); !ok {
@@ -87,7 +92,7 @@ func (o *Orchestrator) preflight(ctx context.Context) {
 			return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, lines[5])
 		}
 		need := uint64(reserve)
-		for _, c := range h.plan.Captures {
+		for _, c := range h.captures {
 			need = max(need, c.MinFree+reserve)
 		}
 		if free := h.freeKB << 10; free < need {

@@ -86,6 +86,9 @@ type Status struct {
 	StopReason  StopReason `json:"stop_reason,omitempty"`
 	Error       string     `json:"error,omitempty"`
 	SHA256      string     `json:"sha256,omitempty"`
+	// On ESXi: the pktcap-uw command line run, and what it could not honour.
+	Command string `json:"command,omitempty"`
+	Note    string `json:"note,omitempty"`
 }
 
 // counters are the loop goroutine's own.

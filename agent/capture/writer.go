@@ -7,9 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -271,3 +273,26 @@ func (f *fileWriter) close(start, end time.Time, received, dropped uint64) error
 }
 
 func (f *fileWriter) sum() string { return hex.EncodeToString(f.out.h.Sum(nil)) }
+
+// EmptyHeader names an empty capture file.
+type EmptyHeader struct {
+	Name, Host, Case, Version string
+}
+
+// WriteEmpty creates path as a valid pcapng file with no packets (an
+// Ethernet interface, no filter), whose window began and ended at end: for
+// a capture that never started. It returns the file's SHA-256 and size.
+func WriteEmpty(path string, h EmptyHeader, end time.Time) (sum string, size int64, err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return "", 0, err
+	}
+	w, err := newFileWriter(f, header{Name: h.Name, Host: h.Host, Case: h.Case, Interface: h.Name, Version: h.Version}, false)
+	if err == nil {
+		err = w.close(end, end, 0, 0)
+	}
+	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
+		return "", 0, err
+	}
+	return w.sum(), w.size(), nil
+}

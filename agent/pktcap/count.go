@@ -1,0 +1,100 @@
+package pktcap
+
+import (
+	"encoding/binary"
+	"errors"
+)
+
+// counter counts the packets of a pcapng (or pcap) file fed to it in
+// order, in pieces as it grows: whole blocks only, the rest kept for the
+// next piece.
+type counter struct {
+	pending        []byte
+	format         int // 0 unknown, 1 pcapng, 2 pcap
+	order          binary.ByteOrder
+	packets, bytes uint64
+	err            error
+}
+
+var errFormat = errors.New("neither pcapng nor pcap")
+
+func (c *counter) feed(p []byte) {
+	if c.err != nil {
+		return
+	}
+	c.pending = append(c.pending, p...)
+	b := c.pending
+	if c.format == 0 {
+		if len(b) < 24 {
+			return
+		}
+		switch {
+		case binary.LittleEndian.Uint32(b) == 0x0a0d0d0a:
+			c.format = 1
+			if binary.LittleEndian.Uint32(b[8:]) == 0x1a2b3c4d {
+				c.order = binary.LittleEndian
+			} else {
+				c.order = binary.BigEndian
+			}
+		case binary.LittleEndian.Uint32(b) == 0xa1b2c3d4 || binary.LittleEndian.Uint32(b) == 0xa1b23c4d:
+			c.format, c.order = 2, binary.LittleEndian
+			b = b[24:]
+		case binary.BigEndian.Uint32(b) == 0xa1b2c3d4 || binary.BigEndian.Uint32(b) == 0xa1b23c4d:
+			c.format, c.order = 2, binary.BigEndian
+			b = b[24:]
+		default:
+			c.err = errFormat
+			return
+		}
+	}
+	for {
+		if c.format == 1 {
+			if len(b) < 12 {
+				break
+			}
+			typ, size := c.order.Uint32(b), c.order.Uint32(b[4:])
+			if typ == 0x0a0d0d0a && len(b) >= 12 { // a new section may change byte order
+				if binary.LittleEndian.Uint32(b[8:]) == 0x1a2b3c4d {
+					c.order = binary.LittleEndian
+				} else {
+					c.order = binary.BigEndian
+				}
+				size = c.order.Uint32(b[4:])
+			}
+			if size < 12 || size%4 != 0 {
+				c.err = errFormat
+				return
+			}
+			if uint32(len(b)) < size {
+				break
+			}
+			switch typ {
+			case 6: // enhanced packet block
+				if size >= 32 {
+					c.packets++
+					c.bytes += uint64(c.order.Uint32(b[20:]))
+				}
+			case 3: // simple packet block
+				c.packets++
+				c.bytes += uint64(size - 16)
+			}
+			b = b[size:]
+		} else {
+			if len(b) < 16 {
+				break
+			}
+			n := c.order.Uint32(b[8:])
+			if n > 1<<26 {
+				c.err = errFormat
+				return
+			}
+			if uint32(len(b)) < 16+n {
+				break
+			}
+			c.packets++
+			c.bytes += uint64(n)
+			b = b[16+n:]
+		}
+	}
+	c.pending = append(c.pending[:0], b...)
+}

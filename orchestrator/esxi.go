@@ -1,0 +1,146 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/casecap/casecap/esxi"
+	"github.com/casecap/casecap/plans"
+)
+
+// Capture modes of a host.
+const (
+	modeAgent = "agent" // the uploaded agent runs the captures
+	modeSSH   = "ssh"   // ESXi refuses to run it: shell commands drive pktcap-uw
+)
+
+// inventoryScript lists an ESXi host's ports, then says how the host sees
+// casecap's session (for leaving it out of captures in ssh mode).
+const inventoryScript = `net-stats -l || exit
+echo "casecap-ssh-connection $SSH_CONNECTION"`
+
+// inventory reads each ESXi host's ports and resolves its captures to
+// pktcap-uw sessions: a VM's vNIC to its switchport, `uplink: auto` to the
+// port's team uplink (a capture added beside it). A name that matches
+// nothing fails the host with the candidates, before anything is uploaded.
+func (o *Orchestrator) inventory(ctx context.Context) {
+	o.each(ctx, "inventory", func(ctx context.Context, h *hostRun) error {
+		if h.kind != plans.KindESXi {
+			return nil
+		}
+		out, err := h.conn.Run(ctx, []string{"sh", "-c", inventoryScript}, nil)
+		if err != nil {
+			return err
+		}
+		text := string(out)
+		if i := strings.LastIndex(text, "casecap-ssh-connection "); i >= 0 {
+			h.sshConn = strings.TrimSpace(text[i+len("casecap-ssh-connection "):])
+			text = text[:i]
+		}
+		ports, err := esxi.ParseNetStats(text)
+		if err != nil {
+			return err
+		}
+		inv := &esxi.Inventory{Host: h.name(), Version: *h.esxi, Ports: ports}
+		caps, pcs, err := resolveESXi(inv, h.plan.Captures, func(p esxi.Port) (string, error) {
+			out, err := h.conn.Run(ctx, esxi.TeamUplinkArgv(p.Switch, p.Num), nil)
+			if err != nil {
+				return "", fmt.Errorf("the team uplink of port %d (%s): %w; name the uplink in the plan instead", p.Num, p.Client, err)
+			}
+			return esxi.ParseTeamUplink(string(out))
+		})
+		if err != nil {
+			return err
+		}
+		h.captures, h.pktcaps = caps, pcs
+		o.disp.HostPhase(h.name(), fmt.Sprintf("resolved %d captures on %d ports", len(caps), len(ports)))
+		return nil
+	})
+}
+
+// resolveESXi turns a host's planned captures into pktcap-uw sessions.
+// teamUplink answers a port's active uplink. It returns the captures to
+// run (the plan's, then the uplinks `uplink: auto` added, each once) and
+// their sessions by file name, or every capture's error at once.
+func resolveESXi(inv *esxi.Inventory, planned []*plans.Capture, teamUplink func(esxi.Port) (string, error)) ([]*plans.Capture, map[string]esxi.Capture, error) {
+	var errs []string
+	caps := append([]*plans.Capture(nil), planned...)
+	pcs := map[string]esxi.Capture{}
+	files := map[string]bool{}
+	for _, c := range planned {
+		files[c.File] = true
+	}
+	uplinks := map[uint32]string{}
+	for _, c := range planned {
+		pc := sessionOf(c)
+		var port esxi.Port
+		var err error
+		switch t := c.Target; t.Kind {
+		case plans.TargetSwitchport:
+			port, err = inv.Switchport(t.Switchport)
+		case plans.TargetVM:
+			port, err = inv.VNIC(t.VM, t.VNIC)
+			pc.Switchport = port.Num
+		case plans.TargetUplink:
+			_, err = inv.Uplink(t.Name)
+		case plans.TargetVmk:
+			_, err = inv.Vmk(t.Name)
+		}
+		if err == nil {
+			_, _, err = esxi.Argv(pc, "/casecap/check", inv.Version)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s (%s:%d): %v", c.File, c.Path, c.Line, err))
+			continue
+		}
+		pcs[c.File] = pc
+		if !c.Target.AutoUplink {
+			continue
+		}
+		name, ok := uplinks[port.Num]
+		if !ok {
+			if name, err = teamUplink(port); err != nil {
+				errs = append(errs, fmt.Sprintf("%s: uplink auto: %v", c.File, err))
+				continue
+			}
+			uplinks[port.Num] = name
+		}
+		up := *c
+		up.Target = plans.Target{Kind: plans.TargetUplink, Name: name}
+		up.Points, up.Dir, up.Stage = c.Target.UplinkPoints, plans.DirNone, plans.StageNone
+		up.File = plans.FileName(&up)
+		if files[up.File] {
+			continue // asked for in the plan, or by another capture's auto
+		}
+		files[up.File] = true
+		upc := sessionOf(&up)
+		if _, _, err := esxi.Argv(upc, "/casecap/check", inv.Version); err != nil {
+			errs = append(errs, fmt.Sprintf("%s (uplink auto of %s): %v", up.File, c.File, err))
+			continue
+		}
+		caps = append(caps, &up)
+		pcs[up.File] = upc
+	}
+	if len(errs) > 0 {
+		return nil, nil, fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return caps, pcs, nil
+}
+
+// sessionOf is the pktcap-uw session of a capture, before its VM is
+// resolved to a switchport.
+func sessionOf(c *plans.Capture) esxi.Capture {
+	pc := esxi.Capture{Points: c.Points, Dir: string(c.Dir), Stage: string(c.Stage), Snaplen: c.Snaplen, Filter: c.Filter}
+	switch t := c.Target; t.Kind {
+	case plans.TargetSwitchport:
+		pc.Switchport = t.Switchport
+	case plans.TargetUplink:
+		pc.Uplink = t.Name
+	case plans.TargetVmk:
+		pc.Vmk = t.Name
+	case plans.TargetDVFilter:
+		pc.DVFilter = t.Name
+	}
+	return pc
+}

@@ -1,0 +1,254 @@
+//go:build linux
+
+package orchestrator_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/casecap/casecap/lab"
+	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/orchestrator"
+	"github.com/casecap/casecap/plans"
+)
+
+// esxiPlan is a plan for the lab's ESXi hosts: on each, its first VM by
+// name with `uplink: auto`, and its second VM's switchport by number.
+func esxiPlan(t *testing.T, l *lab.Lab, caseID string, duration time.Duration) *plans.Plan {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "case: %s\ndatastore: %s\nduration: %s\nssh: { user: root, identity_file: %s, known_hosts: %s }\nhosts:\n",
+		caseID, lab.ESXiDatastore, duration, l.ClientKey, l.KnownHosts)
+	for _, h := range l.Hosts {
+		fmt.Fprintf(&b, `  - name: %s
+    kind: esxi
+    address: %s
+    captures:
+      - vm: %s
+        vnic: eth0
+        points: [VnicTx, VnicRx]
+        filter: { udpport: 9999 }
+        uplink: auto
+      - switchport: %d
+        points: [VnicTx, VnicRx]
+`, h.Name, h.Addr, h.VMs[0].Name, h.VMs[1].Switchport)
+	}
+	file := filepath.Join(t.TempDir(), "plan.yaml")
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := plans.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// vmTraffic sends numbered UDP datagrams (port 9999) from the gateway to
+// every VM of every ESXi host until ctx ends: traffic that crosses each
+// host's uplink vmnic0 and each VM's switchport.
+func vmTraffic(ctx context.Context, t *testing.T, l *lab.Lab) {
+	conn, err := net.ListenPacket("udp4", l.VMNet.Addr().Next().String()+":0")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer conn.Close()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		for _, h := range l.Hosts {
+			for _, vm := range h.VMs {
+				conn.WriteTo([]byte("casecap "+strconv.Itoa(n)), &net.UDPAddr{IP: vm.Addr.AsSlice(), Port: 9999})
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// tsharkDsts lists, per packet of a file, its IPv4 destination ("" for
+// packets without one), read by tshark.
+func tsharkDsts(t *testing.T, file string) []string {
+	t.Helper()
+	var stderr strings.Builder
+	cmd := exec.Command("tshark", "-n", "-r", file, "-T", "fields", "-E", "occurrence=f", "-e", "ip.dst")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tshark -r %s: %v\n%s", file, err, stderr.String())
+	}
+	for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if l != "" && !strings.HasPrefix(l, "Running as user") {
+			t.Errorf("tshark says about %s: %s", file, l)
+		}
+	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+// casecapPktcaps lists the pktcap-uw processes of a case still running
+// anywhere on this machine (every lab host's processes are visible from
+// here): any of them is one casecap left behind.
+func casecapPktcaps(caseID string) []string {
+	var left []string
+	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range dirs {
+		raw, err := os.ReadFile(f)
+		if err != nil || len(raw) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		if filepath.Base(args[0]) == "pktcap-uw" && strings.Contains(string(raw), "Case_"+caseID+"/") {
+			left = append(left, filepath.Base(filepath.Dir(f))+": "+strings.Join(args, " "))
+		}
+	}
+	return left
+}
+
+// handCapture starts a pktcap-uw on a host by hand, as a colleague would,
+// and returns its PID on that host.
+func handCapture(t *testing.T, l *lab.Lab, h *lab.Host) int {
+	t.Helper()
+	cmd := fmt.Sprintf("nohup pktcap-uw --uplink vmnic1 -o %s/hand-%s.pcap >/dev/null 2>&1 </dev/null & echo $!", lab.ESXiDatastore, h.Name)
+	out, err := h.Command(context.Background(), "sh", "-c", cmd).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("hand capture: %q", out)
+	}
+	t.Cleanup(func() { h.Command(context.Background(), "kill", "-INT", strconv.Itoa(pid)).Run() })
+	return pid
+}
+
+func alive(h *lab.Host, pid int) bool {
+	return h.Command(context.Background(), "kill", "-0", strconv.Itoa(pid)).Run() == nil
+}
+
+// testESXiRun is issue 6's end-to-end test, in one mode: two lab ESXi
+// hosts, a VM by name with its uplink (auto) and a switchport each, under
+// real traffic to the VMs: correctly named pcapng files that tshark reads,
+// holding the packets that crossed those ports; no pktcap-uw of casecap's
+// left after the run, and a hand-started one untouched.
+func testESXiRun(t *testing.T, mode string) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 2, ESXi: 2, ESXiNoExec: mode == "ssh"})
+	caseID := "ESX-" + strings.ToUpper(mode)
+	hand := map[string]int{}
+	for _, h := range l.Hosts {
+		hand[h.Name] = handCapture(t, l, h)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go vmTraffic(ctx, t, l)
+
+	p := esxiPlan(t, l, caseID, 2*time.Second)
+	out := t.TempDir()
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test",
+		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	began := time.Now()
+	m, err := o.Run(context.Background(), nil)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	t.Logf("%s mode: run of a 2 s window on 2 ESXi hosts took %v", mode, time.Since(began).Round(time.Millisecond))
+	if left := casecapPktcaps(caseID); len(left) > 0 {
+		t.Errorf("pktcap-uw sessions of casecap still running after the run: %v", left)
+	}
+	for _, h := range l.Hosts {
+		if !alive(h, hand[h.Name]) {
+			t.Errorf("%s: the hand-started pktcap-uw (pid %d) was stopped", h.Name, hand[h.Name])
+		}
+	}
+	for _, mh := range m.Hosts {
+		if mh.Mode != mode || mh.Kind != plans.KindESXi || !strings.HasPrefix(mh.OS, "VMware ESXi 8.0.2") {
+			t.Errorf("host %s: mode %q kind %q os %q, want mode %s on ESXi 8.0.2", mh.Name, mh.Mode, mh.Kind, mh.OS, mode)
+		}
+	}
+	caseDir := filepath.Join(out, "Case_"+caseID)
+	raw, err := os.ReadFile(filepath.Join(caseDir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var manifest orchestrator.Manifest
+	if err := json.Unmarshal(raw, &manifest); err != nil {
+		t.Fatal(err)
+	}
+	byFile := map[string]orchestrator.ManifestCapture{}
+	for _, c := range manifest.Captures {
+		byFile[c.File] = c
+	}
+	if len(manifest.Captures) != 6 {
+		t.Errorf("%d captures in the manifest, want 6 (3 per host)", len(manifest.Captures))
+	}
+	gw := l.VMNet.Addr().Next().String()
+	for _, h := range l.Hosts {
+		app, web := h.VMs[0], h.VMs[1]
+		want := map[string]func(dst string) bool{
+			// The VM's vNIC: datagrams to it only (the filter keeps UDP 9999).
+			fmt.Sprintf("%s.%s.eth0.VnicTxRx.pcapng", h.Name, app.Name): func(d string) bool { return d == app.Addr.String() },
+			// Its team uplink, found by vsish: datagrams to both VMs.
+			fmt.Sprintf("%s.uplink.vmnic0.UplinkSndRcvKernel.pcapng", h.Name): func(d string) bool { return d == app.Addr.String() || d == web.Addr.String() },
+			// The other VM's switchport, unfiltered: its datagrams, and what
+			// the VM sends (ICMP port unreachable to the gateway), ARP, IGMP.
+			fmt.Sprintf("%s.switchport.%d.VnicTxRx.pcapng", h.Name, web.Switchport): func(d string) bool {
+				return d == web.Addr.String() || d == gw || d == "" || strings.HasPrefix(d, "224.0.0.")
+			},
+		}
+		for name, ok := range want {
+			c, found := byFile[name]
+			file := filepath.Join(caseDir, name)
+			if !found || !c.Collected || c.State != "stopped" {
+				t.Errorf("%s: in manifest %v, %+v", name, found, c)
+				continue
+			}
+			if c.SHA256 != sum(t, file) {
+				t.Errorf("%s: sha256 differs from the manifest", name)
+			}
+			dsts := tsharkDsts(t, file)
+			counts := map[string]int{}
+			for _, d := range dsts {
+				if !ok(d) {
+					t.Errorf("%s holds a packet to %q", name, d)
+					break
+				}
+				counts[d]++
+			}
+			// 2 s at one datagram per VM every 5 ms: about 400 to each VM
+			// whose port this is.
+			need := []string{app.Addr.String(), web.Addr.String()}
+			switch {
+			case strings.Contains(name, ".VnicTxRx.") && strings.Contains(name, app.Name):
+				need = need[:1]
+			case strings.Contains(name, ".VnicTxRx."):
+				need = need[1:]
+			}
+			for _, d := range need {
+				if n := counts[d]; n < 200 {
+					t.Errorf("%s: %d packets to %s, want about 400", name, n, d)
+				}
+			}
+			if len(counts) == 0 || uint64(len(dsts)) != c.Packets {
+				t.Errorf("%s: tshark reads %d packets (%v), the manifest says %d", name, len(dsts), counts, c.Packets)
+			}
+		}
+	}
+}
+
+func TestESXiAgentMode(t *testing.T) { testESXiRun(t, "agent") }
+
+func TestESXiSSHMode(t *testing.T) { testESXiRun(t, "ssh") }
