@@ -8,13 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,22 +38,6 @@ type Options struct {
 	// Ready, when set, receives "armed" once every capture is armed, or
 	// "error ..." if arming failed; then it is closed.
 	Ready io.WriteCloser
-}
-
-// sshExclusion reads SSH_CONNECTION ("client port server port") into every
-// connection from that client to the server's SSH port.
-func sshExclusion(env string) (bpfgen.Conn, bool) {
-	f := strings.Fields(env)
-	if len(f) != 4 {
-		return bpfgen.Conn{}, false
-	}
-	cl, err1 := netip.ParseAddr(f[0])
-	sv, err2 := netip.ParseAddr(f[2])
-	port, err3 := strconv.ParseUint(f[3], 10, 16)
-	if err1 != nil || err2 != nil || err3 != nil || !cl.Unmap().Is4() || !sv.Unmap().Is4() {
-		return bpfgen.Conn{}, false
-	}
-	return bpfgen.Conn{Client: netip.AddrPortFrom(cl.Unmap(), 0), Server: netip.AddrPortFrom(sv.Unmap(), uint16(port))}, true
 }
 
 // Run arms every capture of the job, runs them to their ends and keeps
@@ -90,7 +72,7 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 	if tcpdump == "" {
 		tcpdump, _ = exec.LookPath("tcpdump")
 	}
-	own, haveOwn := sshExclusion(opt.SSHConn)
+	own, haveOwn := SSHExclusion(opt.SSHConn)
 	st := Status{Case: j.Case, Host: j.Host, PID: os.Getpid(), Agent: opt.Version, State: StateArming}
 
 	caps := make([]engine, 0, len(j.Captures))

@@ -5,15 +5,15 @@ package agent
 import "testing"
 
 func TestSSHExclusion(t *testing.T) {
-	c, ok := sshExclusion("198.18.0.1 50522 198.18.0.11 22")
+	c, ok := SSHExclusion("198.18.0.1 50522 198.18.0.11 22")
 	if !ok || c.Client.String() != "198.18.0.1:0" || c.Server.String() != "198.18.0.11:22" {
 		t.Errorf("got %v %v", c, ok)
 	}
-	if c, ok := sshExclusion("::ffff:198.18.0.1 50522 ::ffff:198.18.0.11 2222"); !ok || c.Server.String() != "198.18.0.11:2222" {
+	if c, ok := SSHExclusion("::ffff:198.18.0.1 50522 ::ffff:198.18.0.11 2222"); !ok || c.Server.String() != "198.18.0.11:2222" {
 		t.Errorf("v4-mapped: got %v %v", c, ok)
 	}
 	for _, bad := range []string{"", "1 2 3", "2001:db8::1 5 2001:db8::2 22", "a b c d", "198.18.0.1 1 198.18.0.11 99999"} {
-		if _, ok := sshExclusion(bad); ok {
+		if _, ok := SSHExclusion(bad); ok {
 			t.Errorf("%q: want no exclusion", bad)
 		}
 	}

@@ -70,6 +70,13 @@ func (o *Orchestrator) arm(ctx context.Context) {
 		if j.Record, err = json.Marshal(h.record); err != nil {
 			return err
 		}
+		if h.mode == modeSSH {
+			if err := o.armSSH(ctx, h, j.Record); err != nil {
+				return err
+			}
+			o.disp.HostPhase(h.name(), "armed (ssh mode)")
+			return nil
+		}
 		raw, err := json.Marshal(j)
 		if err != nil {
 			return err
@@ -188,6 +195,12 @@ func (o *Orchestrator) beginTogether(ctx context.Context) time.Time {
 	t0 := time.Now().Add(o.beginMargin())
 	o.each(ctx, "begin", func(ctx context.Context, h *hostRun) error {
 		at := t0.Add(h.offset).Format(time.RFC3339Nano)
+		if h.mode == modeSSH {
+			// The script starts pktcap-uw when the line arrives, and its
+			// host's clock was not measured: send it half a round trip
+			// before the instant.
+			time.Sleep(time.Until(t0) - h.lineLat/2)
+		}
 		if hs := h.held; hs != nil {
 			h.held = nil
 			if _, err := hs.send([]byte("begin " + at + "\n")); err != nil {
@@ -216,6 +229,10 @@ func (o *Orchestrator) beginTogether(ctx context.Context) time.Time {
 func (o *Orchestrator) stopTogether(ctx context.Context) time.Time {
 	t1 := time.Now().Add(o.stopMargin())
 	o.each(ctx, "stop", func(ctx context.Context, h *hostRun) error {
+		if h.mode == modeSSH {
+			time.Sleep(time.Until(t1))
+			return o.requestStopSSH(h)
+		}
 		at := t1.Add(h.offset)
 		_, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "stop", "--at", at.Format(time.RFC3339Nano), h.stateDir(o.opt.Plan)), nil)
 		return err
@@ -235,6 +252,12 @@ func (o *Orchestrator) cleanup(hs []*hostRun) {
 			h.held = nil
 		}
 		if !h.armed || h.conn == nil {
+			continue
+		}
+		if h.mode == modeSSH {
+			if err := o.requestStopSSH(h); err != nil {
+				o.log.Error("cleanup: could not stop the captures", "host", h.name(), "err", err)
+			}
 			continue
 		}
 		if _, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "stop", h.stateDir(o.opt.Plan)), nil); err != nil {

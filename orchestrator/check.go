@@ -113,7 +113,7 @@ func (o *Orchestrator) startCheck(ctx context.Context, h *hostRun) (hosts.Proces
 		if bytes.HasPrefix(line, []byte("mismatch")) {
 			return nil, nil, nil, fmt.Errorf("%w (sha256 %q)", errAgentMismatch, bytes.TrimSpace(bytes.TrimPrefix(line, []byte("mismatch"))))
 		}
-		return nil, nil, nil, fmt.Errorf("the agent's check: %v (%v)", err, werr)
+		return nil, nil, nil, fmt.Errorf("the agent's check: %v (%w)", err, werr)
 	}
 	return p, r, line, nil
 }

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/casecap/casecap/agent/capture"
+	"github.com/casecap/casecap/agent/pktcap"
 	"github.com/casecap/casecap/hosts"
 )
 
@@ -84,6 +86,11 @@ func (o *Orchestrator) collect(ctx context.Context) {
 				sem <- struct{}{}
 				defer func() { <-sem }()
 				err := o.download(ctx, h, cs, name, local)
+				if err == nil && h.mode == modeSSH {
+					// The script knows the file's size and hash, not its
+					// packets: count them here, in the verified copy.
+					err = countLocal(filepath.Join(local, name), cs)
+				}
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -206,4 +213,19 @@ func (x *hashingWriterAt) WriteAt(p []byte, off int64) (int, error) {
 	x.h.Write(p[:n])
 	x.next += int64(n)
 	return n, err
+}
+
+// countLocal fills a capture's packets and bytes from its collected file.
+func countLocal(file string, cs *capture.Status) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	packets, bytes, err := pktcap.Count(bufio.NewReaderSize(f, 1<<20))
+	if err != nil {
+		return fmt.Errorf("count the packets of %s: %w", file, err)
+	}
+	cs.Packets, cs.Bytes = packets, bytes
+	return nil
 }

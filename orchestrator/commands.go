@@ -126,6 +126,12 @@ func (o *Orchestrator) Status(ctx context.Context) (*Manifest, error) {
 	defer o.closeAll()
 	o.attach(ctx)
 	o.each(ctx, "status", func(ctx context.Context, h *hostRun) error {
+		if h.mode == modeSSH {
+			if !finished(h.status) && !o.sshAlive(ctx, h, h.status) {
+				return errors.New("the capture script is gone but its captures did not finish (the host rebooted?); collect what is there")
+			}
+			return nil
+		}
 		// Whether the agent still runs is known only on the host.
 		out, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "status", h.stateDir(o.opt.Plan)), nil)
 		if err != nil {
@@ -151,6 +157,9 @@ func (o *Orchestrator) Stop(ctx context.Context) (*Manifest, error) {
 	o.attach(ctx)
 	// Clocks drift: measure them again before agreeing on an instant.
 	o.each(ctx, "stop", func(ctx context.Context, h *hostRun) error {
+		if h.mode == modeSSH {
+			return nil // no agent to measure the clock with; the stop file acts on arrival
+		}
 		var err error
 		h.offset, h.rtt, err = measureClock(ctx, h)
 		return err

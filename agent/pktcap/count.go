@@ -3,6 +3,8 @@ package pktcap
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 )
 
 // counter counts the packets of a pcapng (or pcap) file fed to it in
@@ -97,4 +99,28 @@ func (c *counter) feed(p []byte) {
 		}
 	}
 	c.pending = append(c.pending[:0], b...)
+}
+
+// Count reads a whole pcapng or pcap file and counts its packets and their
+// captured bytes.
+func Count(r io.Reader) (packets, bytes uint64, err error) {
+	var c counter
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := r.Read(buf)
+		c.feed(buf[:n])
+		if c.err != nil {
+			return c.packets, c.bytes, c.err
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return c.packets, c.bytes, rerr
+		}
+	}
+	if len(c.pending) > 0 {
+		return c.packets, c.bytes, fmt.Errorf("the file ends inside a block (%d bytes left over)", len(c.pending))
+	}
+	return c.packets, c.bytes, nil
 }

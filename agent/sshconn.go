@@ -1,0 +1,25 @@
+package agent
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/casecap/casecap/agent/bpfgen"
+)
+
+// SSHExclusion reads SSH_CONNECTION ("client port server port") into every
+// connection from that client to the server's SSH port.
+func SSHExclusion(env string) (bpfgen.Conn, bool) {
+	f := strings.Fields(env)
+	if len(f) != 4 {
+		return bpfgen.Conn{}, false
+	}
+	cl, err1 := netip.ParseAddr(f[0])
+	sv, err2 := netip.ParseAddr(f[2])
+	port, err3 := strconv.ParseUint(f[3], 10, 16)
+	if err1 != nil || err2 != nil || err3 != nil || !cl.Unmap().Is4() || !sv.Unmap().Is4() {
+		return bpfgen.Conn{}, false
+	}
+	return bpfgen.Conn{Client: netip.AddrPortFrom(cl.Unmap(), 0), Server: netip.AddrPortFrom(sv.Unmap(), uint16(port))}, true
+}
