@@ -252,3 +252,106 @@ func testESXiRun(t *testing.T, mode string) {
 func TestESXiAgentMode(t *testing.T) { testESXiRun(t, "agent") }
 
 func TestESXiSSHMode(t *testing.T) { testESXiRun(t, "ssh") }
+
+// testESXiStartStop: start, status, stop and collect as separate commands
+// (new orchestrators, as new casecap processes) on an ESXi host; after the
+// stop no pktcap-uw of casecap's runs, the hand-started one does; in ssh
+// mode a second start ends on the host's own timers with casecap gone.
+func testESXiStartStop(t *testing.T, mode string) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 1, ESXi: 1, ESXiNoExec: mode == "ssh"})
+	h := l.Hosts[0]
+	hand := handCapture(t, l, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go vmTraffic(ctx, t, l)
+	caseID := "SS-" + strings.ToUpper(mode)
+	p := esxiPlan(t, l, caseID, 10*time.Minute)
+	out := t.TempDir()
+
+	m, err := newOrch(t, p, out).Start(context.Background())
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if len(m.Captures) != 3 || m.Hosts[0].Mode != mode {
+		t.Fatalf("start: %d captures, mode %q", len(m.Captures), m.Hosts[0].Mode)
+	}
+	if left := casecapPktcaps(caseID); len(left) != 3 {
+		t.Errorf("after start, %d pktcap-uw of the case run, want 3: %v", len(left), left)
+	}
+	if _, err := newOrch(t, p, out).Start(context.Background()); err == nil || !strings.Contains(err.Error(), "already") {
+		t.Errorf("second start: %v, want a refusal", err)
+	}
+	time.Sleep(time.Second)
+	if m, err = newOrch(t, p, out).Status(context.Background()); err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	for _, c := range m.Captures {
+		if c.State != "capturing" || c.Size == 0 {
+			t.Errorf("status of %s: %q, %d bytes", c.File, c.State, c.Size)
+		}
+	}
+	if m, err = newOrch(t, p, out).Stop(context.Background()); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	for _, c := range m.Captures {
+		if c.State != "stopped" || c.StopReason != "stop-request" {
+			t.Errorf("after stop, %s is %q (%s) %s", c.File, c.State, c.StopReason, c.Error)
+		}
+	}
+	if left := casecapPktcaps(caseID); len(left) > 0 {
+		t.Errorf("pktcap-uw of casecap still running after stop: %v", left)
+	}
+	if !alive(h, hand) {
+		t.Errorf("the hand-started pktcap-uw (pid %d) was stopped", hand)
+	}
+	if m, err = newOrch(t, p, out).Collect(context.Background()); err != nil {
+		t.Fatalf("collect: %v", err)
+	}
+	for _, c := range m.Captures {
+		file := filepath.Join(out, "Case_"+caseID, c.File)
+		if !c.Collected || sum(t, file) != c.SHA256 || c.Packets == 0 || uint64(len(tsharkDsts(t, file))) != c.Packets {
+			t.Errorf("%s: collected %v, %d packets", c.File, c.Collected, c.Packets)
+		}
+	}
+	if mode != "ssh" {
+		return
+	}
+	// casecap starts, then is gone: the host's timers end the captures.
+	caseID = "SS-GONE"
+	p = esxiPlan(t, l, caseID, 2*time.Second)
+	if _, err := newOrch(t, p, out).Start(context.Background()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	statusFile := filepath.Join(l.Datastore, ".casecap", "cases", caseID, h.Name, "status.json")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		raw, _ := os.ReadFile(statusFile)
+		var st struct {
+			State    string `json:"state"`
+			Captures []struct {
+				State      string `json:"state"`
+				StopReason string `json:"stop_reason"`
+			} `json:"captures"`
+		}
+		if json.Unmarshal(raw, &st) == nil && st.State == "done" {
+			for _, c := range st.Captures {
+				if c.StopReason != "window-end" || c.State != "stopped" {
+					t.Errorf("a capture is %s, ended by %q, want stopped by window-end", c.State, c.StopReason)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the captures did not end by themselves: %s", raw)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if left := casecapPktcaps(caseID); len(left) > 0 {
+		t.Errorf("pktcap-uw of casecap still running after their end: %v", left)
+	}
+}
+
+func TestESXiStartStopAgent(t *testing.T) { testESXiStartStop(t, "agent") }
+
+func TestESXiStartStopSSH(t *testing.T) { testESXiStartStop(t, "ssh") }

@@ -97,7 +97,9 @@ func (o *Orchestrator) armSSH(ctx context.Context, h *hostRun, record []byte) er
 	if err := h.conn.MkdirAll(state, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", state, err)
 	}
-	for name, data := range map[string]string{superviseFile: superviseScript, shellJobFile: job, RecordFile: string(record)} {
+	// The job and the record go in as .new: the script puts them in place
+	// once its checks pass (a refused start leaves a running one's alone).
+	for name, data := range map[string]string{superviseFile: superviseScript, shellJobFile + ".new": job, RecordFile + ".new": string(record)} {
 		if err := h.conn.WriteFile(path.Join(state, name), strings.NewReader(data), 0o600); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}
@@ -108,7 +110,6 @@ func (o *Orchestrator) armSSH(ctx context.Context, h *hostRun, record []byte) er
 		return err
 	}
 	hs := &held{proc: proc, out: bufio.NewReader(proc.Stdout())}
-	h.armed = true
 	ans, err := hs.out.ReadBytes('\n')
 	if err != nil {
 		if werr := hs.close(); werr != nil {
@@ -120,6 +121,9 @@ func (o *Orchestrator) armSSH(ctx context.Context, h *hostRun, record []byte) er
 		hs.close()
 		return fmt.Errorf("the capture script's answer: %q", ans)
 	}
+	// Armed: nothing runs before the begin, but a stop from here on ends
+	// the session's captures should the run abort.
+	h.armed = true
 	h.execLat = time.Since(began)
 	pinged := time.Now()
 	if ans, err := hs.send([]byte("ping\n")); err != nil || string(ans) != "pong\n" {

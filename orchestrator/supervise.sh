@@ -18,7 +18,11 @@
 
 mode=$1
 state=$2
-. "$state/job.sh" || exit 1
+# hold reads the new job and puts it in place only once its checks pass:
+# a refused start leaves a running one's files alone.
+job=job.sh
+[ "$mode" = hold ] && job=job.sh.new
+. "$state/$job" || exit 1
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 # get prints the value of the variable named $1.
@@ -139,6 +143,8 @@ hold() {
 		i=$((i + 1))
 	done
 	rm -f "$state/stop" "$state"/end.* "$state"/cap*.pid "$state"/cap*.exit
+	mv -f "$state/job.sh.new" "$state/job.sh" && mv -f "$state/run.json.new" "$state/run.json" ||
+		fail "cannot put the job in place in $state"
 	write_status armed
 	echo '{"arming_ns":0}'
 	while read -r cmd arg; do

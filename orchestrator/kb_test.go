@@ -1,0 +1,103 @@
+package orchestrator
+
+import (
+	"flag"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/casecap/casecap/esxi"
+	"github.com/casecap/casecap/plans"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata")
+
+// golden compares got with testdata/NAME, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	file := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (go test ./orchestrator -run %s -update creates it)", err, t.Name())
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", file, diff)
+	}
+}
+
+// kbHost resolves the KB plan's host against a real net-stats -l sample,
+// its team uplinks answered as vsish would.
+func kbHost(t *testing.T) (*plans.Plan, *hostRun) {
+	t.Helper()
+	p, err := plans.Load("testdata/kb/plan.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("testdata/kb/net-stats-l.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := esxi.ParseNetStats(string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := esxi.ParseVersion("VMware ESXi 8.0.2 build-22380479")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hostRun{plan: p.Hosts[0], kind: plans.KindESXi, esxi: &v, mode: modeAgent}
+	inv := &esxi.Inventory{Host: h.name(), Version: v, Ports: ports}
+	h.captures, h.pktcaps, err = resolveESXi(inv, h.plan.Captures, func(p esxi.Port) (string, error) { return "vmnic0", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, h
+}
+
+// TestKBCommands: the pktcap-uw command lines casecap builds for the seed
+// KB article's runbook are the article's own (casecap adds --ng, the file
+// names of DESIGN.md section 4, and the uplink that `uplink: auto` finds).
+func TestKBCommands(t *testing.T) {
+	p, h := kbHost(t)
+	var lines []string
+	for _, c := range h.captures {
+		argv, note, err := esxi.Argv(h.pktcaps[c.File], path.Join(h.caseDir(p), c.File), *h.esxi)
+		if err != nil || note != "" {
+			t.Fatalf("%s: %v %q", c.File, err, note)
+		}
+		lines = append(lines, strings.Join(argv, " "))
+	}
+	golden(t, "kb/pktcap-uw.golden", strings.Join(lines, "\n")+"\n")
+}
+
+// TestKBShellJob: in ssh mode the same two captures (and the auto uplink)
+// are one job for the script, started together by its one "run": every
+// value quoted for the shell, casecap's own SSH session left out of the
+// unfiltered uplink capture.
+func TestKBShellJob(t *testing.T) {
+	_, h := kbHost(t)
+	h.mode, h.sshConn = modeSSH, "198.51.100.7 50022 192.0.2.50 22"
+	o := &Orchestrator{opt: Options{Plan: mustPlan(t, "testdata/kb/plan.yaml")}}
+	job, err := o.shellJob(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "kb/job.sh.golden", job)
+}
+
+func mustPlan(t *testing.T, file string) *plans.Plan {
+	p, err := plans.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
