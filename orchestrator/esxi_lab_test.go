@@ -355,3 +355,59 @@ func testESXiStartStop(t *testing.T, mode string) {
 func TestESXiStartStopAgent(t *testing.T) { testESXiStartStop(t, "agent") }
 
 func TestESXiStartStopSSH(t *testing.T) { testESXiStartStop(t, "ssh") }
+
+// TestTargets: targets lists an ESXi host's VMs (a name with a space too),
+// vNICs, MACs and switchports, uplinks and vmks, and a Linux host's
+// interfaces, from the hosts' own tools; --host narrows it.
+func TestTargets(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 2, ESXi: 1})
+	esx, lin := l.Hosts[0], l.Hosts[1]
+	plan := fmt.Sprintf(`case: T
+datastore: %s
+ssh: { user: root, identity_file: %s, known_hosts: %s }
+hosts:
+  - name: %s
+    address: %s
+    captures: [ { switchport: %d } ]
+  - name: %s
+    kind: linux
+    address: %s
+    captures: [ { interface: eth0 } ]
+`, lab.ESXiDatastore, l.ClientKey, l.KnownHosts, esx.Name, esx.Addr, esx.VMs[0].Switchport, lin.Name, lin.Addr)
+	file := filepath.Join(t.TempDir(), "plan.yaml")
+	os.WriteFile(file, []byte(plan), 0o600)
+	p, err := plans.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := newOrch(t, p, t.TempDir()).Targets(context.Background(), nil)
+	if err != nil || len(ts) != 2 {
+		t.Fatalf("targets: %v, %d hosts", err, len(ts))
+	}
+	e := ts[0]
+	if e.Kind != plans.KindESXi || !strings.HasPrefix(e.OS, "VMware ESXi 8.0.2") || len(e.VNICs) != 2 || len(e.Uplinks) != 2 || len(e.Vmks) != 1 {
+		t.Fatalf("ESXi targets: %+v", e)
+	}
+	for i, vm := range esx.VMs {
+		got := e.VNICs[i]
+		if got.VM != vm.Name || got.VNIC != vm.VNIC || got.MAC != vm.MAC || got.Switchport != vm.Switchport || got.Switch != "vSwitch0" {
+			t.Errorf("vNIC %d: %+v, want %+v", i, got, vm)
+		}
+	}
+	if e.Uplinks[0].Name != "vmnic0" || e.Vmks[0].Name != "vmk0" {
+		t.Errorf("uplinks %+v, vmks %+v", e.Uplinks, e.Vmks)
+	}
+	li := ts[1]
+	found := false
+	for _, i := range li.Interfaces {
+		found = found || (i.Name == "eth0" && i.MAC == lin.MAC)
+	}
+	if li.Kind != plans.KindLinux || !found {
+		t.Errorf("Linux targets: %+v, want eth0 with %s", li, lin.MAC)
+	}
+	ts, err = newOrch(t, p, t.TempDir()).Targets(context.Background(), []string{lin.Name})
+	if err != nil || len(ts) != 1 || ts[0].Host != lin.Name {
+		t.Errorf("targets --host %s: %+v %v", lin.Name, ts, err)
+	}
+}

@@ -59,17 +59,6 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-// notBuiltError is returned by commands whose issue has not landed yet, so
-// that nothing pretends to have succeeded.
-type notBuiltError struct {
-	command string
-	issue   int
-}
-
-func (e notBuiltError) Error() string {
-	return fmt.Sprintf("%s is not built yet (issue %d); nothing was done", e.command, e.issue)
-}
-
 // exitCode is the one place where errors become exit codes.
 func exitCode(err error) int {
 	var (
