@@ -269,23 +269,38 @@ func testESXiStartStop(t *testing.T, mode string) {
 	p := esxiPlan(t, l, caseID, 10*time.Minute)
 	out := t.TempDir()
 
+	step := time.Now()
+	took := func(what string) {
+		t.Logf("%s took %v", what, time.Since(step).Round(time.Millisecond))
+		step = time.Now()
+	}
 	m, err := newOrch(t, p, out).Start(context.Background())
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
+	took("start")
 	if len(m.Captures) != 3 || m.Hosts[0].Mode != mode {
 		t.Fatalf("start: %d captures, mode %q", len(m.Captures), m.Hosts[0].Mode)
 	}
-	if left := casecapPktcaps(caseID); len(left) != 3 {
-		t.Errorf("after start, %d pktcap-uw of the case run, want 3: %v", len(left), left)
+	// Started, or about to: a loaded machine may take a moment to exec them.
+	started := casecapPktcaps(caseID)
+	for wait := time.Now().Add(3 * time.Second); len(started) < 3 && time.Now().Before(wait); {
+		time.Sleep(50 * time.Millisecond)
+		started = casecapPktcaps(caseID)
+	}
+	if len(started) != 3 {
+		t.Errorf("after start, %d pktcap-uw of the case run, want 3: %v", len(started), started)
 	}
 	if _, err := newOrch(t, p, out).Start(context.Background()); err == nil || !strings.Contains(err.Error(), "already") {
 		t.Errorf("second start: %v, want a refusal", err)
 	}
+	took("second start")
 	time.Sleep(time.Second)
+	step = time.Now()
 	if m, err = newOrch(t, p, out).Status(context.Background()); err != nil {
 		t.Fatalf("status: %v", err)
 	}
+	took("status")
 	for _, c := range m.Captures {
 		if c.State != "capturing" || c.Size == 0 {
 			t.Errorf("status of %s: %q, %d bytes", c.File, c.State, c.Size)
@@ -294,6 +309,7 @@ func testESXiStartStop(t *testing.T, mode string) {
 	if m, err = newOrch(t, p, out).Stop(context.Background()); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
+	took("stop")
 	for _, c := range m.Captures {
 		if c.State != "stopped" || c.StopReason != "stop-request" {
 			t.Errorf("after stop, %s is %q (%s) %s", c.File, c.State, c.StopReason, c.Error)
@@ -302,12 +318,21 @@ func testESXiStartStop(t *testing.T, mode string) {
 	if left := casecapPktcaps(caseID); len(left) > 0 {
 		t.Errorf("pktcap-uw of casecap still running after stop: %v", left)
 	}
+	// Each PID that casecap's pktcap-uw had is gone, or is now another
+	// program's.
+	for _, p := range started {
+		pid, _, _ := strings.Cut(p, ":")
+		if raw, err := os.ReadFile("/proc/" + pid + "/cmdline"); err == nil && strings.Contains(string(raw), "pktcap-uw") {
+			t.Errorf("pid %s still runs %q after stop", pid, raw)
+		}
+	}
 	if !alive(h, hand) {
 		t.Errorf("the hand-started pktcap-uw (pid %d) was stopped", hand)
 	}
 	if m, err = newOrch(t, p, out).Collect(context.Background()); err != nil {
 		t.Fatalf("collect: %v", err)
 	}
+	took("collect")
 	for _, c := range m.Captures {
 		file := filepath.Join(out, "Case_"+caseID, c.File)
 		if !c.Collected || sum(t, file) != c.SHA256 || c.Packets == 0 || uint64(len(tsharkDsts(t, file))) != c.Packets {
@@ -411,3 +436,52 @@ hosts:
 		t.Errorf("targets --host %s: %+v %v", lin.Name, ts, err)
 	}
 }
+
+// testESXiToolFails: a pktcap-uw that the host refuses at run time (a
+// dvfilter that does not exist: nothing casecap can check beforehand) fails
+// its own capture with pktcap-uw's words, quickly; the host's other capture
+// is captured and collected, and the run says it failed.
+func testESXiToolFails(t *testing.T, mode string) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 1, ESXi: 1, ESXiNoExec: mode == "ssh"})
+	h := l.Hosts[0]
+	plan := fmt.Sprintf(`case: BAD-%s
+datastore: %s
+duration: 2s
+ssh: { user: root, identity_file: %s, known_hosts: %s }
+hosts:
+  - name: %s
+    kind: esxi
+    address: %s
+    captures:
+      - dvfilter: nic-1234-eth0-vmware-sfw.2
+        points: [PreDVFilter]
+      - switchport: %d
+`, mode, lab.ESXiDatastore, l.ClientKey, l.KnownHosts, h.Name, h.Addr, h.VMs[0].Switchport)
+	file := filepath.Join(t.TempDir(), "plan.yaml")
+	os.WriteFile(file, []byte(plan), 0o600)
+	p, err := plans.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := newOrch(t, p, t.TempDir()).Run(context.Background(), nil)
+	if err == nil {
+		t.Error("run: no error, with a capture that failed")
+	}
+	for _, c := range m.Captures {
+		switch {
+		case strings.Contains(c.File, "dvfilter"):
+			if c.State != "failed" || !strings.Contains(c.Error, "the dvfilter nic-1234-eth0-vmware-sfw.2 does not exist") || c.Collected {
+				t.Errorf("%s: %s, %q, collected %v; want failed with pktcap-uw's words", c.File, c.State, c.Error, c.Collected)
+			}
+		default:
+			if c.State != "stopped" || !c.Collected || c.Error != "" {
+				t.Errorf("%s: %s, %q, collected %v; want stopped and collected", c.File, c.State, c.Error, c.Collected)
+			}
+		}
+	}
+}
+
+func TestESXiToolFailsAgent(t *testing.T) { testESXiToolFails(t, "agent") }
+
+func TestESXiToolFailsSSH(t *testing.T) { testESXiToolFails(t, "ssh") }
