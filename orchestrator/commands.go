@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"time"
 
 	"github.com/casecap/casecap/agent"
+	"github.com/casecap/casecap/agent/capture"
 )
 
 // ErrDetached says casecap stopped waiting (second Ctrl-C): the captures
@@ -91,7 +93,25 @@ func (o *Orchestrator) Start(ctx context.Context) (*Manifest, error) {
 	// one round of the agents' status later.
 	time.Sleep(time.Until(t0) + 2*statusEvery)
 	o.poll(ctx)
-	return o.manifest("start"), o.failures()
+	return o.manifest("start"), errors.Join(o.failures(), o.captureFailures())
+}
+
+// captureFailures joins the errors of the captures that failed (a
+// pktcap-uw the host refused, a full disk...), host by host: the command
+// that sees them does not exit 0.
+func (o *Orchestrator) captureFailures() error {
+	var errs []error
+	for _, h := range o.live() {
+		if h.status == nil {
+			continue
+		}
+		for _, c := range h.status.Captures {
+			if c.State == capture.StateFailed {
+				errs = append(errs, fmt.Errorf("%s: %s: %s", h.name(), path.Base(c.File), c.Error))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // attach connects to every host and reads what an earlier start recorded
@@ -146,7 +166,7 @@ func (o *Orchestrator) Status(ctx context.Context) (*Manifest, error) {
 		}
 		return nil
 	})
-	return o.manifest("status"), o.failures()
+	return o.manifest("status"), errors.Join(o.failures(), o.captureFailures())
 }
 
 // Stop stops every capture together and waits for the agents to close

@@ -464,9 +464,23 @@ hosts:
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := newOrch(t, p, t.TempDir()).Run(context.Background(), nil)
+	out := t.TempDir()
+	// start returns with the failure, quickly: pktcap-uw said no at once.
+	m, err := newOrch(t, p, out).Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("start: %v, want the capture's failure", err)
+	}
+	for _, c := range m.Captures {
+		if strings.Contains(c.File, "dvfilter") != (c.State == "failed") {
+			t.Errorf("after start, %s is %s (%s)", c.File, c.State, c.Error)
+		}
+	}
+	if _, err := newOrch(t, p, out).Stop(context.Background()); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	m, err = newOrch(t, p, out).Collect(context.Background())
 	if err == nil {
-		t.Error("run: no error, with a capture that failed")
+		t.Error("collect: no error, with a capture that failed")
 	}
 	for _, c := range m.Captures {
 		switch {
