@@ -2,10 +2,12 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/casecap/casecap/esxi"
+	"github.com/casecap/casecap/hosts"
 	"github.com/casecap/casecap/plans"
 )
 
@@ -44,11 +46,7 @@ func (o *Orchestrator) inventory(ctx context.Context) {
 		}
 		inv := &esxi.Inventory{Host: h.name(), Version: *h.esxi, Ports: ports}
 		caps, pcs, err := resolveESXi(inv, h.plan.Captures, func(p esxi.Port) (string, error) {
-			out, err := h.conn.Run(ctx, esxi.TeamUplinkArgv(p.Switch, p.Num), nil)
-			if err != nil {
-				return "", fmt.Errorf("the team uplink of port %d (%s): %w; name the uplink in the plan instead", p.Num, p.Client, err)
-			}
-			return esxi.ParseTeamUplink(string(out))
+			return teamUplink(ctx, h.conn, p)
 		})
 		if err != nil {
 			return err
@@ -143,4 +141,60 @@ func sessionOf(c *plans.Capture) esxi.Capture {
 		pc.DVFilter = t.Name
 	}
 	return pc
+}
+
+// teamUplink finds the uplink a port's traffic leaves by: vsish's
+// teamUplink, or, for a VM's port where vsish cannot say, esxcli's "Team
+// Uplink" of that VM's ports.
+func teamUplink(ctx context.Context, conn hosts.Conn, p esxi.Port) (string, error) {
+	out, err := conn.Run(ctx, esxi.TeamUplinkArgv(p.Switch, p.Num), nil)
+	if err == nil {
+		var u string
+		if u, err = esxi.ParseTeamUplink(string(out)); err == nil {
+			return u, nil
+		}
+	}
+	if p.Type == esxi.TypeVNIC {
+		u, xerr := esxcliTeamUplink(ctx, conn, p)
+		if xerr == nil {
+			return u, nil
+		}
+		err = errors.Join(err, xerr)
+	}
+	return "", fmt.Errorf("the team uplink of port %d (%s): %w; name the uplink in the plan instead", p.Num, p.Client, err)
+}
+
+// esxcliTeamUplink asks esxcli for a VM port's team uplink: the VM's world
+// from `esxcli network vm list`, then its ports.
+func esxcliTeamUplink(ctx context.Context, conn hosts.Conn, p esxi.Port) (string, error) {
+	out, err := conn.Run(ctx, esxi.VMListArgv, nil)
+	if err != nil {
+		return "", err
+	}
+	vms, err := esxi.ParseVMList(string(out))
+	if err != nil {
+		return "", err
+	}
+	for _, vm := range vms {
+		if vm.Name != p.VM() {
+			continue
+		}
+		out, err := conn.Run(ctx, esxi.VMPortsArgv(vm.World), nil)
+		if err != nil {
+			return "", err
+		}
+		ports, err := esxi.ParseVMPorts(string(out))
+		if err != nil {
+			return "", err
+		}
+		for _, vp := range ports {
+			if vp.Port == p.Num {
+				if vp.TeamUplink == "" {
+					return "", fmt.Errorf("esxcli: port %d has no single active uplink (teamed over all, or none)", p.Num)
+				}
+				return esxi.ParseTeamUplink(vp.TeamUplink)
+			}
+		}
+	}
+	return "", fmt.Errorf("esxcli network vm list has no VM %q with port %d", p.VM(), p.Num)
 }

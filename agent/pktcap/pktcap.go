@@ -209,11 +209,15 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 			wait = min(wait, time.Duration(c.stopAt.Load()-now.UnixNano()))
 		}
 		timer := time.NewTimer(max(wait, time.Millisecond))
+		cancelled := ctx.Done()
+		if signalled {
+			cancelled = nil // heard already: wait for the exit, not spin
+		}
 		select {
 		case exitErr = <-exited:
 			gone = true
 		case <-c.wake:
-		case <-ctx.Done():
+		case <-cancelled:
 		case <-tick.C:
 		case <-timer.C:
 		}
