@@ -175,7 +175,7 @@ func testESXiRun(t *testing.T, mode string) {
 		}
 	}
 	for _, mh := range m.Hosts {
-		if mh.Mode != mode || mh.Kind != plans.KindESXi || !strings.HasPrefix(mh.OS, "VMware ESXi 8.0.2") {
+		if mh.Mode != mode || mh.Kind != plans.KindESXi || !strings.HasPrefix(mh.OS, "VMware ESXi 8.0.2") || (mode == "ssh") != strings.Contains(mh.Note, "execInstalledOnly") {
 			t.Errorf("host %s: mode %q kind %q os %q, want mode %s on ESXi 8.0.2", mh.Name, mh.Mode, mh.Kind, mh.OS, mode)
 		}
 	}

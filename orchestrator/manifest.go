@@ -37,6 +37,7 @@ type ManifestHost struct {
 	RTTNs         time.Duration `json:"rtt_ns"`
 	BeginLateNs   time.Duration `json:"begin_late_ns,omitempty"`
 	Reachable     bool          `json:"reachable"`
+	Note          string        `json:"note,omitempty"` // what the reader of the figures should know
 	Phase         string        `json:"failed_phase,omitempty"`
 	Error         string        `json:"error,omitempty"`
 }
@@ -70,6 +71,9 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 			ClockOffsetNs: h.offset, RTTNs: h.rtt, Reachable: h.conn != nil && h.status != nil}
 		if r := h.record; r != nil {
 			mh.Mode = h.mode
+			if h.mode == modeSSH {
+				mh.Note = "the host refused to run the agent (execInstalledOnly): casecap drove pktcap-uw with shell commands; the host's clock was not measured (clock_offset_ns 0)"
+			}
 			mh.OS, mh.Arch, mh.Kind = r.OS, r.Arch, r.Kind
 			mh.ClockOffsetNs, mh.RTTNs = r.ClockOffset, r.RTT
 		}
