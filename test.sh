@@ -17,6 +17,7 @@ command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v tshark >/dev/null 2>&1 || need="$need tshark"
 command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
+command -v busybox >/dev/null 2>&1 || need="$need busybox" # the lab's ESXi hosts' shell
 if [ -n "$need" ]; then
 	if [ "$(id -u)" -eq 0 ]; then
 		echo "== installing:$need"

@@ -67,6 +67,12 @@ const (
 // vmNames are the VMs of lab ESXi host i: one plain name, one with a space.
 func vmNames(i int) []string { return []string{fmt.Sprintf("app%02d", i), fmt.Sprintf("web %02d", i)} }
 
+// busyboxApplets are the commands an ESXi host's BusyBox answers for, of
+// those casecap's shell commands use (uname, vmware and the capture tools
+// are the simulator's).
+var busyboxApplets = []string{"sh", "ash", "[", "test", "cat", "cut", "date", "df", "echo", "grep", "head", "hostname",
+	"id", "kill", "ls", "mkdir", "mv", "printf", "rm", "sed", "awk", "sha256sum", "sleep", "tail", "touch", "tr", "wc"}
+
 // esxiSetup fills in an ESXi host: its VMs, its inventory and tools in
 // bin/ (mounted on /usr/local/bin), and what its init must build.
 func (l *Lab) esxiSetup(h *Host, i int, exe string, cfg *hostConfig, noexec bool) error {
@@ -77,6 +83,17 @@ func (l *Lab) esxiSetup(h *Host, i int, exe string, cfg *hostConfig, noexec bool
 	for _, tool := range esxisim.Tools {
 		if err := os.Symlink(exe, filepath.Join(bin, tool)); err != nil {
 			return err
+		}
+	}
+	// ESXi's shell and userland are BusyBox: where this machine has it, the
+	// lab's ESXi hosts get it ahead of the system's on their PATH (ash as
+	// sh, its date, sleep, sed, df...), so that casecap's shell commands
+	// meet there what they meet on ESXi.
+	if bb, err := exec.LookPath("busybox"); err == nil {
+		for _, applet := range busyboxApplets {
+			if err := os.Symlink(bb, filepath.Join(bin, applet)); err != nil {
+				return err
+			}
 		}
 	}
 	machine := map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime.GOARCH]

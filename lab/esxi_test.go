@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -53,6 +54,14 @@ func TestESXiTools(t *testing.T) {
 	}
 	if out, err := run(dialHost(t, l, l.Hosts[1]), "uname -s; command -v pktcap-uw || echo none"); out != "Linux\nnone" {
 		t.Errorf("a Linux lab host has ESXi tools: %q %v", out, err)
+	}
+	// Its shell is BusyBox's ash, as on ESXi, wherever this machine has
+	// BusyBox (test.sh installs it; CI requires it).
+	out, _ = run(c, `sh -c 'readlink /proc/$$/exe; true'`)
+	if _, err := exec.LookPath("busybox"); err == nil || os.Getenv("CI") == "true" {
+		if !strings.HasSuffix(out, "/busybox") {
+			t.Errorf("sh on an ESXi host is %q, want BusyBox", out)
+		}
 	}
 	out, _ = run(c, "vmware -v")
 	if v, err := esxi.ParseVersion(out); err != nil || !v.RawFilters() {

@@ -24,7 +24,12 @@ job=job.sh
 [ "$mode" = hold ] && job=job.sh.new
 . "$state/$job" || exit 1
 
-now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+# now is the time in RFC 3339, to the nanosecond where date knows %N.
+now() {
+	d=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
+	case $d in *N* | *.Z) d=$(date -u +%Y-%m-%dT%H:%M:%SZ) ;; esac
+	printf '%s\n' "$d"
+}
 # get prints the value of the variable named $1.
 get() { eval "printf '%s' \"\${$1-}\""; }
 # jstr prints $1 as the inside of a JSON string.
@@ -130,6 +135,7 @@ finish() {
 
 hold() {
 	command -v pktcap-uw >/dev/null 2>&1 || fail "no pktcap-uw on this host's PATH"
+	[ "$(id -u)" = 0 ] || fail "capturing needs root; casecap runs as uid $(id -u) there (set ssh.user: root)"
 	if [ -f "$state/agent.pid" ] && kill -0 "$(cat "$state/agent.pid")" 2>/dev/null; then
 		fail "casecap already captures this case here (pid $(cat "$state/agent.pid")); stop it first"
 	fi
