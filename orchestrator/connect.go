@@ -2,7 +2,9 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,10 +85,21 @@ func (o *Orchestrator) connect(ctx context.Context) {
 	o.each(ctx, "connect", func(ctx context.Context, h *hostRun) error {
 		c, err := o.dial(ctx, h.plan)
 		if err != nil {
-			return err
+			return unreachable(err)
 		}
 		h.conn = c
 		o.disp.HostPhase(h.name(), "connected")
 		return nil
 	})
+}
+
+// unreachable marks a failure to reach a host at all (no answer, refused,
+// no route), as against one that answered and said no (a host key, a
+// password). Captures already running there go on by themselves.
+func unreachable(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return fmt.Errorf("unreachable: %w", err)
+	}
+	return err
 }
