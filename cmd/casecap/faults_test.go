@@ -296,3 +296,85 @@ func fileSHA256(path string) (string, int64, error) {
 	s := sha256.Sum256(raw)
 	return hex.EncodeToString(s[:]), int64(len(raw)), nil
 }
+
+// waitCapturing waits until every lab host's agent of a case captures.
+func waitCapturing(t *testing.T, l *lab.Lab, caseID string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n := 0
+		for _, h := range l.Hosts {
+			if st, err := agentStatus(l, caseID, h); err == nil && len(st.Captures) > 0 && st.Captures[0].State == "capturing" {
+				n++
+			}
+		}
+		if n == len(l.Hosts) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("case %s: %d of %d hosts capture", caseID, n, len(l.Hosts))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCtrlC: the first Ctrl-C stops every capture together and still
+// collects (exit 0); a second one stops waiting, says how to collect, and
+// that collect later gets every file.
+func TestCtrlC(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 24, Interval: time.Millisecond})
+	work := t.TempDir()
+	for _, presses := range []int{1, 2} {
+		caseID := fmt.Sprintf("CTRLC%d", presses)
+		plan := labPlanFile(t, l, caseID, 3*time.Second)
+		if presses == 1 {
+			plan = labPlanFile(t, l, caseID, 10*time.Minute)
+		}
+		cmd := exec.Command(casecapBinary(t), "run", "--json", plan)
+		cmd.Dir = work
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitCapturing(t, l, caseID)
+		for i := range presses {
+			if i > 0 {
+				time.Sleep(20 * time.Millisecond)
+			}
+			cmd.Process.Signal(os.Interrupt)
+		}
+		err := cmd.Wait()
+		var m orchestrator.Manifest
+		json.Unmarshal([]byte(stdout.String()), &m)
+		if presses == 1 {
+			if err != nil {
+				t.Fatalf("one Ctrl-C: %v\n%s", err, stderr.String())
+			}
+			for _, c := range m.Captures {
+				if c.StopReason != "stop-request" {
+					t.Errorf("%s stopped by %q, want stop-request", c.File, c.StopReason)
+				}
+			}
+			checkCollected(t, filepath.Join(work, "Case_"+caseID), &m)
+			continue
+		}
+		want := "collect them later with: casecap collect " + plan
+		if err == nil || !strings.Contains(stderr.String(), want) {
+			t.Fatalf("two Ctrl-C: %v, stderr lacks %q:\n%s", err, want, stderr.String())
+		}
+		time.Sleep(4 * time.Second) // the captures end on their own
+		out, errOut, code := casecap(t, work, "collect", "--json", plan)
+		if code != 0 {
+			t.Fatalf("collect after two Ctrl-C: exit %d\n%s", code, errOut)
+		}
+		if err := json.Unmarshal([]byte(out), &m); err != nil || len(m.Captures) != 2 {
+			t.Fatalf("collect: %v, %d captures", err, len(m.Captures))
+		}
+		checkCollected(t, filepath.Join(work, "Case_"+caseID), &m)
+	}
+}
