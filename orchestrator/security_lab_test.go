@@ -1,0 +1,143 @@
+//go:build linux
+
+package orchestrator_test
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/casecap/casecap/lab"
+	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/orchestrator"
+	"github.com/casecap/casecap/plans"
+)
+
+// canaries lists the regular files named CANARY... (or C, for fields too
+// short for more) under the given roots: each is an injected command that
+// ran.
+func canaries(roots ...string) []string {
+	var found []string
+	for _, root := range roots {
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() && (strings.HasPrefix(d.Name(), "CANARY") || d.Name() == "C") {
+				found = append(found, p)
+			}
+			return nil
+		})
+	}
+	return found
+}
+
+// TestShellMetacharactersAreInert: every plan field that reaches a host and
+// takes free text (the datastore path, a filter's raw expr, an interface
+// name) holds `;`, `$(...)`, backticks and both quotes, each trying to
+// create a CANARY file. They reach the hosts as data: through the
+// preflight probe, mkdir, SFTP, the agent's job, tcpdump's argv, and on an
+// ESXi host in ssh mode the shell job and the script. No canary appears;
+// the captures that can run, run. Newlines are refused by the plan itself.
+func TestShellMetacharactersAreInert(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 3, ESXi: 1, ESXiNoExec: true})
+	esx, lin, odd := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	payload := func(tag string) string {
+		c := filepath.Join(l.Datastore, "CANARY-"+tag)
+		return fmt.Sprintf(`x';touch %s1;'"$(touch %s2)"`+"`touch %s3`"+`;touch %s4 #`, c, c, c, c)
+	}
+	dsLinux := filepath.Join(l.Datastore, "ds "+payload("ds"))
+	dsESXi := filepath.Join(lab.ESXiDatastore, "esx "+payload("esx"))
+	// An ESXi datastore exists before casecap comes (it never creates one).
+	if err := os.MkdirAll(filepath.Join(l.Datastore, strings.TrimPrefix(dsESXi, lab.ESXiDatastore)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	expr := "udp port 9999 and " + payload("expr")
+	const oddIface = "`touch${IFS}C`" // an interface name is at most 15 characters
+	plan := fmt.Sprintf(`case: INERT
+duration: 2s
+ssh: { user: root, identity_file: %q, known_hosts: %q }
+hosts:
+  - name: %s
+    kind: esxi
+    address: %s
+    datastore: %q
+    captures:
+      - switchport: %d
+        filter: { udpport: 9999 }
+  - name: %s
+    kind: linux
+    address: %s
+    datastore: %q
+    captures:
+      - interface: eth0
+        filter: { expr: %q }
+  - name: %s
+    kind: linux
+    address: %s
+    datastore: %q
+    captures:
+      - interface: %q
+`, l.ClientKey, l.KnownHosts, esx.Name, esx.Addr, dsESXi, esx.VMs[0].Switchport, lin.Name, lin.Addr, dsLinux, expr, odd.Name, odd.Addr, dsLinux, oddIface)
+	file := filepath.Join(t.TempDir(), "plan.yaml")
+	os.WriteFile(file, []byte(plan), 0o600)
+	p, err := plans.Load(file)
+	if err != nil {
+		t.Fatalf("the plan: %v", err)
+	}
+	if p.Hosts[0].Datastore != dsESXi || p.Hosts[1].Captures[0].Filter.Expr != expr {
+		t.Fatalf("the plan did not keep the payloads as they are: %q %q", p.Hosts[0].Datastore, p.Hosts[1].Captures[0].Filter.Expr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go vmTraffic(ctx, t, l)
+	out := t.TempDir()
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", AllowPartial: true})
+	m, err := o.Run(context.Background(), nil)
+	if err == nil {
+		t.Error("run: no error, though two hosts cannot capture what they were given")
+	}
+	if found := canaries(l.Datastore, "/root", out, "/tmp"); len(found) > 0 {
+		t.Fatalf("injected commands ran: %v", found)
+	}
+	// What could run, ran, with the payload datastore as its home.
+	for _, h := range m.Hosts {
+		switch h.Name {
+		case esx.Name:
+			if h.Error != "" || h.Mode != "ssh" {
+				t.Errorf("%s: %q (mode %s), want a clean ssh-mode run", h.Name, h.Error, h.Mode)
+			}
+		case lin.Name:
+			if h.Phase != "arm" || !strings.Contains(h.Error, "tcpdump") {
+				t.Errorf("%s: failed %q: %s; want tcpdump refusing the expr at arm", h.Name, h.Phase, h.Error)
+			}
+		case odd.Name:
+			if h.Phase != "check" || !strings.Contains(h.Error, fmt.Sprintf("no interface %q", oddIface)) {
+				t.Errorf("%s: failed %q: %s; want the interface named as it is", h.Name, h.Phase, h.Error)
+			}
+		}
+	}
+	for _, c := range m.Captures {
+		if c.Host == esx.Name && (!c.Collected || c.Packets == 0) {
+			t.Errorf("%s: collected %v with %d packets", c.File, c.Collected, c.Packets)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(l.Datastore, strings.TrimPrefix(dsESXi, lab.ESXiDatastore), "Case_INERT")); err != nil {
+		t.Errorf("the ESXi host's case folder is not under the datastore as written: %v", err)
+	}
+
+	// A newline never gets that far: the plan refuses it.
+	for _, bad := range []string{
+		"case: NL\ndatastore: \"/srv/ds\\n;touch /CANARY\"\nhosts: [ { name: h, kind: linux, address: 198.18.0.99, captures: [ { interface: eth0 } ] } ]\n",
+		"case: NL\ndatastore: /srv/ds\nhosts: [ { name: h, kind: linux, address: 198.18.0.99, captures: [ { interface: eth0, filter: { expr: \"udp\\n;touch /CANARY\" } } ] } ]\n",
+		"case: NL\ndatastore: /srv/ds\nhosts: [ { name: h, kind: esxi, address: 198.18.0.99, captures: [ { vm: \"a\\nb\" } ] } ]\n",
+	} {
+		if _, err := plans.Parse("nl.yaml", []byte(bad)); err == nil {
+			t.Errorf("a newline was accepted:\n%s", bad)
+		}
+	}
+	_ = time.Second
+}
