@@ -4,6 +4,7 @@ package orchestrator_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/lab"
+	"github.com/casecap/casecap/lab/esxisim"
 	"github.com/casecap/casecap/lab/labtest"
 	"github.com/casecap/casecap/orchestrator"
 	"github.com/casecap/casecap/plans"
@@ -140,4 +142,114 @@ hosts:
 		}
 	}
 	_ = time.Second
+}
+
+// TestHostileNames: names that come from hosts never place a file outside
+// the case folder. A status.json listing a file with "../" in it is
+// ignored; a run record naming captures casecap would not is refused; a
+// VM whose name climbs directories is captured under a file-safe name; a
+// team uplink that is a path is refused. Nothing appears outside the case
+// folder.
+func TestHostileNames(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 2, ESXi: 1})
+	esx, lin := l.Hosts[0], l.Hosts[1]
+	top := t.TempDir()
+	out := filepath.Join(top, "out")
+	outside := func() []string {
+		var found []string
+		filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && !strings.HasPrefix(p, filepath.Join(out, "Case_")) {
+				found = append(found, p)
+			}
+			return nil
+		})
+		for _, p := range []string{"/tmp/casecap-evil.pcapng", "/tmp/evil.pcapng"} {
+			if _, err := os.Stat(p); err == nil {
+				found = append(found, p)
+			}
+		}
+		return found
+	}
+
+	// A Linux host's state, rewritten by a hostile host after its run.
+	p := withConnectTimeout(t, labPlan(t, &lab.Lab{Datastore: l.Datastore, ClientKey: l.ClientKey, KnownHosts: l.KnownHosts, Hosts: []*lab.Host{lin}}, "HOSTILE", time.Second, "      - interface: eth0\n"), 5*time.Second)
+	if _, err := newOrch(t, p, out).Run(context.Background(), nil); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	state := filepath.Join(l.Datastore, ".casecap", "cases", "HOSTILE", lin.Name)
+	statusRaw, _ := os.ReadFile(filepath.Join(state, "status.json"))
+	evil := `{"name":"evil","file":"/x/../../../../tmp/casecap-evil.pcapng","state":"stopped","size":4,"sha256":"88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589"}`
+	os.WriteFile(filepath.Join(l.Datastore, "evil.pcapng"), []byte("abcd"), 0o644)
+	tampered := strings.Replace(string(statusRaw), `"captures": [`, `"captures": [`+evil+",", 1)
+	if tampered == string(statusRaw) {
+		t.Fatalf("status.json has no captures list: %s", statusRaw)
+	}
+	os.WriteFile(filepath.Join(state, "status.json"), []byte(tampered), 0o640)
+	os.RemoveAll(out)
+	_, err := newOrch(t, p, out).Collect(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not in the plan; ignored") {
+		t.Errorf("collect with a hostile status: %v, want the stranger ignored", err)
+	}
+	if f := outside(); len(f) > 0 {
+		t.Errorf("files outside the case folder: %v", f)
+	}
+	recordRaw, _ := os.ReadFile(filepath.Join(state, "run.json"))
+	hostileRecord := strings.Replace(string(recordRaw), `"file":"`+lin.Name+`.eth0.RxTx.pcapng"`, `"file":"../../evil.pcapng"`, 1)
+	if hostileRecord == string(recordRaw) {
+		t.Fatalf("run.json names no capture file: %s", recordRaw)
+	}
+	os.WriteFile(filepath.Join(state, "run.json"), []byte(hostileRecord), 0o640)
+	if _, err := newOrch(t, p, out).Collect(context.Background()); err == nil || !strings.Contains(err.Error(), "casecap would not") {
+		t.Errorf("collect with a hostile record: %v, want a refusal", err)
+	}
+	if f := outside(); len(f) > 0 {
+		t.Errorf("files outside the case folder: %v", f)
+	}
+
+	// An ESXi host whose VM names and uplinks are paths.
+	invFile := filepath.Join(esx.Dir, "bin", ".esxi.json")
+	raw, err := os.ReadFile(invFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inv esxisim.Inventory
+	if err := json.Unmarshal(raw, &inv); err != nil {
+		t.Fatal(err)
+	}
+	const hostileVM = "../../../../tmp/evil"
+	for i := range inv.Ports {
+		switch inv.Ports[i].Num {
+		case esx.VMs[0].Switchport:
+			inv.Ports[i].Client = hostileVM + ".eth0"
+		case esx.VMs[1].Switchport:
+			inv.Ports[i].TeamUplink = "../../../tmp/x"
+		}
+	}
+	if err := esxisim.WriteInventory(invFile, &inv); err != nil {
+		t.Fatal(err)
+	}
+	esxPlan := func(caseID, captures string) *plans.Plan {
+		text := fmt.Sprintf("case: %s\ndatastore: %s\nduration: 1s\nssh: { user: root, identity_file: %s, known_hosts: %s }\nhosts:\n  - name: %s\n    kind: esxi\n    address: %s\n    captures:\n%s",
+			caseID, lab.ESXiDatastore, l.ClientKey, l.KnownHosts, esx.Name, esx.Addr, captures)
+		p, err := plans.Parse("hostile.yaml", []byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	m, err := newOrch(t, esxPlan("HOSTILE-VM", fmt.Sprintf("      - vm: %q\n", hostileVM)), out).Run(context.Background(), nil)
+	if err != nil {
+		t.Fatalf("run on the VM named %q: %v", hostileVM, err)
+	}
+	if c := m.Captures[0]; c.File != esx.Name+".tmp_evil.eth0.VnicTxRx.pcapng" || !c.Collected {
+		t.Errorf("the VM named %q: file %q, collected %v", hostileVM, c.File, c.Collected)
+	}
+	_, err = newOrch(t, esxPlan("HOSTILE-UPLINK", fmt.Sprintf("      - vm: %q\n        uplink: auto\n", esx.VMs[1].Name)), out).Run(context.Background(), nil)
+	if err == nil || !strings.Contains(err.Error(), "no active uplink") {
+		t.Errorf("a team uplink that is a path: %v, want it refused", err)
+	}
+	if f := outside(); len(f) > 0 {
+		t.Errorf("files outside the case folder: %v", f)
+	}
 }
