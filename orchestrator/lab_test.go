@@ -14,7 +14,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -343,7 +345,8 @@ func TestInterrupts(t *testing.T) {
 
 // TestPasswordFromEnvironment: hosts that take a password get it from the
 // environment variable the plan names; the password appears in no file
-// casecap writes, here or on the datastore.
+// casecap writes (here or on the datastore), not in its log or manifest,
+// and in no process's arguments or environment, here or on the hosts.
 func TestPasswordFromEnvironment(t *testing.T) {
 	labtest.Require(t)
 	const secret = "s3cret-Pa55w0rd!"
@@ -369,9 +372,52 @@ func TestPasswordFromEnvironment(t *testing.T) {
 	}
 	t.Setenv("CASECAP_TEST_PASSWORD", secret)
 	out := t.TempDir()
-	m, err := newOrch(t, write("CASECAP_TEST_PASSWORD"), out).Run(context.Background(), nil)
+	// While it runs, no process on this machine or any lab host has the
+	// password in its arguments, nor (but this test, which set it) in its
+	// environment.
+	var logs strings.Builder
+	var logMu sync.Mutex
+	done := make(chan struct{})
+	leaks := make(chan string, 100)
+	go func() {
+		for {
+			select {
+			case <-done:
+				close(leaks)
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			files, _ := filepath.Glob("/proc/[0-9]*")
+			for _, f := range files {
+				if filepath.Base(f) == strconv.Itoa(os.Getpid()) {
+					continue
+				}
+				for _, what := range []string{"cmdline", "environ"} {
+					if b, err := os.ReadFile(filepath.Join(f, what)); err == nil && strings.Contains(string(b), secret) {
+						select {
+						case leaks <- f + "/" + what:
+						default:
+						}
+					}
+				}
+			}
+		}
+	}()
+	o := orchestrator.New(orchestrator.Options{Plan: write("CASECAP_TEST_PASSWORD"), OutDir: out, AgentBinary: agentBinary(t), Version: "test",
+		Log: slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	m, err := o.Run(context.Background(), nil)
+	close(done)
+	for leak := range leaks {
+		t.Errorf("the password is in %s", leak)
+	}
 	if err != nil {
 		t.Fatalf("run with a password: %v", err)
+	}
+	if b, _ := json.Marshal(m); strings.Contains(string(b), secret) || strings.Contains(logs.String(), secret) {
+		t.Error("the password is in the manifest or the log")
+	}
+	if !strings.Contains(logs.String(), "phase done") {
+		t.Error("the debug log is empty: the check above proves nothing")
 	}
 	for _, c := range m.Captures {
 		if !c.Collected {
@@ -390,4 +436,16 @@ func TestPasswordFromEnvironment(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// lockedWriter serialises writes to a builder shared with a reader.
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
 }
