@@ -70,7 +70,7 @@ func vmNames(i int) []string { return []string{fmt.Sprintf("app%02d", i), fmt.Sp
 // busyboxApplets are the commands an ESXi host's BusyBox answers for, of
 // those casecap's shell commands use (uname, vmware and the capture tools
 // are the simulator's).
-var busyboxApplets = []string{"sh", "ash", "[", "test", "cat", "cut", "date", "df", "echo", "grep", "head", "hostname",
+var busyboxApplets = []string{"sh", "ash", "[", "test", "cat", "chmod", "cut", "date", "df", "echo", "grep", "head", "hostname",
 	"id", "kill", "ls", "mkdir", "mv", "printf", "rm", "sed", "awk", "sha256sum", "sleep", "tail", "touch", "tr", "wc"}
 
 // esxiSetup fills in an ESXi host: its VMs, its inventory and tools in

@@ -4,11 +4,14 @@ package orchestrator_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -253,3 +256,98 @@ func TestHostileNames(t *testing.T) {
 		t.Errorf("files outside the case folder: %v", f)
 	}
 }
+
+// TestAgentVerifiedByHash: a file at the agent's path that is not the
+// agent (here, a script that would leave a CANARY) never runs: on a shared
+// datastore the first host checks the sha256 and uploads the real one; on
+// storage of a host's own, check verifies the sha256 before it executes
+// anything and uploads again on a mismatch. The agent and casecap's state
+// are private (0700/0600), capture files and case folders are not world
+// readable (0640/0750), here and on the hosts.
+func TestAgentVerifiedByHash(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	bin := agentBinary(t)
+	blob, err := bin("amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sumOf := func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+	agentName := fmt.Sprintf("casecap-agent-%s-linux-%s", sumOf(blob)[:16], goarch())
+	canary := filepath.Join(l.Datastore, "CANARY-agent")
+	impostor := []byte("#!/bin/sh\ntouch " + canary + "\n")
+	// Same size as the agent, so that nothing but its hash gives it away.
+	impostor = append(impostor, make([]byte, len(blob)-len(impostor))...)
+
+	// Shared datastore: the impostor sits where the agent would be.
+	shared := filepath.Join(l.Datastore, ".casecap", "agent")
+	os.MkdirAll(shared, 0o700)
+	os.WriteFile(filepath.Join(shared, agentName), impostor, 0o700)
+	p := labPlan(t, l, "HASH1", time.Second, "      - interface: eth0\n")
+	out := t.TempDir()
+	if _, err := newOrch(t, p, out).Run(context.Background(), nil); err != nil {
+		t.Fatalf("run over an impostor on the shared datastore: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(shared, agentName)); sumOf(got) != sumOf(blob) {
+		t.Error("the impostor is still at the agent's path")
+	}
+
+	// A datastore of each host's own (a tmpfs at the same path in each):
+	// the second host's copy is an impostor, found by check.
+	for _, h := range l.Hosts {
+		if out, err := h.Command(context.Background(), "sh", "-c", "mkdir -p /srv/own && mount -t tmpfs -o size=96m casecap-own /srv/own").CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v %s", h.Name, err, out)
+		}
+		t.Cleanup(func() { h.Command(context.Background(), "umount", "/srv/own").Run() })
+	}
+	write := l.Hosts[1].Command(context.Background(), "sh", "-c", "mkdir -p -m 700 /srv/own/.casecap/agent && cat > /srv/own/.casecap/agent/"+agentName+" && chmod 700 /srv/own/.casecap/agent/"+agentName)
+	write.Stdin = strings.NewReader(string(impostor))
+	if out, err := write.CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	for _, h := range p.Hosts {
+		h.Datastore = "/srv/own"
+	}
+	p.Case = "HASH2"
+	m, err := newOrch(t, p, out).Run(context.Background(), nil)
+	if err != nil {
+		t.Fatalf("run over an impostor on a host's own datastore: %v", err)
+	}
+	if found := canaries(l.Datastore, "/root", "/tmp"); len(found) > 0 {
+		t.Fatalf("the impostor ran: %v", found)
+	}
+	for _, h := range l.Hosts {
+		got, _ := h.Command(context.Background(), "sha256sum", "/srv/own/.casecap/agent/"+agentName).Output()
+		if !strings.HasPrefix(string(got), sumOf(blob)) {
+			t.Errorf("%s: the agent on its own datastore is %s", h.Name, got)
+		}
+	}
+
+	// Modes: remote (on the shared datastore, from run 1) and local.
+	mode := func(p string) os.FileMode {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		return st.Mode().Perm()
+	}
+	h := l.Hosts[0]
+	for p, want := range map[string]os.FileMode{
+		shared:                           0o700,
+		filepath.Join(shared, agentName): 0o700,
+		filepath.Join(l.Datastore, ".casecap", "cases", "HASH1", h.Name):             0o700,
+		filepath.Join(l.Datastore, ".casecap", "cases", "HASH1", h.Name, "job.json"): 0o600,
+		filepath.Join(l.Datastore, "Case_HASH1"):                                     0o750,
+		filepath.Join(l.Datastore, "Case_HASH1", h.Name+".eth0.RxTx.pcapng"):         0o640,
+		filepath.Join(out, "Case_HASH2"):                                             0o750,
+		filepath.Join(out, "Case_HASH2", "manifest.json"):                            0o640,
+		filepath.Join(out, "Case_HASH2", m.Captures[0].File):                         0o640,
+	} {
+		if got := mode(p); got != want {
+			t.Errorf("%s: mode %o, want %o", p, got, want)
+		}
+	}
+}
+
+func goarch() string { return runtime.GOARCH }

@@ -109,7 +109,10 @@ finish() {
 		dr=${last#* }
 	fi
 	sum=""
-	[ -f "$f" ] && sum=$(sha256sum "$f" | cut -d ' ' -f 1)
+	if [ -f "$f" ]; then
+		chmod 640 "$f" # pktcap-uw makes it world-readable; it holds traffic
+		sum=$(sha256sum "$f" | cut -d ' ' -f 1)
+	fi
 	s=$(get "SIG$1")
 	reason=$(get "REASON$1")
 	err=""

@@ -235,6 +235,8 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 	}
 	stoppedAt := time.Now()
 	f.finish()
+	// pktcap-uw creates its file world-readable; a capture holds traffic.
+	_ = os.Chmod(c.spec.File, 0o640)
 
 	reason = capture.StopWindowEnd
 	if r, ok := c.stopReason.Load().(capture.StopReason); ok {
