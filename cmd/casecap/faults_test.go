@@ -378,3 +378,60 @@ func TestCtrlC(t *testing.T) {
 		checkCollected(t, filepath.Join(work, "Case_"+caseID), &m)
 	}
 }
+
+// TestHostKeysRefused: with an empty known_hosts, casecap refuses every
+// host, showing its key's fingerprint and the flag that would record it;
+// with a host's key changed, it refuses even with that flag. Either way
+// it goes no further: nothing reaches the datastore, known_hosts is
+// unchanged, no capture runs.
+func TestHostKeysRefused(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	work := t.TempDir()
+	plan := labPlanFile(t, l, "KEYS", time.Second)
+	raw, _ := os.ReadFile(plan)
+	empty := filepath.Join(t.TempDir(), "known_hosts")
+	os.WriteFile(empty, nil, 0o600)
+	os.WriteFile(plan, []byte(strings.Replace(string(raw), l.KnownHosts, empty, 1)), 0o600)
+
+	untouched := func(what string) {
+		t.Helper()
+		if entries, _ := os.ReadDir(l.Datastore); len(entries) > 0 {
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			t.Errorf("%s: the datastore holds %v", what, names)
+		}
+	}
+	out, stderr, code := casecap(t, work, "run", plan)
+	if code != 1 || !strings.Contains(out+stderr, "SHA256:") || !strings.Contains(out+stderr, "--accept-new-host-keys") {
+		t.Errorf("unknown host keys: exit %d, want 1 with the fingerprint and the flag:\n%s\n%s", code, out, stderr)
+	}
+	if b, _ := os.ReadFile(empty); len(b) > 0 {
+		t.Errorf("a refused key was recorded: %s", b)
+	}
+	untouched("unknown keys")
+
+	// h01's entry holds h02's key: a changed key, refused even with the flag.
+	known, _ := os.ReadFile(l.KnownHosts)
+	var lines []string
+	for _, line := range strings.Split(strings.TrimSpace(string(known)), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == l.Hosts[1].Addr.String() {
+			lines = append(lines, l.Hosts[0].Addr.String()+" "+strings.Join(f[1:], " "), line)
+		}
+	}
+	changed := filepath.Join(t.TempDir(), "known_hosts")
+	os.WriteFile(changed, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	os.WriteFile(plan, []byte(strings.Replace(string(raw), l.KnownHosts, changed, 1)), 0o600)
+	before, _ := os.ReadFile(changed)
+	out, stderr, code = casecap(t, work, "run", "--accept-new-host-keys", plan)
+	if code != 1 || !strings.Contains(out+stderr, "HAS CHANGED") || !strings.Contains(out+stderr, l.Hosts[0].Name) {
+		t.Errorf("changed host key: exit %d, want 1 naming %s:\n%s\n%s", code, l.Hosts[0].Name, out, stderr)
+	}
+	if after, _ := os.ReadFile(changed); string(after) != string(before) {
+		t.Errorf("known_hosts changed:\n%s", after)
+	}
+	untouched("a changed key")
+}
