@@ -5,6 +5,7 @@ package bench
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,8 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -337,6 +340,97 @@ func BenchmarkCollect(b *testing.B) {
 		b.ReportMetric(got["parallel-slurp"].Seconds(), "parallel-slurp-s")
 		b.ReportMetric(got["casecap"].Seconds(), "casecap-s")
 		b.ReportMetric(rate(int64(n)*small, got["casecap"]), "casecap-MiB/s")
+		b.ReportMetric(0, "ns/op")
+	})
+}
+
+// BenchmarkHundredHosts runs the built casecap (`casecap run PLAN`, the
+// embedded agent, a 3 s window) on 100 lab hosts end to end, and reports
+// its total time and peak RSS, beside parallel-ssh starting and stopping
+// tcpdump on the same hosts (no copy back), timed and measured the same way.
+func BenchmarkHundredHosts(b *testing.B) {
+	labtest.Require(b)
+	if _, err := exec.LookPath("parallel-ssh"); err != nil {
+		b.Fatal("parallel-ssh is not installed (apt-get install pssh)")
+	}
+	n := 100
+	if v, err := strconv.Atoi(os.Getenv("CASECAP_BENCH_LOAD_HOSTS")); err == nil && v > 0 {
+		n = v
+	}
+	l := labtest.Start(b, n)
+	bin := filepath.Join(b.TempDir(), "casecap")
+	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "../cmd/casecap").CombinedOutput(); err != nil {
+		b.Fatalf("go build (run go generate ./agent/dist first): %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 12, Interval: time.Millisecond})
+	const window = 3 * time.Second
+	peakRSS := func(c *exec.Cmd) float64 {
+		return float64(c.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024 // KiB -> MiB
+	}
+
+	b.Run("casecap", func(b *testing.B) {
+		benchRuns++
+		p := planFor(b, l, fmt.Sprintf("LOAD-%d", benchRuns), window)
+		file := filepath.Join(b.TempDir(), "plan.yaml")
+		// planFor parsed it; write the same plan for the binary.
+		var sb strings.Builder
+		fmt.Fprintf(&sb, "case: %s\ndatastore: %s\nduration: %s\nssh: { user: root, identity_file: %s, known_hosts: %s }\nhosts:\n", p.Case, l.Datastore, window, l.ClientKey, l.KnownHosts)
+		for _, h := range l.Hosts {
+			fmt.Fprintf(&sb, "  - { name: %s, kind: linux, address: %s, captures: [ { interface: eth0, filter: { udpport: 9999 } } ] }\n", h.Name, h.Addr)
+		}
+		os.WriteFile(file, []byte(sb.String()), 0o600)
+		cmd := exec.Command(bin, "run", "--json", "--out", b.TempDir(), file)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("casecap run on %d hosts: %v\n%s", n, err, stderr.String())
+		}
+		took := time.Since(start)
+		var m orchestrator.Manifest
+		if err := json.Unmarshal([]byte(stdout.String()), &m); err != nil {
+			b.Fatal(err)
+		}
+		collected := 0
+		for _, c := range m.Captures {
+			if c.Collected && c.Packets > 0 {
+				collected++
+			}
+		}
+		if collected != n || len(m.Errors) > 0 {
+			b.Fatalf("%d of %d files collected; errors: %v", collected, n, m.Errors)
+		}
+		b.ReportMetric(took.Seconds(), "total-s")
+		b.ReportMetric(peakRSS(cmd), "peak-rss-MiB")
+		b.ReportMetric(0, "ns/op")
+	})
+
+	b.Run("parallel-ssh+tcpdump", func(b *testing.B) {
+		hostsFile := filepath.Join(l.Dir, "pssh-hosts")
+		var lines []string
+		for _, h := range l.Hosts {
+			lines = append(lines, h.Addr.String())
+		}
+		os.WriteFile(hostsFile, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+		benchRuns++
+		dir := filepath.Join(l.Datastore, fmt.Sprintf("peer-%d", benchRuns))
+		os.MkdirAll(dir, 0o755)
+		run := func(cmdline string) *exec.Cmd {
+			c := exec.Command("parallel-ssh", "-h", hostsFile, "-l", "root", "-p", strconv.Itoa(n), "-t", "60",
+				"-O", "IdentityFile="+l.ClientKey, "-O", "UserKnownHostsFile="+l.KnownHosts, "-O", "StrictHostKeyChecking=yes", "-O", "BatchMode=yes", cmdline)
+			if out, err := c.CombinedOutput(); err != nil {
+				b.Fatalf("parallel-ssh: %v\n%s", err, out)
+			}
+			return c
+		}
+		start := time.Now()
+		c1 := run(fmt.Sprintf("nohup tcpdump -i eth0 -n -w %s/$(hostname).pcap udp port 9999 >/dev/null 2>&1 & echo $! > %s/$(hostname).pid", dir, dir))
+		time.Sleep(window)
+		c2 := run(fmt.Sprintf("kill $(cat %s/$(hostname).pid); while kill -0 $(cat %s/$(hostname).pid) 2>/dev/null; do sleep 0.05; done", dir, dir))
+		b.ReportMetric(time.Since(start).Seconds(), "total-s")
+		b.ReportMetric(max(peakRSS(c1), peakRSS(c2)), "peak-rss-MiB")
 		b.ReportMetric(0, "ns/op")
 	})
 }
