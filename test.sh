@@ -44,6 +44,9 @@ go generate ./agent/dist
 echo "== go test"
 go test -count=1 -timeout 20m ./...
 
+echo "== load: casecap run on 100 lab hosts (fails on any failure or a peak RSS over 200 MiB)"
+go test -run='^$' -bench='^BenchmarkHundredHosts$/^casecap$' -benchtime=1x ./bench
+
 echo "== fuzz (${FUZZTIME:=10s} each)"
 grep -rl --include='*_test.go' '^func Fuzz' . | while read -r file; do
 	dir=$(dirname "$file")
