@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/netip"
@@ -461,10 +462,12 @@ func TestSignalLeavesValidFile(t *testing.T) {
 	cancel()
 	<-s.done
 	for _, c := range st.Captures {
-		if c.StopReason != "signal" || c.State != "stopped" || c.SHA256 == "" {
-			t.Errorf("%s: %+v, want stopped by signal with a sha256", c.Name, c)
-		}
 		file := filepath.Join(caseDir, filepath.Base(c.File))
+		raw, _ := os.ReadFile(file)
+		crc := fmt.Sprintf("%08x", crc32.Checksum(raw, crc32.MakeTable(crc32.Castagnoli)))
+		if c.StopReason != "signal" || c.State != "stopped" || c.CRC32C != crc || c.Size != int64(len(raw)) {
+			t.Errorf("%s: %+v, want stopped by signal with the file's size and CRC-32C (%d bytes, %s)", c.Name, c, len(raw), crc)
+		}
 		readable(t, file)
 		got, err := seqcast.ReadFile(file, 1)
 		if err != nil || !got.Contiguous() || got.Distinct < 1000 {

@@ -42,7 +42,8 @@ func (o *Orchestrator) LocalCaseDir() string {
 
 // collect downloads every stopped capture of every live host into the
 // local case folder, resuming partial downloads and checking every file
-// against the sha256 its agent recorded.
+// against the checksum its agent recorded (CRC-32C; SHA-256 from ESXi's ssh
+// mode). The manifest gets the SHA-256 of every file collected.
 func (o *Orchestrator) collect(ctx context.Context) {
 	defer lessGC()()
 	local := o.LocalCaseDir()
@@ -85,7 +86,7 @@ func (o *Orchestrator) collect(ctx context.Context) {
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				err := o.download(ctx, h, cs, name, local)
+				sha, err := o.download(ctx, h, cs, name, local)
 				if err == nil && h.mode == modeSSH {
 					// The script knows the file's size and hash, not its
 					// packets: count them here, in the verified copy.
@@ -98,9 +99,9 @@ func (o *Orchestrator) collect(ctx context.Context) {
 					return
 				}
 				if h.collected == nil {
-					h.collected = map[string]bool{}
+					h.collected = map[string]string{}
 				}
-				h.collected[name] = true
+				h.collected[name] = sha
 			}()
 		}
 		wg.Wait()
@@ -108,85 +109,128 @@ func (o *Orchestrator) collect(ctx context.Context) {
 	})
 }
 
-// fileSum hashes a local file.
-func fileSum(p string) (string, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	return hex.EncodeToString(h.Sum(nil)), n, err
+// sums checksums a file both ways as it arrives: CRC-32C to check it
+// against the agent's, SHA-256 for the manifest (and to check it where the
+// host recorded one instead: ESXi's ssh mode).
+type sums struct {
+	sha hash.Hash
+	crc hash.Hash32
 }
 
-// download fetches one capture file, resumable and verified.
-func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *capture.Status, name, local string) error {
-	if cs.SHA256 == "" {
-		return fmt.Errorf("the agent recorded no sha256 (capture %s: %s)", cs.State, cs.Error)
+func newSums() *sums { return &sums{sha: sha256.New(), crc: capture.NewCRC32C()} }
+
+func (s *sums) Write(p []byte) (int, error) {
+	s.sha.Write(p)
+	s.crc.Write(p)
+	return len(p), nil
+}
+
+func (s *sums) reset() { s.sha.Reset(); s.crc.Reset() }
+
+func (s *sums) sha256() string { return hex.EncodeToString(s.sha.Sum(nil)) }
+
+// check compares the sums with what the host recorded.
+func (s *sums) check(cs *capture.Status) error {
+	switch {
+	case cs.CRC32C != "":
+		if got := capture.CRC32CHex(s.crc); got != cs.CRC32C {
+			return fmt.Errorf("crc32c %s, the agent's is %s", got, cs.CRC32C)
+		}
+	case cs.SHA256 != "":
+		if got := s.sha256(); got != cs.SHA256 {
+			return fmt.Errorf("sha256 %s, the host's is %s", got, cs.SHA256)
+		}
+	default:
+		return errors.New("the host recorded no checksum")
+	}
+	return nil
+}
+
+// fileSums checksums a local file.
+func fileSums(p string) (*sums, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	s := newSums()
+	_, err = io.Copy(s, f)
+	return s, err
+}
+
+// download fetches one capture file, resumable and verified, and returns
+// its SHA-256.
+func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *capture.Status, name, local string) (string, error) {
+	if cs.CRC32C == "" && cs.SHA256 == "" {
+		return "", fmt.Errorf("the agent recorded no checksum (capture %s: %s)", cs.State, cs.Error)
 	}
 	final := filepath.Join(local, name)
 	if _, err := os.Stat(final); err == nil {
-		sum, _, err := fileSum(final)
+		s, err := fileSums(final)
 		if err != nil {
-			return err
+			return "", err
 		}
-		if sum == cs.SHA256 {
-			return nil // already collected and verified
+		if err := s.check(cs); err != nil {
+			return "", fmt.Errorf("%s exists and is a different file (%v): not overwriting it; move it away or use --out", final, err)
 		}
-		return fmt.Errorf("%s exists and is a different file (sha256 %s, the host's is %s): not overwriting it; move it away or use --out", final, sum, cs.SHA256)
+		return s.sha256(), nil // already collected and verified
 	}
 	part := final + ".part"
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer f.Close()
-	// Resume: hash what is already here, then fetch the rest.
-	hasher := sha256.New()
-	offset, err := io.Copy(hasher, f)
+	// Resume: checksum what is already here, then fetch the rest.
+	s := newSums()
+	offset, err := io.Copy(s, f)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if offset > cs.Size {
 		offset = 0
-		hasher.Reset()
+		s.reset()
 		if err := f.Truncate(0); err != nil {
-			return err
+			return "", err
 		}
 	}
 	tr := o.disp.Download(h.name(), name, cs.Size)
 	tr.Add(offset)
 	remote := path.Join(h.caseDir(o.opt.Plan), name)
-	sum, n, err := fetch(ctx, h.conn, remote, f, offset, hasher, tr.Add)
+	n, err := fetch(ctx, h.conn, remote, f, offset, s, tr.Add)
 	if err == nil && n != cs.Size {
 		err = fmt.Errorf("downloaded %d bytes, the agent wrote %d", n, cs.Size)
 	}
-	if err == nil && sum != cs.SHA256 {
-		os.Remove(part)
-		err = fmt.Errorf("sha256 %s does not match the agent's %s: the download is discarded; collect again", sum, cs.SHA256)
+	if err == nil {
+		if cerr := s.check(cs); cerr != nil {
+			os.Remove(part)
+			err = fmt.Errorf("%v: the download is discarded; collect again", cerr)
+		}
 	}
 	if err == nil {
 		err = errors.Join(f.Sync(), os.Chmod(part, 0o640), os.Rename(part, final))
 	}
 	tr.Done(err)
-	return err
+	if err != nil {
+		return "", err
+	}
+	return s.sha256(), nil
 }
 
-// fetch downloads remote into f from offset (hasher holds the hash of what
-// is already there) and returns the whole file's sha256 and size, hashed as
-// it is written. (Hashing on a goroutine of its own costs one more copy of
-// every byte, and did not pay on the 2-core lab, where both ends of the
-// transfer compete for the CPUs.)
-func fetch(ctx context.Context, c hosts.Conn, remote string, f io.WriterAt, offset int64, hasher hash.Hash, progress func(int64)) (string, int64, error) {
-	w := &hashingWriterAt{w: f, h: hasher, next: offset}
+// fetch downloads remote into f from offset, feeding every byte to sums
+// (which holds what is already there) as it is written, and returns the
+// whole file's size. (Checksumming on a goroutine of its own costs one
+// more copy of every byte, and did not pay on the 2-core lab, where both
+// ends of the transfer compete for the CPUs.)
+func fetch(ctx context.Context, c hosts.Conn, remote string, f io.WriterAt, offset int64, sums io.Writer, progress func(int64)) (int64, error) {
+	w := &hashingWriterAt{w: f, h: sums, next: offset}
 	_, err := c.Download(ctx, remote, w, offset, progress)
-	return hex.EncodeToString(hasher.Sum(nil)), w.next, err
+	return w.next, err
 }
 
 // Fetch downloads a whole remote file to local the way collect does
-// (concurrent SFTP reads, hashed on the way) and returns its sha256 and
-// size: for the benchmarks, which measure collect's own path.
+// (concurrent SFTP reads, checksummed on the way) and returns its sha256
+// and size: for the benchmarks, which measure collect's own path.
 func Fetch(ctx context.Context, c hosts.Conn, remote, local string) (string, int64, error) {
 	defer lessGC()()
 	f, err := os.OpenFile(local, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
@@ -194,7 +238,9 @@ func Fetch(ctx context.Context, c hosts.Conn, remote, local string) (string, int
 		return "", 0, err
 	}
 	defer f.Close()
-	return fetch(ctx, c, remote, f, 0, sha256.New(), nil)
+	s := newSums()
+	n, err := fetch(ctx, c, remote, f, 0, s, nil)
+	return s.sha256(), n, err
 }
 
 // hashingWriterAt hashes a download as it is written; downloads write in

@@ -8,7 +8,7 @@
 //	begin      every capture starts at one agreed instant (per-host clock offset applied)
 //	watch      live progress until the captures end (or Ctrl-C)
 //	stop       every capture stops at one agreed instant
-//	collect    every file downloaded, resumable, checked against its sha256
+//	collect    every file downloaded, resumable, checked against the host's checksum
 //
 // A host whose phase fails skips the later ones and is reported with its
 // phase and error. By default one failure before the start stops the run

@@ -55,7 +55,7 @@ type ManifestCapture struct {
 	Bytes      uint64    `json:"bytes"`
 	Drops      uint64    `json:"drops"`
 	Size       int64     `json:"size"`
-	SHA256     string    `json:"sha256,omitempty"`
+	SHA256     string    `json:"sha256,omitempty"` // of the collected file (verified against the host's checksum)
 	State      string    `json:"state"` // the agent's: armed, capturing, stopped, failed; unknown if never heard
 	StopReason string    `json:"stop_reason,omitempty"`
 	Collected  bool      `json:"collected"`
@@ -101,7 +101,11 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 					mc.SHA256, mc.State, mc.StopReason, mc.Error = s.SHA256, s.State, string(s.StopReason), s.Error
 				}
 			}
-			mc.Collected = h.collected[c.File]
+			if sha, ok := h.collected[c.File]; ok {
+				// The manifest's SHA-256 is of the file as collected and
+				// verified against the host's checksum.
+				mc.Collected, mc.SHA256 = true, sha
+			}
 			m.Captures = append(m.Captures, mc)
 		}
 	}

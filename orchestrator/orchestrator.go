@@ -85,7 +85,7 @@ type hostRun struct {
 	facts     agent.Facts
 	armed     bool // something runs there: clean up if the run aborts
 	record    *Record
-	collected map[string]bool // files downloaded and verified (or found here and verified) by this command
+	collected map[string]string // files downloaded and verified (or found here and verified) by this command: their SHA-256
 	status    *agent.Status
 }
 

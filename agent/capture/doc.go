@@ -8,5 +8,5 @@
 // hosts cover the same window: the start instant is a time stamp compared
 // against every packet, not a moment when some process happened to wake up.
 // Whatever ends it, the file is flushed, synced and closed, ends with an
-// interface statistics block, and its sha256 is known.
+// interface statistics block, and its CRC-32C is known.
 package capture

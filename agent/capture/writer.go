@@ -4,12 +4,11 @@ package capture
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"os"
 	"runtime"
@@ -38,10 +37,10 @@ type fileWriter struct {
 	scratch []byte
 }
 
-// countingWriter hashes and counts what reaches the file.
+// countingWriter checksums and counts what reaches the file.
 type countingWriter struct {
 	w io.Writer
-	h hash.Hash
+	h hash.Hash32
 	n atomic.Int64
 }
 
@@ -148,7 +147,7 @@ func (k *block) bytes() []byte {
 }
 
 func newFileWriter(w io.Writer, h header, cooked bool) (*fileWriter, error) {
-	f := &fileWriter{out: &countingWriter{w: w, h: sha256.New()}, cooked: cooked, scratch: make([]byte, 0, bpfgen.WholePacket+64)}
+	f := &fileWriter{out: &countingWriter{w: w, h: crc32.New(castagnoli)}, cooked: cooked, scratch: make([]byte, 0, bpfgen.WholePacket+64)}
 	f.buf = bufio.NewWriterSize(f.out, 256<<10)
 	link := uint16(linkEthernet)
 	if cooked {
@@ -272,7 +271,18 @@ func (f *fileWriter) close(start, end time.Time, received, dropped uint64) error
 	return f.buf.Flush()
 }
 
-func (f *fileWriter) sum() string { return hex.EncodeToString(f.out.h.Sum(nil)) }
+// castagnoli is CRC-32C's table: the polynomial CPUs compute in hardware
+// (SSE 4.2, ARMv8), some 20 GB/s here.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// sum is the CRC-32C of everything written, in hex.
+func (f *fileWriter) sum() string { return CRC32CHex(f.out.h) }
+
+// CRC32CHex formats a CRC-32C as status files carry it.
+func CRC32CHex(h hash.Hash32) string { return fmt.Sprintf("%08x", h.Sum32()) }
+
+// NewCRC32C returns a CRC-32C (Castagnoli) hash.
+func NewCRC32C() hash.Hash32 { return crc32.New(castagnoli) }
 
 // EmptyHeader names an empty capture file.
 type EmptyHeader struct {
@@ -281,7 +291,7 @@ type EmptyHeader struct {
 
 // WriteEmpty creates path as a valid pcapng file with no packets (an
 // Ethernet interface, no filter), whose window began and ended at end: for
-// a capture that never started. It returns the file's SHA-256 and size.
+// a capture that never started. It returns the file's CRC-32C and size.
 func WriteEmpty(path string, h EmptyHeader, end time.Time) (sum string, size int64, err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {

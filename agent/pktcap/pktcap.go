@@ -5,8 +5,6 @@ package pktcap
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -171,7 +169,7 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 	started := time.Now()
 	c.update(func(s *capture.Status) { s.State, s.Start = capture.StateCapturing, started })
 
-	f := &follower{path: c.spec.File, h: sha256.New()}
+	f := &follower{path: c.spec.File, h: capture.NewCRC32C()}
 	defer f.close()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
@@ -266,7 +264,7 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 	}
 	c.status.StoppedAt, c.status.StopReason, c.status.State = stoppedAt, reason, capture.StateStopped
 	if f.offset > 0 && f.err == nil {
-		c.status.SHA256 = hex.EncodeToString(f.h.Sum(nil))
+		c.status.CRC32C = capture.CRC32CHex(f.h)
 	}
 	if runErr != nil {
 		c.status.State, c.status.StopReason, c.status.Error = capture.StateFailed, capture.StopError, runErr.Error()
@@ -361,7 +359,7 @@ func (c *Capture) never() capture.Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.status.Start, c.status.StoppedAt, c.status.StopReason, c.status.State = end, time.Now(), reason, capture.StateStopped
-	c.status.SHA256, c.status.Size = sum, size
+	c.status.CRC32C, c.status.Size = sum, size
 	if err != nil {
 		c.status.State, c.status.Error = capture.StateFailed, err.Error()
 	}
@@ -384,7 +382,7 @@ type follower struct {
 	path   string
 	f      *os.File
 	offset int64
-	h      hash.Hash
+	h      hash.Hash32
 	count  counter
 	buf    []byte
 	err    error
@@ -434,7 +432,7 @@ func (f *follower) finish() {
 	}
 	if st, err := f.f.Stat(); err == nil && st.Size() != f.offset {
 		f.f.Close()
-		*f = follower{path: f.path, h: sha256.New()}
+		*f = follower{path: f.path, h: capture.NewCRC32C()}
 		f.follow()
 	}
 }

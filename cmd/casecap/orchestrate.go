@@ -205,7 +205,7 @@ func printSummary(w io.Writer, m *orchestrator.Manifest) {
 		}
 		collected := "-"
 		if c.Collected {
-			collected = "yes, sha256 ok"
+			collected = "yes, verified"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", c.Host, c.File, state, c.Packets, humanize.IBytes(c.Bytes), c.Drops, humanize.IBytes(uint64(c.Size)), collected)
 	}
