@@ -499,3 +499,42 @@ hosts:
 func TestESXiToolFailsAgent(t *testing.T) { testESXiToolFails(t, "agent") }
 
 func TestESXiToolFailsSSH(t *testing.T) { testESXiToolFails(t, "ssh") }
+
+// TestESXiSSHModeLinkCut: in ssh mode, the script on the host needs no
+// casecap: with the host's link cut mid-capture, status names it
+// unreachable, the captures end on the host's timers, and collect gets
+// every file once the link is back.
+func TestESXiSSHModeLinkCut(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 1, ESXi: 1, ESXiNoExec: true})
+	h := l.Hosts[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go vmTraffic(ctx, t, l)
+	p := withConnectTimeout(t, esxiPlan(t, l, "SSH-CUT", 5*time.Second), 2*time.Second)
+	out := t.TempDir()
+	m, err := newOrch(t, p, out).Start(context.Background())
+	if err != nil || m.Hosts[0].Mode != "ssh" {
+		t.Fatalf("start: %v (mode %q)", err, m.Hosts[0].Mode)
+	}
+	began := time.Now()
+	if err := h.LinkDown(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newOrch(t, p, out).Status(context.Background()); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Errorf("status with the link cut: %v, want unreachable", err)
+	}
+	time.Sleep(time.Until(began.Add(6 * time.Second)))
+	if err := h.LinkUp(); err != nil {
+		t.Fatal(err)
+	}
+	m = collectUntil(t, p, out, 20*time.Second)
+	for _, c := range m.Captures {
+		if c.State != "stopped" || c.StopReason != "window-end" || c.Packets == 0 {
+			t.Errorf("%s: %s by %q with %d packets, want stopped at the window's end", c.File, c.State, c.StopReason, c.Packets)
+		}
+	}
+	if left := casecapPktcaps("SSH-CUT"); len(left) > 0 {
+		t.Errorf("pktcap-uw of casecap still running: %v", left)
+	}
+}

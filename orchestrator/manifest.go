@@ -56,7 +56,7 @@ type ManifestCapture struct {
 	Drops      uint64    `json:"drops"`
 	Size       int64     `json:"size"`
 	SHA256     string    `json:"sha256,omitempty"` // of the collected file (verified against the host's checksum)
-	State      string    `json:"state"` // the agent's: armed, capturing, stopped, failed; unknown if never heard
+	State      string    `json:"state"`            // the agent's: armed, capturing, stopped, failed; unknown if never heard
 	StopReason string    `json:"stop_reason,omitempty"`
 	Collected  bool      `json:"collected"`
 	Error      string    `json:"error,omitempty"`

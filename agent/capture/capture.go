@@ -90,8 +90,8 @@ type Status struct {
 	// SHA-NI speed, a SHA-256 of every byte was 40% of the capture's CPU.
 	// SHA256 is set instead where the host computes one (ssh mode on ESXi);
 	// casecap computes the SHA-256 of every file it collects either way.
-	CRC32C      string     `json:"crc32c,omitempty"`
-	SHA256      string     `json:"sha256,omitempty"`
+	CRC32C string `json:"crc32c,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
 	// On ESXi: the pktcap-uw command line run, and what it could not honour.
 	Command string `json:"command,omitempty"`
 	Note    string `json:"note,omitempty"`
