@@ -435,3 +435,18 @@ func TestHostKeysRefused(t *testing.T) {
 	}
 	untouched("a changed key")
 }
+
+// TestSummarySaysSSHMode: where ESXi refuses to run the agent, the run's
+// summary says that host captured in ssh mode, and why.
+func TestSummarySaysSSHMode(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 1, ESXi: 1, ESXiNoExec: true})
+	h := l.Hosts[0]
+	plan := filepath.Join(t.TempDir(), "plan.yaml")
+	os.WriteFile(plan, []byte(fmt.Sprintf("case: MODE\ndatastore: %s\nduration: 1s\nssh: { user: root, identity_file: %s, known_hosts: %s }\nhosts:\n  - { name: %s, kind: esxi, address: %s, captures: [ { switchport: %d } ] }\n",
+		lab.ESXiDatastore, l.ClientKey, l.KnownHosts, h.Name, h.Addr, h.VMs[0].Switchport)), 0o600)
+	out, stderr, code := casecap(t, t.TempDir(), "run", plan)
+	if code != 0 || !strings.Contains(out, "note: "+h.Name+" (ssh mode): the host refused to run the agent (execInstalledOnly)") {
+		t.Errorf("exit %d, summary:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+}

@@ -210,6 +210,11 @@ func printSummary(w io.Writer, m *orchestrator.Manifest) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", c.Host, c.File, state, c.Packets, humanize.IBytes(c.Bytes), c.Drops, humanize.IBytes(uint64(c.Size)), collected)
 	}
 	tw.Flush()
+	for _, h := range m.Hosts {
+		if h.Note != "" {
+			fmt.Fprintf(w, "note: %s (%s mode): %s\n", h.Name, h.Mode, h.Note)
+		}
+	}
 	for _, e := range m.Errors {
 		fmt.Fprintln(w, "error:", e)
 	}
