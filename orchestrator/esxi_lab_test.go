@@ -538,3 +538,41 @@ func TestESXiSSHModeLinkCut(t *testing.T) {
 		t.Errorf("pktcap-uw of casecap still running: %v", left)
 	}
 }
+
+// TestESXiSSHModeSSHDKilled: in ssh mode, the host's sshd killed mid-run
+// (with every process under it) and restarted: the script and its
+// pktcap-uw, detached from the session that started them, go on; the run
+// completes and collects every file.
+func TestESXiSSHModeSSHDKilled(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 1, ESXi: 1, ESXiNoExec: true})
+	h := l.Hosts[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go vmTraffic(ctx, t, l)
+	p := withConnectTimeout(t, esxiPlan(t, l, "SSH-SSHD", 6*time.Second), 2*time.Second)
+	go func() {
+		time.Sleep(2500 * time.Millisecond)
+		if err := h.KillSSHD(); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(2 * time.Second)
+		if err := h.StartSSHD(); err != nil {
+			t.Error(err)
+		}
+	}()
+	out := t.TempDir()
+	m, err := newOrch(t, p, out).Run(context.Background(), nil)
+	if err != nil {
+		t.Fatalf("run with sshd killed and restarted: %v", err)
+	}
+	for _, c := range m.Captures {
+		file := filepath.Join(out, "Case_SSH-SSHD", c.File)
+		if !c.Collected || c.StopReason != "window-end" || sum(t, file) != c.SHA256 || uint64(tsharkCount(t, file)) != c.Packets || c.Packets < 800 {
+			t.Errorf("%s: collected %v, stopped by %q, %d packets; want the whole 6 s window", c.File, c.Collected, c.StopReason, c.Packets)
+		}
+	}
+	if m.Hosts[0].Mode != "ssh" {
+		t.Errorf("mode %q", m.Hosts[0].Mode)
+	}
+}
