@@ -45,7 +45,7 @@ func (o *Orchestrator) inventory(ctx context.Context) {
 			return err
 		}
 		inv := &esxi.Inventory{Host: h.name(), Version: *h.esxi, Ports: ports}
-		caps, pcs, err := resolveESXi(inv, h.plan.Captures, func(p esxi.Port) (string, error) {
+		caps, pcs, err := resolveESXi(o.opt.Plan.File, inv, h.plan.Captures, func(p esxi.Port) (string, error) {
 			return teamUplink(ctx, h.conn, p)
 		})
 		if err != nil {
@@ -61,7 +61,7 @@ func (o *Orchestrator) inventory(ctx context.Context) {
 // teamUplink answers a port's active uplink. It returns the captures to
 // run (the plan's, then the uplinks `uplink: auto` added, each once) and
 // their sessions by file name, or every capture's error at once.
-func resolveESXi(inv *esxi.Inventory, planned []*plans.Capture, teamUplink func(esxi.Port) (string, error)) ([]*plans.Capture, map[string]esxi.Capture, error) {
+func resolveESXi(planFile string, inv *esxi.Inventory, planned []*plans.Capture, teamUplink func(esxi.Port) (string, error)) ([]*plans.Capture, map[string]esxi.Capture, error) {
 	var errs []string
 	caps := append([]*plans.Capture(nil), planned...)
 	pcs := map[string]esxi.Capture{}
@@ -89,7 +89,7 @@ func resolveESXi(inv *esxi.Inventory, planned []*plans.Capture, teamUplink func(
 			_, _, err = esxi.Argv(pc, "/casecap/check", inv.Version)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Sprintf("%s (%s:%d): %v", c.File, c.Path, c.Line, err))
+			errs = append(errs, fmt.Sprintf("%s (%s:%d %s): %v", c.File, planFile, c.Line, c.Path, err))
 			continue
 		}
 		pcs[c.File] = pc

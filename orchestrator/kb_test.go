@@ -56,7 +56,7 @@ func kbHost(t *testing.T) (*plans.Plan, *hostRun) {
 	}
 	h := &hostRun{plan: p.Hosts[0], kind: plans.KindESXi, esxi: &v, mode: modeAgent}
 	inv := &esxi.Inventory{Host: h.name(), Version: v, Ports: ports}
-	h.captures, h.pktcaps, err = resolveESXi(inv, h.plan.Captures, func(p esxi.Port) (string, error) { return "vmnic0", nil })
+	h.captures, h.pktcaps, err = resolveESXi(p.File, inv, h.plan.Captures, func(p esxi.Port) (string, error) { return "vmnic0", nil })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -243,3 +243,36 @@ func TestDeployOncePerSharedDatastore(t *testing.T) {
 		}
 	}
 }
+
+// TestTargetsMustFitTheHost: a plan that leaves a host's kind to auto
+// learns at preflight what it is; a capture that does not exist there
+// (a switchport on Linux, an interface on ESXi) fails the host with the
+// file, the plan's line and the way out, before anything is uploaded.
+func TestTargetsMustFitTheHost(t *testing.T) {
+	for _, c := range []struct {
+		probe, capture, want string
+	}{
+		{"Linux\n6.1.0\nx86_64\nh1\nyes\n/dev/x 100 1 99999999 1% /ds\n", "{ switchport: 33554437 }", "a switchport capture is for ESXi hosts, and this one runs Linux 6.1.0"},
+		{"VMkernel\n8.0.2\nx86_64\nh1\nyes\n/dev/x 100 1 99999999 1% /ds\nVMware ESXi 8.0.2 build-22380479\n", "{ interface: eth0 }", "an interface capture is for Linux hosts, and this one runs VMware ESXi 8.0.2"},
+	} {
+		p, err := plans.Parse("auto.yaml", []byte("case: AUTO\ndatastore: /vmfs/volumes/ds\nduration: 1s\nhosts:\n  - { name: h1, address: 192.0.2.1, captures: [ "+c.capture+" ] }\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fake := hosts.NewFake("h1", func(argv []string, _ []byte) ([]byte, error) {
+			if argv[0] == "sh" && len(argv) > 3 && argv[3] == "probe" {
+				return []byte(c.probe), nil
+			}
+			return nil, fmt.Errorf("unexpected %v", argv)
+		})
+		o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: t.TempDir(), Version: "test",
+			Dial: func(context.Context, *plans.Host) (hosts.Conn, error) { return fake, nil }})
+		_, err = o.Start(context.Background())
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "auto.yaml:5 hosts[0].captures[0]") {
+			t.Errorf("%s: %v, want %q with the plan's line", c.capture, err, c.want)
+		}
+		if cmds := fake.Commands(); len(cmds) != 1 {
+			t.Errorf("%s: commands after preflight: %v", c.capture, cmds)
+		}
+	}
+}

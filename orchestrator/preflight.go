@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -77,6 +78,9 @@ func (o *Orchestrator) preflight(ctx context.Context) {
 			}
 			h.esxi = &v
 		}
+		if err := targetsFit(o.opt.Plan.File, h); err != nil {
+			return err
+		}
 		var ok bool
 		if h.arch, ok = goArch(machine); !ok {
 			return fmt.Errorf("unsupported architecture %s (the agent exists for x86_64 and aarch64)", machine)
@@ -101,4 +105,21 @@ func (o *Orchestrator) preflight(ctx context.Context) {
 		o.disp.HostPhase(h.name(), "preflight ok: "+h.os+" "+machine)
 		return nil
 	})
+}
+
+// targetsFit checks a host's captures against what the host turned out to
+// be (a plan that leaves kind to auto finds out here): switchports,
+// uplinks, vmks and VMs exist only on ESXi, interfaces only on Linux.
+func targetsFit(planFile string, h *hostRun) error {
+	var errs []error
+	for _, c := range h.captures {
+		onESXi := c.Target.Kind != plans.TargetInterface
+		switch {
+		case onESXi && h.kind != plans.KindESXi:
+			errs = append(errs, fmt.Errorf("%s (%s:%d %s): a %s capture is for ESXi hosts, and this one runs %s; capture an interface (casecap targets PLAN lists them)", c.File, planFile, c.Line, c.Path, c.Target.Kind, h.os))
+		case !onESXi && h.kind == plans.KindESXi:
+			errs = append(errs, fmt.Errorf("%s (%s:%d %s): an interface capture is for Linux hosts, and this one runs %s; capture a VM, switchport, uplink or vmk (casecap targets PLAN lists them)", c.File, planFile, c.Line, c.Path, h.os))
+		}
+	}
+	return errors.Join(errs...)
 }
