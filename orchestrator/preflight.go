@@ -116,7 +116,11 @@ func targetsFit(planFile string, h *hostRun) error {
 		onESXi := c.Target.Kind != plans.TargetInterface
 		switch {
 		case onESXi && h.kind != plans.KindESXi:
-			errs = append(errs, fmt.Errorf("%s (%s:%d %s): a %s capture is for ESXi hosts, and this one runs %s; capture an interface (casecap targets PLAN lists them)", c.File, planFile, c.Line, c.Path, c.Target.Kind, h.os))
+			what := string(c.Target.Kind) + " capture"
+			if c.Target.Kind == plans.TargetNone {
+				what = "standalone point (" + strings.Join(c.Points, ",") + ")"
+			}
+			errs = append(errs, fmt.Errorf("%s (%s:%d %s): a %s is for ESXi hosts, and this one runs %s; capture an interface (casecap targets PLAN lists them)", c.File, planFile, c.Line, c.Path, what, h.os))
 		case !onESXi && h.kind == plans.KindESXi:
 			errs = append(errs, fmt.Errorf("%s (%s:%d %s): an interface capture is for Linux hosts, and this one runs %s; capture a VM, switchport, uplink or vmk (casecap targets PLAN lists them)", c.File, planFile, c.Line, c.Path, h.os))
 		}
