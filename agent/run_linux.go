@@ -83,14 +83,18 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 			c.Run(context.Background())
 		}
 	}
+	// armFailed stops what was armed and records the failure.
+	armFailed := func(name string, err error) error {
+		closeAll()
+		st.State, st.Error = StateFailed, fmt.Sprintf("arm %s: %v", name, err)
+		_ = writeAtomic(j.path(StatusFile), st.marshal(), 0o640)
+		return errors.New(st.Error)
+	}
 	for _, jc := range j.Captures {
 		if jc.Pktcap != nil {
 			c, err := armPktcap(j, jc, opt, own, haveOwn)
 			if err != nil {
-				closeAll()
-				st.State, st.Error = StateFailed, fmt.Sprintf("arm %s: %v", jc.Name, err)
-				_ = writeAtomic(j.path(StatusFile), st.marshal(), 0o640)
-				return errors.New(st.Error)
+				return armFailed(jc.Name, err)
 			}
 			caps = append(caps, c)
 			continue
@@ -111,10 +115,7 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 		}
 		c, err := capture.Arm(ctx, spec)
 		if err != nil {
-			closeAll()
-			st.State, st.Error = StateFailed, fmt.Sprintf("arm %s: %v", jc.Name, err)
-			_ = writeAtomic(j.path(StatusFile), st.marshal(), 0o640)
-			return errors.New(st.Error)
+			return armFailed(jc.Name, err)
 		}
 		caps = append(caps, c)
 	}

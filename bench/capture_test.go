@@ -243,7 +243,6 @@ func BenchmarkLinuxCapture(b *testing.B) {
 	}
 	l := labtest.Start(b, 1)
 	bin := agenttest.CopyTo(b, l.Datastore)
-	defer agenttest.Cleanup()
 	if pinned() {
 		defer pinProcess(b, 0)()
 	}

@@ -54,7 +54,6 @@ func BenchmarkESXiTogether(b *testing.B) {
 	if _, err := exec.LookPath("parallel-ssh"); err != nil {
 		b.Fatal("parallel-ssh is not installed (apt-get install pssh)")
 	}
-	defer agenttest.Cleanup()
 	bin := agenttest.Binary(b)
 	const window = 3 * time.Second
 	for _, mode := range []string{"agent", "ssh"} {
@@ -105,12 +104,6 @@ func BenchmarkESXiTogether(b *testing.B) {
 				return
 			}
 			b.Run("parallel-ssh+pktcap-uw", func(b *testing.B) {
-				hostsFile := filepath.Join(l.Dir, "pssh-hosts")
-				var lines []string
-				for _, h := range l.Hosts {
-					lines = append(lines, h.Addr.String())
-				}
-				os.WriteFile(hostsFile, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
 				benchRuns++
 				dir := fmt.Sprintf("%s/peer-%d", lab.ESXiDatastore, benchRuns)
 				os.MkdirAll(filepath.Join(l.Datastore, filepath.Base(dir)), 0o755)
@@ -118,9 +111,9 @@ func BenchmarkESXiTogether(b *testing.B) {
 				startCmd := fmt.Sprintf("pktcap-uw --uplink vmnic0 --capture UplinkRcvKernel --proto 0x11 --ng -o %s/$(hostname).pcapng >/dev/null 2>&1 </dev/null & echo $! > %s/$(hostname).pid", dir, dir)
 				stopCmd := fmt.Sprintf("kill $(cat %s/$(hostname).pid); while kill -0 $(cat %s/$(hostname).pid) 2>/dev/null; do sleep 0.05; done", dir, dir)
 				began := time.Now()
-				tStart := pssh(b, l, hostsFile, startCmd)
+				tStart, _ := pssh(b, l, startCmd)
 				time.Sleep(window)
-				tStop := pssh(b, l, hostsFile, stopCmd)
+				tStop, _ := pssh(b, l, stopCmd)
 				took := time.Since(began)
 				var files []string
 				for _, h := range l.Hosts {

@@ -102,18 +102,26 @@ func (o *Orchestrator) arm(ctx context.Context) {
 		// The round trip of a short command, for the stop margin: this
 		// one's, less the time the agent spent arming.
 		h.execLat = max(time.Since(began)-armed.Arming, 0)
-		// The held session's own latency, measured now, under the load
-		// of every host arming: what a begin line will cost.
-		pinged := time.Now()
-		if ans, err := hs.send([]byte("ping\n")); err != nil || string(ans) != "pong\n" {
-			hs.close()
-			return fmt.Errorf("the held session does not answer (%q): %v", ans, err)
+		if err := h.hold(hs); err != nil {
+			return err
 		}
-		h.lineLat = time.Since(pinged)
-		h.held = hs
 		o.disp.HostPhase(h.name(), "armed")
 		return nil
 	})
+}
+
+// hold keeps an armed host's session for its begin, once it has measured
+// the session's own latency, now, under the load of every host arming:
+// what a begin line will cost.
+func (h *hostRun) hold(hs *held) error {
+	pinged := time.Now()
+	if ans, err := hs.send([]byte("ping\n")); err != nil || string(ans) != "pong\n" {
+		hs.close()
+		return fmt.Errorf("the held session does not answer (%q): %v", ans, err)
+	}
+	h.lineLat = time.Since(pinged)
+	h.held = hs
+	return nil
 }
 
 // held is the session that armed a host's captures, kept open for their

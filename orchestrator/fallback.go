@@ -125,14 +125,7 @@ func (o *Orchestrator) armSSH(ctx context.Context, h *hostRun, record []byte) er
 	// the session's captures should the run abort.
 	h.armed = true
 	h.execLat = time.Since(began)
-	pinged := time.Now()
-	if ans, err := hs.send([]byte("ping\n")); err != nil || string(ans) != "pong\n" {
-		hs.close()
-		return fmt.Errorf("the held session does not answer (%q): %v", ans, err)
-	}
-	h.lineLat = time.Since(pinged)
-	h.held = hs
-	return nil
+	return h.hold(hs)
 }
 
 // requestStopSSH stops every capture of an ssh-mode host now: the script

@@ -110,9 +110,7 @@ type Capture struct {
 	file *os.File
 	w    *fileWriter
 
-	startAt    atomic.Int64 // unix ns; set by Begin for a pending capture
-	stopAt     atomic.Int64 // unix ns; may move earlier on a stop request
-	stopReason atomic.Value // StopReason for an early stop
+	Window
 	// Published counters, for Status from other goroutines; the loop keeps
 	// its own (n) and publishes them every clockEvery packets and at the end:
 	// an atomic read-modify-write per packet costs more than the rest of
@@ -168,11 +166,7 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 		s.Start = time.Now() // "at once": from arming on
 	}
 	c = &Capture{spec: s}
-	c.stopAt.Store(s.Stop.UnixNano())
-	c.startAt.Store(s.Start.UnixNano())
-	if s.Pending {
-		c.startAt.Store(math.MaxInt64)
-	}
+	c.SetWindow(s.Start, s.Stop, s.Pending)
 	c.status = Status{Name: s.Name, File: s.File, State: StateArmed, Filter: expr, Stop: s.Stop}
 	if !s.Pending {
 		c.status.Start = s.Start
@@ -240,34 +234,13 @@ func (c *Capture) fill(st *Status) {
 // Begin opens a pending capture's window at start, for duration (ending no
 // later than its deadline). It returns false if the capture already began.
 func (c *Capture) Begin(start time.Time, duration time.Duration) bool {
-	if !c.startAt.CompareAndSwap(math.MaxInt64, start.UnixNano()) {
+	if !c.BeginWindow(start, duration) {
 		return false
 	}
-	c.RequestStop(start.Add(duration), StopWindowEnd)
 	c.mu.Lock()
 	c.status.Start = start
 	c.mu.Unlock()
 	return true
-}
-
-// RequestStop moves the end of the window earlier (never later): to at, or
-// to now when at is zero.
-func (c *Capture) RequestStop(at time.Time, reason StopReason) {
-	if at.IsZero() {
-		at = time.Now()
-	}
-	for {
-		cur := c.stopAt.Load()
-		if at.UnixNano() >= cur {
-			return
-		}
-		if c.stopAt.CompareAndSwap(cur, at.UnixNano()) {
-			if reason != StopWindowEnd {
-				c.stopReason.Store(reason)
-			}
-			return
-		}
-	}
 }
 
 // guardInterval is how often free space and kernel counters are checked.
@@ -400,10 +373,7 @@ func (c *Capture) drain(stopAt int64, quiet time.Duration) (StopReason, error) {
 			}
 		}
 	}
-	if r, ok := c.stopReason.Load().(StopReason); ok {
-		return r, nil
-	}
-	return StopWindowEnd, nil
+	return c.Reason(), nil
 }
 
 func (c *Capture) blockTimeout() time.Duration {

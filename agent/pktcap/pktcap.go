@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -54,11 +53,9 @@ const pollInterval = 200 * time.Millisecond
 
 // Capture is an armed or running pktcap-uw session.
 type Capture struct {
-	spec       Spec
-	startAt    atomic.Int64 // unix ns; MaxInt64 while pending
-	stopAt     atomic.Int64
-	stopReason atomic.Value // capture.StopReason for an early stop
-	wake       chan struct{}
+	spec Spec
+	capture.Window
+	wake chan struct{}
 
 	mu     sync.Mutex
 	status capture.Status
@@ -86,11 +83,7 @@ func Arm(s Spec) (*Capture, error) {
 		s.Grace = 5 * time.Second
 	}
 	c := &Capture{spec: s, wake: make(chan struct{}, 1)}
-	c.stopAt.Store(s.Stop.UnixNano())
-	c.startAt.Store(s.Start.UnixNano())
-	if s.Pending {
-		c.startAt.Store(math.MaxInt64)
-	}
+	c.SetWindow(s.Start, s.Stop, s.Pending)
 	c.status = capture.Status{Name: s.Name, File: s.File, State: capture.StateArmed, Stop: s.Stop,
 		Command: strings.Join(append([]string{filepath.Base(tool)}, s.Argv[1:]...), " "), Note: s.Note}
 	if !s.Pending {
@@ -102,10 +95,9 @@ func Arm(s Spec) (*Capture, error) {
 // Begin opens a pending session's window at start, for duration (ending no
 // later than its deadline). It returns false if it already began.
 func (c *Capture) Begin(start time.Time, duration time.Duration) bool {
-	if !c.startAt.CompareAndSwap(math.MaxInt64, start.UnixNano()) {
+	if !c.BeginWindow(start, duration) {
 		return false
 	}
-	c.RequestStop(start.Add(duration), capture.StopWindowEnd)
 	c.mu.Lock()
 	c.status.Start = start
 	c.mu.Unlock()
@@ -113,24 +105,11 @@ func (c *Capture) Begin(start time.Time, duration time.Duration) bool {
 	return true
 }
 
-// RequestStop moves the end earlier (never later): to at, or now when zero.
+// RequestStop moves the end earlier (never later): to at, or now when
+// zero, and wakes Run to act on it.
 func (c *Capture) RequestStop(at time.Time, reason capture.StopReason) {
-	if at.IsZero() {
-		at = time.Now()
-	}
-	for {
-		cur := c.stopAt.Load()
-		if at.UnixNano() >= cur {
-			return
-		}
-		if c.stopAt.CompareAndSwap(cur, at.UnixNano()) {
-			if reason != capture.StopWindowEnd {
-				c.stopReason.Store(reason)
-			}
-			c.poke()
-			return
-		}
-	}
+	c.Window.RequestStop(at, reason)
+	c.poke()
 }
 
 func (c *Capture) poke() {
@@ -145,7 +124,7 @@ func (c *Capture) Status() capture.Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.status
-	st.Stop = time.Unix(0, c.stopAt.Load())
+	st.Stop = time.Unix(0, c.StopNanos())
 	return st
 }
 
@@ -189,7 +168,7 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 			if ctx.Err() != nil {
 				c.RequestStop(now, capture.StopSignal)
 			}
-			if now.UnixNano() >= c.stopAt.Load() {
+			if now.UnixNano() >= c.StopNanos() {
 				signalled, escalateAt = true, now.Add(c.spec.Grace)
 				cmd.Process.Signal(syscall.SIGINT)
 			}
@@ -204,7 +183,7 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 		}
 		wait := pollInterval
 		if !signalled {
-			wait = min(wait, time.Duration(c.stopAt.Load()-now.UnixNano()))
+			wait = min(wait, time.Duration(c.StopNanos()-now.UnixNano()))
 		}
 		timer := time.NewTimer(max(wait, time.Millisecond))
 		cancelled := ctx.Done()
@@ -236,10 +215,7 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 	// pktcap-uw creates its file world-readable; a capture holds traffic.
 	_ = os.Chmod(c.spec.File, 0o640)
 
-	reason = capture.StopWindowEnd
-	if r, ok := c.stopReason.Load().(capture.StopReason); ok {
-		reason = r
-	}
+	reason = c.Reason()
 	var runErr error
 	switch {
 	case signalled && escalateStep == 2:
@@ -270,7 +246,7 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 		c.status.State, c.status.StopReason, c.status.Error = capture.StateFailed, capture.StopError, runErr.Error()
 	}
 	st := c.status
-	st.Stop = time.Unix(0, c.stopAt.Load())
+	st.Stop = time.Unix(0, c.StopNanos())
 	return st
 }
 
@@ -279,7 +255,7 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 func (c *Capture) waitStart(ctx context.Context) bool {
 	for {
 		now := time.Now().UnixNano()
-		start, stop := c.startAt.Load(), c.stopAt.Load()
+		start, stop := c.StartNanos(), c.StopNanos()
 		if stop <= now || (start != math.MaxInt64 && stop <= start) {
 			return false
 		}
@@ -350,11 +326,8 @@ func (c *Capture) guard(size, grown int64, since time.Duration) capture.StopReas
 // never records a session that ended before it started: it leaves a
 // valid pcapng file with no packets, as every capture of a case has a file.
 func (c *Capture) never() capture.Status {
-	reason := capture.StopWindowEnd
-	if r, ok := c.stopReason.Load().(capture.StopReason); ok {
-		reason = r
-	}
-	end := time.Unix(0, c.stopAt.Load())
+	reason := c.Reason()
+	end := time.Unix(0, c.StopNanos())
 	sum, size, err := capture.WriteEmpty(c.spec.File, capture.EmptyHeader{Name: c.spec.Name, Host: c.spec.Host, Case: c.spec.Case, Version: c.spec.Version}, end)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -373,7 +346,7 @@ func (c *Capture) fail(err error) capture.Status {
 	defer c.mu.Unlock()
 	c.status.State, c.status.StopReason, c.status.Error, c.status.StoppedAt = capture.StateFailed, capture.StopError, err.Error(), time.Now()
 	st := c.status
-	st.Stop = time.Unix(0, c.stopAt.Load())
+	st.Stop = time.Unix(0, c.StopNanos())
 	return st
 }
 
