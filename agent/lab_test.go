@@ -178,6 +178,19 @@ func (s *sender) at(seq uint64) (time.Time, bool) {
 	return t, ok
 }
 
+// sentIn counts the packets the sender sent in [from, to).
+func (s *sender) sentIn(from, to time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, at := range s.sent {
+		if !at.Before(from) && at.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
 func u16(v uint16) *uint16 { return &v }
 func u8(v uint8) *uint8    { return &v }
 func u32(v uint32) *uint32 { return &v }
@@ -229,9 +242,17 @@ func TestWindowExact(t *testing.T) {
 	if after.Before(stop.Add(-time.Millisecond)) {
 		t.Errorf("packet %d was sent at %v, well inside the window (stop %v), but is missing", got.Last+1, after, stop)
 	}
-	want := int(2 * time.Second / interval)
+	// The count is held against the sender's own log, not against the
+	// nominal rate: a sender that fell behind catches up in a burst, so a
+	// 2 s window may rightly hold a few more or fewer than 2 s / interval.
+	// Only the packets at the edges may differ (sent and stamped a few
+	// microseconds apart); the rate check only shows the stream ran.
+	want := s.sentIn(start, stop)
 	if d := got.Distinct - want; d < -2 || d > 2 {
-		t.Errorf("%d packets in a 2 s window at one per %v, want about %d", got.Distinct, interval, want)
+		t.Errorf("%d packets in the 2 s window, the sender sent %d in it", got.Distinct, want)
+	}
+	if nominal := int(2 * time.Second / interval); want < nominal*9/10 {
+		t.Errorf("the sender sent only %d packets in the window, want about %d", want, nominal)
 	}
 	if uint64(got.Packets) != c.Packets {
 		t.Errorf("status says %d packets, the file holds %d", c.Packets, got.Packets)
@@ -530,7 +551,9 @@ func TestLimitsAndStopReasons(t *testing.T) {
 	for _, c := range st.Captures {
 		file := filepath.Join(caseDir, filepath.Base(c.File))
 		readable(t, file)
-		if got, _ := seqcast.ReadFile(file, 1); uint64(got.Packets) != c.Packets || !got.Contiguous() {
+		// The capture has no filter: besides the stream it may hold the
+		// odd ARP or neighbour packet, counted as Other.
+		if got, _ := seqcast.ReadFile(file, 1); uint64(got.Packets+got.Other) != c.Packets || !got.Contiguous() {
 			t.Errorf("%s holds %+v; status says %d packets", file, got, c.Packets)
 		}
 	}
