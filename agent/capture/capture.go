@@ -277,9 +277,6 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 		wait        time.Duration
 		lastStamp   int64
 	)
-	// The kernel hands over a partly filled block after the block timeout:
-	// waiting that long (and a little) after the end catches the last one.
-	drain := c.blockTimeout() + 5*time.Millisecond
 	for {
 		stopAt, start := c.stopAt.Load(), c.startAt.Load()
 		if sinceClock >= clockEvery {
@@ -290,7 +287,7 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 			}
 			now := time.Now()
 			if now.UnixNano() >= stopAt {
-				return c.drain(stopAt, drain)
+				return c.drain(stopAt)
 			}
 			wait = max(min(100*time.Millisecond, time.Duration(stopAt-now.UnixNano())), time.Millisecond)
 			if !inWindow && now.UnixNano() >= start {
@@ -321,7 +318,7 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 		t := p.Nanos
 		if t >= stopAt {
 			// Stamped after the end: the window is over.
-			return c.drain(stopAt, drain)
+			return c.drain(stopAt)
 		}
 		if t-lastStamp >= int64(stampEvery) {
 			lastStamp, sinceClock = t, clockEvery
@@ -346,16 +343,30 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 	}
 }
 
+// drainQuiet is how long the ring must stay quiet, with no packet left in
+// the kernel's block, for the drain to end: time for packets stamped
+// before the end (as the stack queued them) to reach the ring.
+const drainQuiet = 55 * time.Millisecond
+
 // drain takes, once the window is over, what the kernel stamped before its
-// end and has not handed over yet. It ends when the ring stays quiet for a
-// block timeout, or at the first packet stamped past the end (by more than
-// reorderSlack): packets enter the ring in the order they are stamped, give
-// or take microseconds across CPUs, so every earlier one has been read. A
-// backlog of in-window packets is still read to its end.
-func (c *Capture) drain(stopAt int64, quiet time.Duration) (StopReason, error) {
+// end and has not handed over yet. It ends at the first packet stamped past
+// the end (by more than reorderSlack): packets enter the ring in the order
+// they are stamped, give or take microseconds across CPUs, so every earlier
+// one has been read. Or it ends when the ring stays quiet for drainQuiet
+// and the kernel holds no partly filled block: such a block is handed over
+// only at its block timeout, which a quiet period alone could miss under
+// load (the last 40 ms of a capture were once lost so). A backlog of
+// in-window packets is still read to its end.
+func (c *Capture) drain(stopAt int64) (StopReason, error) {
 	start := c.startAt.Load()
+	// Bound the wait for a block the kernel should hand over within one
+	// block timeout, should it never come.
+	limit := time.Now().Add(2*c.blockTimeout() + time.Second)
 	for {
-		p, err := c.ring.Next(quiet)
+		p, err := c.ring.Next(drainQuiet)
+		if errors.Is(err, ring.ErrTimeout) && c.ring.Pending() && time.Now().Before(limit) {
+			continue
+		}
 		if err != nil {
 			break
 		}

@@ -28,7 +28,7 @@ type Options struct {
 	BlockSize int
 	Blocks    int
 	// BlockTimeout is how long the kernel holds a partly filled block before
-	// handing it over (default 5 ms): the latency of a quiet capture.
+	// handing it over (default 50 ms): the latency of a quiet capture.
 	BlockTimeout time.Duration
 	NoPromisc    bool
 }
@@ -81,11 +81,12 @@ func (p *Packet) Outgoing() bool { return p.Type == PacketOutgoing }
 var ErrTimeout = errors.New("ring: no packet before the timeout")
 
 const (
-	ethPAll        = 0x0003
-	blockStatusOff = 8
-	tpStatusVLAN   = 1 << 4
-	tpStatusTPID   = 1 << 6
-	tpHdrLen       = 48 // TPACKET_ALIGN(sizeof(struct tpacket3_hdr))
+	ethPAll         = 0x0003
+	blockStatusOff  = 8  // tpacket_hdr_v1.block_status, after version and offset_to_priv
+	blockNumPktsOff = 12 // tpacket_hdr_v1.num_pkts
+	tpStatusVLAN    = 1 << 4
+	tpStatusTPID    = 1 << 6
+	tpHdrLen        = 48 // TPACKET_ALIGN(sizeof(struct tpacket3_hdr))
 )
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -194,10 +195,33 @@ func (r *Ring) status(i int) *uint32 {
 	return (*uint32)(unsafe.Pointer(&r.mem[i*r.blockSize+blockStatusOff]))
 }
 
+func (r *Ring) numPkts(i int) *uint32 {
+	return (*uint32)(unsafe.Pointer(&r.mem[i*r.blockSize+blockNumPktsOff]))
+}
+
+// Pending reports whether the ring holds packets Next has not returned,
+// including those in the block the kernel is filling and will hand over
+// only at the block timeout. A reader that saw no packet for a while can
+// so tell "nothing more" from "more, not handed over yet": the kernel
+// counts a packet in its block before it copies it in, and opens every
+// block with a count of zero (Next zeroes the count of a block it gives
+// back, so that a block the kernel has not reopened reads as empty).
+func (r *Ring) Pending() bool {
+	if r.inBlock && r.left > 0 {
+		return true
+	}
+	i := r.cur
+	if r.inBlock { // read to its end, not given back yet
+		i = (r.cur + 1) % r.blocks
+	}
+	return atomic.LoadUint32(r.status(i))&unix.TP_STATUS_USER != 0 || atomic.LoadUint32(r.numPkts(i)) > 0
+}
+
 // Next returns the next packet, waiting at most timeout for one.
 func (r *Ring) Next(timeout time.Duration) (Packet, error) {
 	for !r.inBlock || r.left == 0 {
 		if r.inBlock { // done with this block: give it back to the kernel
+			atomic.StoreUint32(r.numPkts(r.cur), 0)
 			atomic.StoreUint32(r.status(r.cur), unix.TP_STATUS_KERNEL)
 			r.cur = (r.cur + 1) % r.blocks
 			r.inBlock = false
