@@ -119,6 +119,7 @@ type Capture struct {
 	bytes   atomic.Uint64
 	first   atomic.Int64 // unix ns of the first and last packet written
 	last    atomic.Int64
+	size    atomic.Int64 // file size, buffered bytes included
 	n       counters
 
 	mu     sync.Mutex
@@ -183,6 +184,7 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 	if c.w, err = newFileWriter(c.file, h, cooked); err != nil {
 		return nil, err
 	}
+	c.size.Store(c.w.size())
 	ropt := s.Ring
 	ropt.Interface, ropt.Program = s.Interface, prog
 	if c.ring, err = ring.Open(ropt); err != nil {
@@ -209,7 +211,7 @@ func (c *Capture) Status() Status {
 	st := c.status
 	c.fill(&st)
 	if c.w != nil {
-		st.Size = c.w.size()
+		st.Size = c.size.Load()
 	}
 	return st
 }
@@ -220,6 +222,7 @@ func (c *Capture) publish() {
 	c.bytes.Store(c.n.bytes)
 	c.first.Store(c.n.first)
 	c.last.Store(c.n.last)
+	c.size.Store(c.w.size())
 }
 
 // fill copies the published counters into a status.
@@ -308,11 +311,11 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 			c.publish()
 		}
 		p, err := c.ring.Next(wait)
-		if errors.Is(err, ring.ErrTimeout) {
-			sinceClock = clockEvery
-			continue
-		}
 		if err != nil {
+			if errors.Is(err, ring.ErrTimeout) {
+				sinceClock = clockEvery
+				continue
+			}
 			return StopError, err
 		}
 		t := p.Nanos
@@ -418,7 +421,7 @@ func (c *Capture) guard(since time.Duration, written int64) StopReason {
 	}
 	free := st.Bavail * uint64(st.Bsize)
 	rate := float64(written) / max(since.Seconds(), 0.001)
-	margin := uint64(2*rate*guardInterval.Seconds()) + uint64(c.w.buf.Size()) + 1<<20
+	margin := uint64(2*rate*guardInterval.Seconds()) + uint64(cap(c.w.buf)) + 1<<20
 	if free < c.spec.MinFree+margin {
 		return StopMinFree
 	}

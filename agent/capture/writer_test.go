@@ -15,6 +15,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/casecap/casecap/agent/bpfgen"
 	"github.com/casecap/casecap/agent/ring"
 )
 
@@ -34,7 +35,7 @@ func roundTrip(t *testing.T, cooked bool, pkts []ring.Packet) {
 			t.Fatal(err)
 		}
 	}
-	if err := w.buf.Flush(); err != nil {
+	if err := w.flush(); err != nil {
 		t.Fatal(err)
 	}
 	sizeBeforeClose := buf.Len()
@@ -106,6 +107,15 @@ func TestWriterRoundTrip(t *testing.T) {
 	roundTrip(t, false, []ring.Packet{
 		{Data: frame, Length: len(frame), Nanos: t0.UnixNano(), Type: 1},
 		{Data: frame, Length: 1500, Nanos: t0.Add(time.Millisecond).UnixNano(), Type: ring.PacketOutgoing, VLAN: true, VLANTCI: 100, VLANTPID: 0x8100},
+	})
+	// A packet as long as the snap length allows takes more than the
+	// write buffer holds.
+	big := make([]byte, bpfgen.WholePacket)
+	copy(big, frame)
+	roundTrip(t, false, []ring.Packet{
+		{Data: frame, Length: len(frame), Nanos: t0.UnixNano(), Type: 1},
+		{Data: big, Length: len(big), Nanos: t0.UnixNano(), Type: 1},
+		{Data: frame, Length: len(frame), Nanos: t0.UnixNano(), Type: 1},
 	})
 	roundTrip(t, true, []ring.Packet{
 		{Data: frame[14:], Length: 4, Nanos: t0.UnixNano(), Type: 0, Protocol: 0x0800, HAType: 1, Addr: []byte{2, 0, 0, 0, 0, 1}},

@@ -43,7 +43,8 @@ type Ring struct {
 	cooked    bool
 	ifindex   int
 
-	cur      int // block being read
+	cur      int    // block being read
+	blk      []byte // that block, while inBlock
 	inBlock  bool
 	left     int // packets left in the current block
 	off      int // offset of the next packet in the block
@@ -239,13 +240,12 @@ func (r *Ring) Next(timeout time.Duration) (Packet, error) {
 				continue
 			}
 		}
-		b := r.block(r.cur)
+		r.blk = r.block(r.cur)
 		r.inBlock = true
-		r.left = int(binary.NativeEndian.Uint32(b[12:]))
-		r.off = int(binary.NativeEndian.Uint32(b[16:]))
+		r.left = int(binary.NativeEndian.Uint32(r.blk[12:]))
+		r.off = int(binary.NativeEndian.Uint32(r.blk[16:]))
 	}
-	b := r.block(r.cur)
-	h := b[r.off:]
+	h := r.blk[r.off:]
 	next := binary.NativeEndian.Uint32(h[0:])
 	snap := int(binary.NativeEndian.Uint32(h[12:]))
 	status := binary.NativeEndian.Uint32(h[20:])
