@@ -760,8 +760,23 @@ func TestHeldBegin(t *testing.T) {
 	if err := sess.Wait(); err != nil {
 		t.Errorf("a held start whose session ends without a begin should exit quietly: %v", err)
 	}
-	if st, err := e.status(stateDir); err != nil || st.State != agent.StateArmed || !st.Alive {
-		t.Errorf("after the held session ended: %+v %v, want armed and alive", st, err)
+	// Still armed after the agent's periodic rewrites of its status (not
+	// only in the first one, written as it armed).
+	first, err := e.status(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		st, err := e.status(stateDir)
+		if err == nil && st.Updated.After(first.Updated) {
+			if st.State != agent.StateArmed || !st.Alive {
+				t.Errorf("after the held session ended: %+v, want armed and alive", st)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status not rewritten in 5 s: %+v %v", st, err)
+		}
 	}
 	if _, err := e.ssh(e.bin + " stop " + stateDir); err != nil {
 		t.Fatal(err)

@@ -199,7 +199,7 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 				c.RequestStop(time.Now(), capture.StopSignal)
 			}
 		case <-tick.C:
-			_ = writeAtomic(j.path(StatusFile), snapshot(StateRunning).marshal(), 0o640)
+			_ = writeAtomic(j.path(StatusFile), snapshot(StateRunning).armedIfAll().marshal(), 0o640)
 		}
 	}
 }

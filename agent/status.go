@@ -34,6 +34,20 @@ type Status struct {
 	Alive bool `json:"alive"`
 }
 
+// armedIfAll says "armed" rather than "running" while no capture has
+// begun yet (a held start waiting for its begin).
+func (s Status) armedIfAll() Status {
+	for _, c := range s.Captures {
+		if c.State != capture.StateArmed {
+			return s
+		}
+	}
+	if len(s.Captures) > 0 {
+		s.State = StateArmed
+	}
+	return s
+}
+
 func (s Status) marshal() []byte {
 	b, _ := json.MarshalIndent(s, "", "  ")
 	return append(b, '\n')
