@@ -551,18 +551,12 @@ func TestESXiSSHModeSSHDKilled(t *testing.T) {
 	defer cancel()
 	go vmTraffic(ctx, t, l)
 	p := withConnectTimeout(t, esxiPlan(t, l, "SSH-SSHD", 6*time.Second), 2*time.Second)
-	go func() {
-		time.Sleep(2500 * time.Millisecond)
-		if err := h.KillSSHD(); err != nil {
-			t.Error(err)
-		}
-		time.Sleep(2 * time.Second)
-		if err := h.StartSSHD(); err != nil {
-			t.Error(err)
-		}
-	}()
 	out := t.TempDir()
-	m, err := newOrch(t, p, out).Run(context.Background(), nil)
+	d := newCapturingDisplay()
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", Display: d})
+	var m *orchestrator.Manifest
+	var err error
+	d.whileCapturing(t, func() { m, err = o.Run(context.Background(), nil) }, h.KillSSHD, h.StartSSHD)
 	if err != nil {
 		t.Fatalf("run with sshd killed and restarted: %v", err)
 	}

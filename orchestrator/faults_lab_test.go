@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,19 +145,12 @@ func TestSSHDKilledMidRun(t *testing.T) {
 	p := withConnectTimeout(t, labPlan(t, l, "SSHD", 6*time.Second, "      - interface: eth0\n        filter: { udpport: 9999 }\n"), 2*time.Second)
 	out := t.TempDir()
 	victim := l.Hosts[2]
-	go func() {
-		time.Sleep(2500 * time.Millisecond)
-		if err := victim.KillSSHD(); err != nil {
-			t.Error(err)
-		}
-		time.Sleep(2 * time.Second)
-		if err := victim.StartSSHD(); err != nil {
-			t.Error(err)
-		}
-	}()
-	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test",
+	d := newCapturingDisplay()
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", Display: d,
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	m, err := o.Run(context.Background(), nil)
+	var m *orchestrator.Manifest
+	var err error
+	d.whileCapturing(t, func() { m, err = o.Run(context.Background(), nil) }, victim.KillSSHD, victim.StartSSHD)
 	if err != nil {
 		t.Fatalf("run with %s's sshd killed and restarted: %v", victim.Name, err)
 	}
@@ -260,4 +254,64 @@ func TestDatastoreFills(t *testing.T) {
 	if c.Size < 1<<20 {
 		t.Errorf("the capture wrote only %d bytes: did the datastore fill while it ran?", c.Size)
 	}
+}
+
+// capturingDisplay is a Display that tells when every capture runs, so that a fault meant to land mid-capture waits for that rather
+// than for a fixed delay (which a slow machine can outlast).
+type capturingDisplay struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func newCapturingDisplay() *capturingDisplay { return &capturingDisplay{ch: make(chan struct{})} }
+
+func (d *capturingDisplay) HostPhase(string, string)         {}
+func (d *capturingDisplay) HostFailed(string, string, error) {}
+func (d *capturingDisplay) Captures(_, _ time.Duration, caps []orchestrator.Progress) {
+	for _, c := range caps {
+		if c.State != "capturing" {
+			return
+		}
+	}
+	if len(caps) > 0 {
+		d.once.Do(func() { close(d.ch) })
+	}
+}
+func (d *capturingDisplay) Download(string, string, int64) orchestrator.Transfer {
+	return nopTransfer{}
+}
+func (d *capturingDisplay) Close() {}
+
+type nopTransfer struct{}
+
+func (nopTransfer) Add(int64)  {}
+func (nopTransfer) Done(error) {}
+
+// whileCapturing runs run (a command using d as its display) and, once
+// every capture runs, calls down, waits 2 s and calls up. It returns when
+// both run and the fault are over; the fault is skipped (and the test
+// failed) if the captures never ran.
+func (d *capturingDisplay) whileCapturing(t *testing.T, run func(), down, up func() error) {
+	t.Helper()
+	ran := make(chan struct{})
+	faulted := make(chan struct{})
+	go func() {
+		defer close(faulted)
+		select {
+		case <-d.ch:
+		case <-ran:
+			t.Error("the captures never ran, so the fault was not injected")
+			return
+		}
+		if err := down(); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(2 * time.Second)
+		if err := up(); err != nil {
+			t.Error(err)
+		}
+	}()
+	run()
+	close(ran)
+	<-faulted
 }
