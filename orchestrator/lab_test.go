@@ -189,6 +189,11 @@ func newOrch(t *testing.T, p *plans.Plan, out string) *orchestrator.Orchestrator
 	return orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test"})
 }
 
+// withDisplay is newOrch with a display to learn when captures run.
+func withDisplay(t *testing.T, p *plans.Plan, out string, d orchestrator.Display) *orchestrator.Orchestrator {
+	return orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", Display: d})
+}
+
 // TestStartThenLater: start returns with every capture running; status,
 // stop and collect then work from later processes (new orchestrators), stop
 // and collect are idempotent, and collect resumes a partial download and
@@ -284,9 +289,17 @@ func TestInterrupts(t *testing.T) {
 	p := labPlan(t, l, "INTR1", 10*time.Minute, captures)
 	out := t.TempDir()
 	intr := make(chan struct{}, 2)
-	go func() { time.Sleep(1500 * time.Millisecond); intr <- struct{}{} }()
+	d := newCapturingDisplay()
+	go func() {
+		select { // a run whose captures never start is stopped all the same
+		case <-d.ch:
+		case <-time.After(30 * time.Second):
+		}
+		time.Sleep(time.Second)
+		intr <- struct{}{}
+	}()
 	began := time.Now()
-	m, err := newOrch(t, p, out).Run(context.Background(), intr)
+	m, err := withDisplay(t, p, out, d).Run(context.Background(), intr)
 	if err != nil {
 		t.Fatalf("run interrupted once: %v", err)
 	}
@@ -314,13 +327,14 @@ func TestInterrupts(t *testing.T) {
 
 	p = labPlan(t, l, "INTR2", 2*time.Second, captures)
 	intr = make(chan struct{}, 2)
+	d = newCapturingDisplay()
 	go func() {
-		time.Sleep(500 * time.Millisecond)
+		<-d.ch
 		intr <- struct{}{}
 		time.Sleep(10 * time.Millisecond)
 		intr <- struct{}{}
 	}()
-	_, err = newOrch(t, p, out).Run(context.Background(), intr)
+	_, err = withDisplay(t, p, out, d).Run(context.Background(), intr)
 	if !errors.Is(err, orchestrator.ErrDetached) {
 		t.Fatalf("run interrupted twice: %v, want ErrDetached", err)
 	}
