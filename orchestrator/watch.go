@@ -75,6 +75,16 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 				done = false
 			}
 		}
+		if stopped {
+			// A second interrupt that came while the first stop was under
+			// way is honoured even if every capture has stopped since: the
+			// person asked to stop waiting (and collecting).
+			select {
+			case <-interrupt:
+				return true
+			default:
+			}
+		}
 		if done {
 			return false
 		}
