@@ -256,8 +256,9 @@ func TestDatastoreFills(t *testing.T) {
 	}
 }
 
-// capturingDisplay is a Display that tells when every capture runs, so that a fault meant to land mid-capture waits for that rather
-// than for a fixed delay (which a slow machine can outlast).
+// capturingDisplay is a Display that tells when every capture runs, so
+// that a fault meant to land mid-capture waits for that rather than for a
+// fixed delay (which a slow machine can outlast).
 type capturingDisplay struct {
 	once sync.Once
 	ch   chan struct{}
