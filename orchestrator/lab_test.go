@@ -30,6 +30,10 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if err := agenttest.Races(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	agenttest.Cleanup()
 	os.Exit(code)
 }

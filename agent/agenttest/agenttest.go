@@ -3,12 +3,22 @@
 package agenttest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
 )
+
+// RaceEnv names a directory: when it is set, the agent is built with the
+// race detector (the tests then run the race build on the lab hosts, and
+// Races reports what it found). Lab hosts share this machine's root
+// filesystem but not its /tmp: use a directory such as
+// /var/tmp/casecap-race. For example:
+//
+//	CASECAP_AGENT_RACE=/var/tmp/casecap-race go test -race ./agent ./orchestrator
+const RaceEnv = "CASECAP_AGENT_RACE"
 
 var (
 	once  sync.Once
@@ -29,6 +39,10 @@ func Binary(t testing.TB) string {
 			return
 		}
 		path = filepath.Join(dir, "casecap-agent")
+		if race := os.Getenv(RaceEnv); race != "" {
+			bOut, bErr = buildRace(race)
+			return
+		}
 		cmd := exec.Command("go", "build", "-trimpath", "-o", path, "github.com/casecap/casecap/cmd/casecap-agent")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		bOut, bErr = cmd.CombinedOutput()
@@ -37,6 +51,42 @@ func Binary(t testing.TB) string {
 		t.Fatalf("build casecap-agent: %v\n%s", bErr, bOut)
 	}
 	return path
+}
+
+// buildRace builds the agent with the race detector into dir, and makes
+// path a script that runs it with its reports written into dir (GORACE
+// cannot reach an agent started over SSH any other way).
+func buildRace(dir string) ([]byte, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(dir, "casecap-agent-race")
+	cmd := exec.Command("go", "build", "-race", "-trimpath", "-o", bin, "github.com/casecap/casecap/cmd/casecap-agent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return out, err
+	}
+	script := fmt.Sprintf("#!/bin/sh\nGORACE='log_path=%s/report' exec '%s' \"$@\"\n", dir, bin)
+	return nil, os.WriteFile(path, []byte(script), 0o755)
+}
+
+// Races returns an error holding the race build's reports, if any (see
+// RaceEnv); nil when there are none or the agent was not built for races.
+func Races() error {
+	race := os.Getenv(RaceEnv)
+	if race == "" {
+		return nil
+	}
+	reports, _ := filepath.Glob(filepath.Join(race, "report.*"))
+	var text []byte
+	for _, r := range reports {
+		b, _ := os.ReadFile(r)
+		text = append(text, b...)
+	}
+	if len(reports) == 0 {
+		return nil
+	}
+	return fmt.Errorf("the race-built agent reported data races (%d reports in %s):\n%s", len(reports), race, text)
 }
 
 // Cleanup removes the built binary.
