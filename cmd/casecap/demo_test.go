@@ -12,6 +12,7 @@ import (
 
 	"github.com/casecap/casecap/lab/labtest"
 	"github.com/casecap/casecap/orchestrator"
+	"github.com/casecap/casecap/plans"
 )
 
 // TestDemoEndToEnd builds casecap and runs `casecap run --demo` in an empty
@@ -51,6 +52,18 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	if !strings.HasPrefix(m.Case, "demo-") || len(m.Captures) != 1 {
 		t.Fatalf("manifest: case %q, %d captures", m.Case, len(m.Captures))
+	}
+	// The demo's datastore is a fixed directory on this machine: take this
+	// run's case (capture files and agent state) out of it again, or every
+	// test run would leave 10 MB behind.
+	if p, err := plans.Load(filepath.Join(work, "Case_"+m.Case, "plan.yaml")); err == nil && len(p.Hosts) == 1 && p.Hosts[0].Datastore != "" {
+		ds := p.Hosts[0].Datastore
+		t.Cleanup(func() {
+			os.RemoveAll(filepath.Join(ds, "Case_"+m.Case))
+			os.RemoveAll(filepath.Join(ds, ".casecap", "cases", m.Case))
+		})
+	} else {
+		t.Errorf("the plan as run: %v", err)
 	}
 	c := m.Captures[0]
 	if c.File != "local.any.RxTx.pcapng" || !c.Collected || c.State != "stopped" || c.StopReason != "window-end" || c.Packets == 0 || c.SHA256 == "" {
