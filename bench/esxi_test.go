@@ -5,7 +5,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"github.com/casecap/casecap/agent/agenttest"
 	"github.com/casecap/casecap/lab"
 	"github.com/casecap/casecap/lab/labtest"
-	"github.com/casecap/casecap/lab/seqcast"
 	"github.com/casecap/casecap/orchestrator"
 	"github.com/casecap/casecap/plans"
 )
@@ -60,9 +58,7 @@ func BenchmarkESXiTogether(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			n := benchESXiHosts()
 			l := labtest.StartWith(b, lab.Options{Hosts: n, ESXi: n, ESXiNoExec: mode == "ssh"})
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 11, Interval: 500 * time.Microsecond})
+			labtest.Stream(b, l, 11, 500*time.Microsecond)
 			b.Run("casecap", func(b *testing.B) {
 				benchRuns++
 				p := esxiPlanFor(b, l, fmt.Sprintf("ESXBENCH-%d", benchRuns), window)

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,9 +154,7 @@ func BenchmarkTogether(b *testing.B) {
 	l := labtest.Start(b, n)
 	bin := agenttest.Binary(b)
 	const interval = 500 * time.Microsecond
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 9, Interval: interval})
+	labtest.Stream(b, l, 9, interval)
 	const window = 3 * time.Second
 
 	for _, name := range []string{"casecap-cold", "casecap-warm"} {
@@ -403,9 +400,7 @@ func BenchmarkHundredHosts(b *testing.B) {
 	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "../cmd/casecap").CombinedOutput(); err != nil {
 		b.Fatalf("go build (run go generate ./agent/dist first): %v\n%s", err, out)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 12, Interval: time.Millisecond})
+	labtest.Stream(b, l, 12, time.Millisecond)
 	const window = 3 * time.Second
 
 	b.Run("casecap", func(b *testing.B) {

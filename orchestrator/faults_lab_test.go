@@ -74,9 +74,7 @@ func withConnectTimeout(t *testing.T, p *plans.Plan, d time.Duration) *plans.Pla
 func TestLinkCutMidCapture(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, 3)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 22, Interval: time.Millisecond})
+	labtest.Stream(t, l, 22, time.Millisecond)
 	const window = 8 * time.Second
 	p := withConnectTimeout(t, labPlan(t, l, "CUT", window, "      - interface: eth0\n        filter: { udpport: 9999 }\n"), 2*time.Second)
 	out := t.TempDir()
@@ -139,9 +137,7 @@ func TestLinkCutMidCapture(t *testing.T) {
 func TestSSHDKilledMidRun(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, 3)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 23, Interval: time.Millisecond})
+	labtest.Stream(t, l, 23, time.Millisecond)
 	p := withConnectTimeout(t, labPlan(t, l, "SSHD", 6*time.Second, "      - interface: eth0\n        filter: { udpport: 9999 }\n"), 2*time.Second)
 	out := t.TempDir()
 	victim := l.Hosts[2]

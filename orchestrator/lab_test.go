@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,9 +89,7 @@ func TestRunEightHosts(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, 8)
 	const interval = 500 * time.Microsecond
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 5, Interval: interval})
+	labtest.Stream(t, l, 5, interval)
 
 	p := labPlan(t, l, "E2E-8", 2*time.Second, `      - interface: eth0
         filter: { udpport: 9999 }
@@ -205,9 +202,7 @@ func withDisplay(t *testing.T, p *plans.Plan, out string, d orchestrator.Display
 func TestStartThenLater(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, 2)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 6, Interval: time.Millisecond})
+	labtest.Stream(t, l, 6, time.Millisecond)
 	p := labPlan(t, l, "LATER", 10*time.Minute, "      - interface: eth0\n        filter: { udpport: 9999 }\n")
 	out := t.TempDir()
 
@@ -285,9 +280,7 @@ func TestStartThenLater(t *testing.T) {
 func TestInterrupts(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, 2)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 7, Interval: time.Millisecond})
+	labtest.Stream(t, l, 7, time.Millisecond)
 	captures := "      - interface: eth0\n        filter: { udpport: 9999 }\n"
 
 	p := labPlan(t, l, "INTR1", 10*time.Minute, captures)

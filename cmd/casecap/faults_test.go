@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -145,9 +144,7 @@ func checkCollected(t *testing.T, caseDir string, m *orchestrator.Manifest) {
 func TestKilledMidCapture(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, 3)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 21, Interval: time.Millisecond})
+	labtest.Stream(t, l, 21, time.Millisecond)
 	plan := labPlanFile(t, l, "KILLED", 4*time.Second)
 	work := t.TempDir()
 
@@ -324,9 +321,7 @@ func waitCapturing(t *testing.T, l *lab.Lab, caseID string) {
 func TestCtrlC(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, 2)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: 24, Interval: time.Millisecond})
+	labtest.Stream(t, l, 24, time.Millisecond)
 	work := t.TempDir()
 	for _, presses := range []int{1, 2} {
 		caseID := fmt.Sprintf("CTRLC%d", presses)

@@ -6,11 +6,13 @@ package labtest
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/casecap/casecap/lab"
+	"github.com/casecap/casecap/lab/seqcast"
 )
 
 // KeepEnv, when set to 1, keeps a failing test's lab up for debugging; the
@@ -57,4 +59,18 @@ func StartWith(t testing.TB, opt lab.Options) *lab.Lab {
 		}
 	})
 	return l
+}
+
+// Stream sends a numbered broadcast stream (seqcast, UDP port 9999) from
+// the lab's gateway to every host, one packet per interval, until the test
+// ends: the traffic most lab tests capture and then count.
+func Stream(t testing.TB, l *lab.Lab, stream uint32, interval time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		seqcast.Send(ctx, seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(l.Broadcast(), 9999), Stream: stream, Interval: interval})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
 }
