@@ -77,7 +77,7 @@ func (o *Orchestrator) Run(ctx context.Context, interrupt <-chan struct{}) (*Man
 	if err := o.writeCaseFolder(m); err != nil {
 		return m, err
 	}
-	return m, o.failures()
+	return m, errors.Join(o.failures(), o.captureFailures())
 }
 
 // Start prepares, arms and begins every capture, then returns: the captures
@@ -185,7 +185,7 @@ func (o *Orchestrator) Stop(ctx context.Context) (*Manifest, error) {
 		return err
 	})
 	o.stopTogether(ctx)
-	deadline := time.Now().Add(watchGrace)
+	deadline := time.Now().Add(o.opt.StopWait)
 	for time.Now().Before(deadline) {
 		o.poll(ctx)
 		done := true
@@ -196,6 +196,13 @@ func (o *Orchestrator) Stop(ctx context.Context) (*Manifest, error) {
 			break
 		}
 		time.Sleep(pollInterval)
+	}
+	// A host whose agent never said its captures stopped is not stopped:
+	// stop says so rather than succeed (it may be stuck, or unreachable).
+	for _, h := range o.live() {
+		if !finished(h.status) {
+			o.fail(h, "stop", fmt.Errorf("its captures are still running %v after the stop was sent (see casecap status); the agent ends them at their window's end", o.opt.StopWait))
+		}
 	}
 	return o.manifest("stop"), o.failures()
 }
@@ -210,5 +217,5 @@ func (o *Orchestrator) Collect(ctx context.Context) (*Manifest, error) {
 	if err := o.writeCaseFolder(m); err != nil {
 		return m, err
 	}
-	return m, o.failures()
+	return m, errors.Join(o.failures(), o.captureFailures())
 }

@@ -36,7 +36,10 @@ type Options struct {
 	LocalAgent []string
 	// Dial connects to a host (default: SSH, or this machine for local).
 	Dial func(ctx context.Context, h *plans.Host) (hosts.Conn, error)
-	Log  *slog.Logger
+	// StopWait is how long a stop waits for the agents to report their
+	// captures stopped before it says they still run (default 30 s).
+	StopWait time.Duration
+	Log      *slog.Logger
 	// Display shows progress; nil shows nothing.
 	Display Display
 	Version string
@@ -118,6 +121,9 @@ type Orchestrator struct {
 func New(opt Options) *Orchestrator {
 	if opt.Parallel <= 0 {
 		opt.Parallel = 64
+	}
+	if opt.StopWait <= 0 {
+		opt.StopWait = watchGrace
 	}
 	if opt.OutDir == "" {
 		opt.OutDir = "."

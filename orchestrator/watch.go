@@ -88,7 +88,7 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 		if done {
 			return false
 		}
-		if time.Now().After(end.Add(watchGrace)) {
+		if time.Now().After(end.Add(o.opt.StopWait)) {
 			if !stopped {
 				o.stopTogether(ctx)
 				stopped = true
@@ -128,7 +128,7 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 type unfinished struct{}
 
 func (unfinished) Error() string {
-	return "the agent did not report its captures stopped in time; it stops them by itself at the window's end: run casecap collect later"
+	return "the agent did not report its captures stopped after the stop was sent; they may still run: see casecap status PLAN, then casecap stop PLAN and casecap collect PLAN"
 }
 
 var errUnfinished error = unfinished{}

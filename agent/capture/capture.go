@@ -57,6 +57,9 @@ const (
 	StopRequest     StopReason = "stop-request"
 	StopSignal      StopReason = "signal"
 	StopError       StopReason = "error"
+	// StopInterfaceGone: the captured interface was removed from the host
+	// (the capture fails: what it had is kept).
+	StopInterfaceGone StopReason = "interface-gone"
 )
 
 // States of a capture.
@@ -298,6 +301,9 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 				c.setState(StateCapturing)
 			}
 			if now.Sub(lastGuard) >= guardInterval {
+				if c.ring.Gone() {
+					return c.gone()
+				}
 				written := c.w.size()
 				if r := c.guard(now.Sub(lastGuard), written-lastWritten); r != "" {
 					c.RequestStop(now, r)
@@ -315,6 +321,9 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 			if errors.Is(err, ring.ErrTimeout) {
 				sinceClock = clockEvery
 				continue
+			}
+			if errors.Is(err, ring.ErrInterfaceGone) {
+				return c.gone()
 			}
 			return StopError, err
 		}
@@ -346,6 +355,19 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 	}
 }
 
+// gone ends a capture whose interface was removed: it keeps what the
+// kernel stamped before now (handed over, or in the block it still fills),
+// and fails, saying so.
+func (c *Capture) gone() (StopReason, error) {
+	at := time.Now()
+	c.RequestStop(at, StopInterfaceGone)
+	if _, err := c.drain(c.stopAt.Load()); err != nil {
+		return StopError, err
+	}
+	return StopInterfaceGone, fmt.Errorf("interface %s was removed from the host at %s; the capture kept what it had",
+		c.spec.Interface, at.UTC().Format(time.RFC3339Nano))
+}
+
 // drainQuiet is how long the ring must stay quiet, with no packet left in
 // the kernel's block, for the drain to end: time for packets stamped
 // before the end (as the stack queued them) to reach the ring.
@@ -367,7 +389,8 @@ func (c *Capture) drain(stopAt int64) (StopReason, error) {
 	limit := time.Now().Add(2*c.blockTimeout() + time.Second)
 	for {
 		p, err := c.ring.Next(drainQuiet)
-		if errors.Is(err, ring.ErrTimeout) && c.ring.Pending() && time.Now().Before(limit) {
+		quiet := errors.Is(err, ring.ErrTimeout) || errors.Is(err, ring.ErrInterfaceGone)
+		if quiet && c.ring.Pending() && time.Now().Before(limit) {
 			continue
 		}
 		if err != nil {
@@ -472,7 +495,9 @@ func (c *Capture) finish(reason StopReason, runErr error) Status {
 	c.status.State = StateStopped
 	if err != nil {
 		c.status.State, c.status.Error = StateFailed, strings.TrimSpace(err.Error())
-		c.status.StopReason = StopError
+		if runErr == nil || reason == "" {
+			c.status.StopReason = StopError
+		}
 	}
 	c.status.CRC32C = c.w.sum()
 	st := c.status

@@ -81,6 +81,10 @@ func (p *Packet) Outgoing() bool { return p.Type == PacketOutgoing }
 // ErrTimeout is returned by Next when no packet arrived in time.
 var ErrTimeout = errors.New("ring: no packet before the timeout")
 
+// ErrInterfaceGone is returned by Next once the interface the ring is bound
+// to has been removed from the host: no packet can ever come again.
+var ErrInterfaceGone = errors.New("ring: the interface is gone")
+
 const (
 	ethPAll         = 0x0003
 	blockStatusOff  = 8  // tpacket_hdr_v1.block_status, after version and offset_to_priv
@@ -218,7 +222,15 @@ func (r *Ring) Pending() bool {
 	return atomic.LoadUint32(r.status(i))&unix.TP_STATUS_USER != 0 || atomic.LoadUint32(r.numPkts(i)) > 0
 }
 
-// Next returns the next packet, waiting at most timeout for one.
+// Next returns the next packet, waiting at most timeout for one. It polls
+// at most once: whatever woke the poll without a packet (a timeout, a
+// signal, an error on the socket) returns to the caller, whose loop keeps
+// its clock, its stops and its signals. An interface that goes down raises
+// ENETDOWN on the socket, which poll reports at once and for ever until it
+// is read: Next reads it, so that the next poll sleeps until the link is
+// back, and returns ErrTimeout; an interface that was removed returns
+// ErrInterfaceGone. (Polling again on the spot, as Next once did, spun the
+// capture at full CPU, deaf to everything, while a link was down.)
 func (r *Ring) Next(timeout time.Duration) (Packet, error) {
 	for !r.inBlock || r.left == 0 {
 		if r.inBlock { // done with this block: give it back to the kernel
@@ -229,15 +241,17 @@ func (r *Ring) Next(timeout time.Duration) (Packet, error) {
 		}
 		if atomic.LoadUint32(r.status(r.cur))&unix.TP_STATUS_USER == 0 {
 			pfd := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLIN | unix.POLLERR}}
-			n, err := unix.Poll(pfd, int(timeout.Milliseconds()))
+			_, err := unix.Poll(pfd, int(timeout.Milliseconds()))
 			if err != nil && !errors.Is(err, unix.EINTR) {
 				return Packet{}, fmt.Errorf("poll: %w", err)
 			}
 			if atomic.LoadUint32(r.status(r.cur))&unix.TP_STATUS_USER == 0 {
-				if n == 0 || errors.Is(err, unix.EINTR) {
-					return Packet{}, ErrTimeout
+				if pfd[0].Revents&unix.POLLERR != 0 {
+					if err := r.socketError(); err != nil {
+						return Packet{}, err
+					}
 				}
-				continue
+				return Packet{}, ErrTimeout
 			}
 		}
 		r.blk = r.block(r.cur)
@@ -273,6 +287,39 @@ func (r *Ring) Next(timeout time.Duration) (Packet, error) {
 	r.left--
 	r.off += int(next)
 	return p, nil
+}
+
+// socketError reads (and so clears) the error pending on the socket. The
+// kernel sets ENETDOWN when the bound interface goes down and again when it
+// is removed; only the removal is an error for the capture.
+func (r *Ring) socketError() error {
+	errno, err := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return fmt.Errorf("read the socket's error: %w", err)
+	}
+	switch {
+	case errno == 0, unix.Errno(errno) == unix.ENETDOWN && !r.Gone():
+		return nil // down, or already cleared: wait for the link
+	case unix.Errno(errno) == unix.ENETDOWN:
+		return ErrInterfaceGone
+	}
+	return fmt.Errorf("capture socket: %w", unix.Errno(errno))
+}
+
+// Gone reports whether the interface the ring is bound to has been removed.
+// The kernel unbinds such a socket (its interface index becomes -1); that
+// is the one sure sign, since a removal while the link was already down
+// raises no error on the socket. A ring on every interface is never gone.
+func (r *Ring) Gone() bool {
+	if r.ifindex == 0 {
+		return false
+	}
+	sa, err := unix.Getsockname(r.fd)
+	if err != nil {
+		return false
+	}
+	ll, ok := sa.(*unix.SockaddrLinklayer)
+	return ok && ll.Ifindex != r.ifindex
 }
 
 // Stats returns the kernel's counters since Open: packets the filter passed

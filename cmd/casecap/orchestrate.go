@@ -218,6 +218,11 @@ func printSummary(w io.Writer, m *orchestrator.Manifest) {
 	for _, e := range m.Errors {
 		fmt.Fprintln(w, "error:", e)
 	}
+	for _, c := range caps {
+		if c.Error != "" {
+			fmt.Fprintf(w, "error: %s: %s: %s\n", c.Host, c.File, c.Error)
+		}
+	}
 	if m.CaseDir != "" {
 		fmt.Fprintf(w, "case folder: %s\n", m.CaseDir)
 	}

@@ -1,0 +1,136 @@
+//go:build linux
+
+package orchestrator_test
+
+// Issue 10's findings, tried as a hostile or unlucky user would: each test
+// failed before its fix.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/casecap/casecap/lab"
+	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/lab/seqcast"
+	"github.com/casecap/casecap/orchestrator"
+	"github.com/casecap/casecap/plans"
+)
+
+// planText loads a plan written out in full.
+func planText(t *testing.T, text string) *plans.Plan {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "plan.yaml")
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := plans.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// planHead is a plan's top for a lab, up to "hosts:".
+func planHead(l *lab.Lab, caseID string, duration time.Duration) string {
+	return fmt.Sprintf("case: %s\ndatastore: %s\nduration: %s\nssh: { user: root, identity_file: %s, known_hosts: %s, connect_timeout: 3s }\nhosts:\n",
+		caseID, l.Datastore, duration, l.ClientKey, l.KnownHosts)
+}
+
+// agentPID reads the (host-namespace) PID of a case's agent on a host from
+// its status.json on the shared datastore.
+func agentPID(t *testing.T, l *lab.Lab, caseID string, h *lab.Host) int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(l.Datastore, ".casecap", "cases", caseID, h.Name, "agent.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.Fields(string(raw))[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// TestInterfaceGoneMidRun: an interface deleted on one host mid-run fails
+// that capture at once (interface-gone) with the packets it had, collected
+// and verified; every other capture runs to its end and is collected
+// whole; the run exits with an error naming the capture.
+func TestInterfaceGoneMidRun(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	labtest.Stream(t, l, 31, time.Millisecond)
+	w, err := l.Hosts[1].AddWire(context.Background(), "cctg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	text := planHead(l, "GONE", 4*time.Second)
+	for _, h := range l.Hosts {
+		text += fmt.Sprintf("  - name: %s\n    address: %s\n    kind: linux\n    captures:\n      - interface: eth0\n        filter: { udpport: 9999 }\n", h.Name, h.Addr)
+	}
+	text += "      - interface: cctg\n"
+	p := planText(t, text)
+	out := t.TempDir()
+	d := newCapturingDisplay()
+	var m *orchestrator.Manifest
+	began := time.Now()
+	d.whileCapturing(t, func() { m, err = withDisplay(t, p, out, d).Run(context.Background(), nil) },
+		func() error { return w.Delete(context.Background()) }, func() error { return nil })
+	if took := time.Since(began); err == nil || !strings.Contains(err.Error(), "h02.cctg.RxTx.pcapng") || !strings.Contains(err.Error(), "removed") {
+		t.Errorf("run (%v): %v, want an error naming the capture whose interface was removed", took, err)
+	}
+	for _, c := range m.Captures {
+		file := filepath.Join(out, "Case_GONE", c.File)
+		if c.File == "h02.cctg.RxTx.pcapng" {
+			if c.State != "failed" || c.StopReason != "interface-gone" || !c.Collected || sum(t, file) != c.SHA256 {
+				t.Errorf("%s: %+v, want failed with interface-gone, collected and verified", c.File, c)
+			}
+			continue
+		}
+		s, err := seqcast.ReadFile(file, 31)
+		if err != nil || !c.Collected || c.State != "stopped" || c.StopReason != "window-end" || !s.Contiguous() || s.Distinct < 3500 {
+			t.Errorf("%s: %+v, stream %+v %v; want the whole 4 s window, collected", c.File, c, s, err)
+		}
+	}
+}
+
+// TestStopSaysWhenACaptureStillRuns: `stop` against an agent that cannot
+// act on it (frozen) reports the host's captures as still running, not
+// success; once the agent can stop, stop succeeds.
+func TestStopSaysWhenACaptureStillRuns(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	p := labPlan(t, l, "FROZEN", 10*time.Minute, "      - interface: eth0\n        filter: { udpport: 9999 }\n")
+	out := t.TempDir()
+	if _, err := newOrch(t, p, out).Start(context.Background()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	h := l.Hosts[1]
+	pid := strconv.Itoa(agentPID(t, l, "FROZEN", h))
+	if b, err := h.Command(context.Background(), "kill", "-STOP", pid).CombinedOutput(); err != nil {
+		t.Fatalf("kill -STOP: %v %s", err, b)
+	}
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", StopWait: 3 * time.Second})
+	m, err := o.Stop(context.Background())
+	if err == nil || !strings.Contains(err.Error(), h.Name) || !strings.Contains(err.Error(), "still running") {
+		t.Errorf("stop with %s's agent frozen: %v, want an error saying its captures still run", h.Name, err)
+	}
+	for _, c := range m.Captures {
+		if (c.Host == h.Name) == (c.State == "stopped") {
+			t.Errorf("after stop, %s is %s", c.File, c.State)
+		}
+	}
+	if b, err := h.Command(context.Background(), "kill", "-CONT", pid).CombinedOutput(); err != nil {
+		t.Fatalf("kill -CONT: %v %s", err, b)
+	}
+	if _, err := newOrch(t, p, out).Stop(context.Background()); err != nil {
+		t.Errorf("stop once the agent runs again: %v", err)
+	}
+	collectUntil(t, p, out, 10*time.Second)
+}
