@@ -2,6 +2,8 @@ package hosts
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"strings"
@@ -41,6 +43,17 @@ type Process interface {
 	// Wait waits for the command to end; a command that failed returns a
 	// *RunError holding its exit status and (the start of) its stderr.
 	Wait() error
+}
+
+// tempName is a hidden temporary name beside a file, unique to one write:
+// writers that share the storage (several runs, several hosts, one
+// directory by two paths) never open each other's half-written file, or a
+// file another writer has already renamed into place and someone runs
+// ("text file busy"). Each renames its own whole file into place.
+func tempName(base string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "." + base + "." + hex.EncodeToString(b[:]) + ".tmp"
 }
 
 // stderrCap bounds the stderr kept from a started command: enough for any

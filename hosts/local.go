@@ -85,8 +85,8 @@ func (c *LocalConn) ReadFile(p string) ([]byte, error) { return os.ReadFile(p) }
 
 // WriteFile writes a local file atomically.
 func (c *LocalConn) WriteFile(p string, r io.Reader, mode uint32) error {
-	tmp := filepath.Join(filepath.Dir(p), "."+filepath.Base(p)+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fs.FileMode(mode))
+	tmp := filepath.Join(filepath.Dir(p), tempName(filepath.Base(p)))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fs.FileMode(mode))
 	if err != nil {
 		return err
 	}

@@ -440,14 +440,15 @@ func (c *SSHConn) ReadFile(p string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
-// WriteFile writes a file over SFTP, atomically.
+// WriteFile writes a file over SFTP, atomically: into a temporary file of
+// its own, renamed into place.
 func (c *SSHConn) WriteFile(p string, r io.Reader, mode uint32) error {
 	sc, err := c.SFTP()
 	if err != nil {
 		return err
 	}
-	tmp := path.Join(path.Dir(p), "."+path.Base(p)+".tmp")
-	f, err := sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	tmp := path.Join(path.Dir(p), tempName(path.Base(p)))
+	f, err := sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 	if err != nil {
 		return fmt.Errorf("%s: create %s: %w", c.name, tmp, err)
 	}

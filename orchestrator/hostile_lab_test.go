@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casecap/casecap/agent/agenttest"
 	"github.com/casecap/casecap/lab"
 	"github.com/casecap/casecap/lab/labtest"
 	"github.com/casecap/casecap/lab/seqcast"
@@ -133,4 +134,61 @@ func TestStopSaysWhenACaptureStillRuns(t *testing.T) {
 		t.Errorf("stop once the agent runs again: %v", err)
 	}
 	collectUntil(t, p, out, 10*time.Second)
+}
+
+// TestConcurrentUploads: three runs start at once on a datastore that does
+// not hold the agent yet, and each run's hosts reach that one directory by
+// two paths (the datastore and a symlink to it, as ESXi's
+// /vmfs/volumes/<name> and /vmfs/volumes/<uuid> are one storage). Every
+// run starts, on a verified agent; nothing half-written is left. Three
+// rounds, the agent removed before each.
+func TestConcurrentUploads(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 4)
+	alias := filepath.Join(filepath.Dir(l.Datastore), "datastore-alias")
+	if err := os.Symlink(l.Datastore, alias); err != nil {
+		t.Fatal(err)
+	}
+	agentDir := filepath.Join(l.Datastore, ".casecap", "agent")
+	for round := range 3 {
+		if err := os.RemoveAll(agentDir); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 3)
+		for run := range 3 {
+			caseID := fmt.Sprintf("UP%d-%d", round, run)
+			text := planHead(l, caseID, time.Second)
+			for i, h := range l.Hosts {
+				ds := l.Datastore
+				if i%2 == 1 {
+					ds = alias
+				}
+				text += fmt.Sprintf("  - name: %s\n    address: %s\n    kind: linux\n    datastore: %s\n    captures:\n      - interface: eth0\n        filter: { udpport: 9999 }\n", h.Name, h.Addr, ds)
+			}
+			p := planText(t, text)
+			go func() {
+				_, err := newOrch(t, p, t.TempDir()).Start(context.Background())
+				if err != nil {
+					err = fmt.Errorf("round %d, run %d: %w", round, run, err)
+				}
+				errs <- err
+			}()
+		}
+		for range 3 {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	entries, err := os.ReadDir(agentDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sum(t, agenttest.Binary(t))
+	for _, e := range entries {
+		file := filepath.Join(agentDir, e.Name())
+		if !strings.HasPrefix(e.Name(), "casecap-agent-") || sum(t, file) != want {
+			t.Errorf("the agent directory holds %s: want only the agent, whole", e.Name())
+		}
+	}
 }
