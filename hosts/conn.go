@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Conn is one host, reached once and reused for everything.
@@ -26,6 +27,15 @@ type Conn interface {
 	Stat(path string) (int64, error)
 	// MkdirAll creates a directory and its parents.
 	MkdirAll(path string, mode uint32) error
+	// CreateExclusive creates a file that must not exist yet (O_EXCL: of
+	// writers racing for one name, exactly one succeeds) and writes data
+	// into it; a file already there returns an error wrapping
+	// fs.ErrExist. Readers may see it empty for a moment.
+	CreateExclusive(path string, data []byte, mode uint32) error
+	// ReadDir lists a directory.
+	ReadDir(path string) ([]Entry, error)
+	// Remove removes a file; one that is not there is not an error.
+	Remove(path string) error
 	// Download copies a remote file into w from offset, reporting progress,
 	// and returns the bytes copied.
 	Download(ctx context.Context, path string, w io.WriterAt, offset int64, progress func(int64)) (int64, error)
@@ -34,6 +44,14 @@ type Conn interface {
 	Start(ctx context.Context, argv []string) (Process, error)
 	// Close ends the connection.
 	Close() error
+}
+
+// Entry is a file in a directory listing, with its modification time on
+// the host's clock.
+type Entry struct {
+	Name    string
+	Size    int64
+	ModTime time.Time
 }
 
 // Process is a command running on a host.

@@ -6,17 +6,29 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path"
 	"sync"
+	"time"
 )
 
 // FakeFS is the files of fake hosts; hosts that share one share a datastore.
 type FakeFS struct {
 	mu    sync.Mutex
 	files map[string][]byte
+	mtime map[string]time.Time
 }
 
 // NewFakeFS returns an empty filesystem.
-func NewFakeFS() *FakeFS { return &FakeFS{files: map[string][]byte{}} }
+func NewFakeFS() *FakeFS {
+	return &FakeFS{files: map[string][]byte{}, mtime: map[string]time.Time{}}
+}
+
+// Touch sets a file's modification time.
+func (f *FakeFS) Touch(p string, t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mtime[p] = t
+}
 
 // Get returns a file's content and whether it exists.
 func (f *FakeFS) Get(p string) ([]byte, bool) {
@@ -31,6 +43,39 @@ func (f *FakeFS) Put(p string, b []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.files[p] = bytes.Clone(b)
+	f.mtime[p] = time.Now()
+}
+
+// create puts a new file, unless one is there.
+func (f *FakeFS) create(p string, b []byte) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.files[p]; ok {
+		return false
+	}
+	f.files[p], f.mtime[p] = bytes.Clone(b), time.Now()
+	return true
+}
+
+// list returns the files directly in dir.
+func (f *FakeFS) list(dir string) []Entry {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Entry
+	for p, b := range f.files {
+		if path.Dir(p) == path.Clean(dir) {
+			out = append(out, Entry{Name: path.Base(p), Size: int64(len(b)), ModTime: f.mtime[p]})
+		}
+	}
+	return out
+}
+
+// remove deletes a file.
+func (f *FakeFS) remove(p string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.files, p)
+	delete(f.mtime, p)
 }
 
 // Fake is an in-process host for unit tests: its files live in a FakeFS,
@@ -99,6 +144,20 @@ func (f *Fake) Stat(p string) (int64, error) {
 	b, err := f.ReadFile(p)
 	return int64(len(b)), err
 }
+
+// CreateExclusive creates a fake file that must not exist yet.
+func (f *Fake) CreateExclusive(p string, data []byte, _ uint32) error {
+	if !f.FS.create(p, data) {
+		return &fs.PathError{Op: "create", Path: p, Err: fs.ErrExist}
+	}
+	return nil
+}
+
+// ReadDir lists the fake files in a directory.
+func (f *Fake) ReadDir(p string) ([]Entry, error) { return f.FS.list(p), nil }
+
+// Remove removes a fake file.
+func (f *Fake) Remove(p string) error { f.FS.remove(p); return nil }
 
 // MkdirAll does nothing: fake directories need no creating.
 func (f *Fake) MkdirAll(string, uint32) error { return nil }

@@ -102,6 +102,41 @@ func (c *LocalConn) WriteFile(p string, r io.Reader, mode uint32) error {
 	return os.Rename(tmp, p)
 }
 
+// CreateExclusive creates a new local file with data.
+func (c *LocalConn) CreateExclusive(p string, data []byte, mode uint32) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fs.FileMode(mode))
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(data)
+	return errors.Join(werr, f.Close())
+}
+
+// ReadDir lists a local directory.
+func (c *LocalConn) ReadDir(p string) ([]Entry, error) {
+	des, err := os.ReadDir(p)
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for _, d := range des {
+		fi, err := d.Info()
+		if err != nil {
+			continue // gone since the listing
+		}
+		out = append(out, Entry{Name: d.Name(), Size: fi.Size(), ModTime: fi.ModTime()})
+	}
+	return out, nil
+}
+
+// Remove removes a local file; a missing one is not an error.
+func (c *LocalConn) Remove(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // Stat returns a local file's size.
 func (c *LocalConn) Stat(p string) (int64, error) {
 	fi, err := os.Stat(p)

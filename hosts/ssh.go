@@ -475,6 +475,61 @@ func (c *SSHConn) WriteFile(p string, r io.Reader, mode uint32) error {
 	return nil
 }
 
+// CreateExclusive creates a new remote file with data (SFTP's O_EXCL). The
+// SFTP protocol reports "exists" as a plain failure, so a failure is
+// checked against the file's existence.
+func (c *SSHConn) CreateExclusive(p string, data []byte, mode uint32) error {
+	sc, err := c.SFTP()
+	if err != nil {
+		return err
+	}
+	f, err := sc.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		if _, serr := sc.Lstat(p); serr == nil {
+			return &fs.PathError{Op: "create", Path: p, Err: fs.ErrExist}
+		}
+		return fmt.Errorf("%s: create %s: %w", c.name, p, err)
+	}
+	_, werr := f.Write(data)
+	err = errors.Join(werr, f.Chmod(fs.FileMode(mode)), f.Close())
+	if err != nil {
+		return fmt.Errorf("%s: write %s: %w", c.name, p, err)
+	}
+	return nil
+}
+
+// ReadDir lists a remote directory.
+func (c *SSHConn) ReadDir(p string) ([]Entry, error) {
+	sc, err := c.SFTP()
+	if err != nil {
+		return nil, err
+	}
+	fis, err := sc.ReadDir(p)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, len(fis))
+	for i, fi := range fis {
+		out[i] = Entry{Name: fi.Name(), Size: fi.Size(), ModTime: fi.ModTime()}
+	}
+	return out, nil
+}
+
+// Remove removes a remote file; a missing one is not an error.
+func (c *SSHConn) Remove(p string) error {
+	sc, err := c.SFTP()
+	if err != nil {
+		return err
+	}
+	if err := sc.Remove(p); err != nil {
+		if _, serr := sc.Lstat(p); errors.Is(serr, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("%s: remove %s: %w", c.name, p, err)
+	}
+	return nil
+}
+
 // Stat returns a remote file's size.
 func (c *SSHConn) Stat(p string) (int64, error) {
 	sc, err := c.SFTP()

@@ -249,27 +249,30 @@ func (o *Orchestrator) stopTogether(ctx context.Context) time.Time {
 }
 
 // cleanup stops, with its own timeout, every agent that was armed on the
-// hosts given: after an aborted run nothing is left running, and a host
-// that failed once armed (in a partial run) is not left waiting for a begin.
+// hosts given, all at once: after an aborted run nothing is left running,
+// and a host that failed once armed (in a partial run) is not left waiting
+// for a begin.
 func (o *Orchestrator) cleanup(hs []*hostRun) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, h := range hs {
+	o.eachQuiet(ctx, hs, func(h *hostRun) {
 		if h.held != nil {
 			h.held.close()
 			h.held = nil
 		}
-		if !h.armed || h.conn == nil {
-			continue
+		if !h.armed {
+			return
 		}
 		if h.mode == modeSSH {
 			if err := o.requestStopSSH(h); err != nil {
 				o.log.Error("cleanup: could not stop the captures", "host", h.name(), "err", err)
 			}
-			continue
+			return
 		}
-		if _, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "stop", h.stateDir(o.opt.Plan)), nil); err != nil {
+		// Waiting for the agent to end: captures that never began leave no
+		// file, so that nothing of this start is in the way of the next.
+		if _, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "stop", "--wait", "10s", h.stateDir(o.opt.Plan)), nil); err != nil {
 			o.log.Error("cleanup: could not stop the agent", "host", h.name(), "err", err)
 		}
-	}
+	})
 }

@@ -81,6 +81,9 @@ func (o *Orchestrator) collect(ctx context.Context) {
 				errs = append(errs, fmt.Errorf("the agent reports a capture file %q that is not in the plan; ignored", cs.File))
 				continue
 			}
+			if cs.StopReason == capture.StopDisarmed {
+				continue // stopped before it began: no file, nothing to collect
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

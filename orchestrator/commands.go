@@ -21,9 +21,9 @@ var ErrDetached = errors.New("stopped waiting")
 // the run must not go on (every host failed, or one did and partial runs
 // are not allowed).
 func (o *Orchestrator) prepare(ctx context.Context) bool {
-	for _, phase := range []func(context.Context){o.connect, o.preflight, o.inventory, o.deploy, o.check} {
+	for _, phase := range []func(context.Context){o.connect, o.preflight, o.claim, o.inventory, o.deploy, o.check} {
 		phase(ctx)
-		if !o.ready() {
+		if !o.ready() || o.claimRefused() {
 			return false
 		}
 	}
@@ -45,15 +45,18 @@ func (o *Orchestrator) window() time.Duration {
 // armed agent is stopped, so that nothing is left running.
 func (o *Orchestrator) startAll(ctx context.Context) (time.Time, error) {
 	if !o.prepare(ctx) {
+		o.releaseClaims()
 		return time.Time{}, fmt.Errorf("nothing was started: %w", o.failures())
 	}
 	o.arm(ctx)
 	if !o.ready() {
 		o.cleanup(o.hosts)
+		o.releaseClaims()
 		return time.Time{}, fmt.Errorf("nothing was started: %w", o.failures())
 	}
 	o.cleanup(o.failed())
 	t0 := o.beginTogether(ctx)
+	o.markBegun(ctx, t0)
 	return t0, nil
 }
 
@@ -61,6 +64,7 @@ func (o *Orchestrator) startAll(ctx context.Context) (time.Time, error) {
 // together, collect, write the case folder. The first interrupt stops every
 // capture together (and still collects); a second stops waiting.
 func (o *Orchestrator) Run(ctx context.Context, interrupt <-chan struct{}) (*Manifest, error) {
+	o.command = "run"
 	defer o.disp.Close()
 	defer o.closeAll()
 	t0, err := o.startAll(ctx)
@@ -83,6 +87,7 @@ func (o *Orchestrator) Run(ctx context.Context, interrupt <-chan struct{}) (*Man
 // Start prepares, arms and begins every capture, then returns: the captures
 // stop by themselves at the end of their duration.
 func (o *Orchestrator) Start(ctx context.Context) (*Manifest, error) {
+	o.command = "start"
 	defer o.disp.Close()
 	defer o.closeAll()
 	t0, err := o.startAll(ctx)

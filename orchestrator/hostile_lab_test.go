@@ -192,3 +192,91 @@ func TestConcurrentUploads(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentStartsOneWinner: the same case started four times at once:
+// exactly one start proceeds, every other is refused at once, naming the
+// claim, and touches nothing (the winner's captures run on and are
+// collected whole). Three rounds.
+func TestConcurrentStartsOneWinner(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 3)
+	labtest.Stream(t, l, 32, time.Millisecond)
+	for round := range 3 {
+		caseID := fmt.Sprintf("RACE%d", round)
+		p := labPlan(t, l, caseID, 3*time.Second, "      - interface: eth0\n        filter: { udpport: 9999 }\n")
+		out := t.TempDir()
+		type result struct {
+			err  error
+			took time.Duration
+		}
+		results := make(chan result, 4)
+		for range 4 {
+			go func() {
+				began := time.Now()
+				_, err := newOrch(t, p, out).Start(context.Background())
+				results <- result{err, time.Since(began)}
+			}()
+		}
+		won := 0
+		for range 4 {
+			r := <-results
+			switch {
+			case r.err == nil:
+				won++
+			case !strings.Contains(r.err.Error(), "claimed by another run"):
+				t.Errorf("round %d: a start failed for another reason than the claim (after %v): %v", round, r.took, r.err)
+			case r.took > 5*time.Second:
+				t.Errorf("round %d: a refused start took %v, want at once", round, r.took)
+			}
+		}
+		if won != 1 {
+			t.Errorf("round %d: %d starts proceeded, want exactly one", round, won)
+		}
+		time.Sleep(3 * time.Second)
+		m := collectUntil(t, p, out, 20*time.Second)
+		for _, c := range m.Captures {
+			s, err := seqcast.ReadFile(filepath.Join(out, p.CaseDir(), c.File), 32)
+			if err != nil || !s.Contiguous() || s.Distinct < 2500 || c.StopReason != "window-end" {
+				t.Errorf("round %d: %s: %+v %v (%s), want the whole 3 s window", round, c.File, s, err, c.StopReason)
+			}
+		}
+	}
+}
+
+// TestFailedStartLeavesNothingBehind: a start that fails while arming (one
+// host's filter does not compile there) disarms the others; the same case
+// then runs, nothing of the failed start in its way.
+func TestFailedStartLeavesNothingBehind(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 3)
+	labtest.Stream(t, l, 33, time.Millisecond)
+	plan := func(bad bool) *plans.Plan {
+		text := planHead(l, "AGAIN", 2*time.Second)
+		for i, h := range l.Hosts {
+			f := "{ udpport: 9999 }"
+			if bad && i == 2 {
+				f = `{ expr: "udp port 9999 and not a filter" }`
+			}
+			text += fmt.Sprintf("  - name: %s\n    address: %s\n    kind: linux\n    captures:\n      - interface: eth0\n        filter: %s\n", h.Name, h.Addr, f)
+		}
+		return planText(t, text)
+	}
+	out := t.TempDir()
+	if _, err := newOrch(t, plan(true), out).Start(context.Background()); err == nil || !strings.Contains(err.Error(), "arm") {
+		t.Fatalf("start with a filter h03 cannot compile: %v, want it to fail at arm", err)
+	}
+	left, _ := filepath.Glob(filepath.Join(l.Datastore, "Case_AGAIN", "*"))
+	if len(left) != 0 {
+		t.Errorf("the failed start left %v on the datastore", left)
+	}
+	p := plan(false)
+	if _, err := newOrch(t, p, out).Run(context.Background(), nil); err != nil {
+		t.Fatalf("run of the same case after the failed start: %v", err)
+	}
+	m := collectUntil(t, p, out, 10*time.Second)
+	for _, c := range m.Captures {
+		if s, err := seqcast.ReadFile(filepath.Join(out, p.CaseDir(), c.File), 33); err != nil || !s.Contiguous() {
+			t.Errorf("%s: %+v %v", c.File, s, err)
+		}
+	}
+}

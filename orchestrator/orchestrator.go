@@ -81,6 +81,9 @@ type hostRun struct {
 	agentBlob agentBlob     // the agent it must be (empty for the local host)
 	verified  bool          // its copy was verified by hash in this run (or is casecap itself)
 	offset    time.Duration // host clock minus ours
+	hostClock time.Duration // the same, to the second, from preflight (before the agent can measure it)
+	claim     string        // this run's claim of the case on the host's datastore, once made
+	claimMine bool          // made by this host (not found, made by another of this run's hosts on shared storage)
 	rtt       time.Duration
 	execLat   time.Duration // how long a short agent command takes, end to end
 	lineLat   time.Duration // a line's round trip on the held session, under load
@@ -103,10 +106,13 @@ func agentDir(ds string) string                 { return path.Join(ds, ".casecap
 
 // Orchestrator carries out one command of a plan.
 type Orchestrator struct {
-	opt   Options
-	hosts []*hostRun
-	log   *slog.Logger
-	disp  Display
+	opt     Options
+	hosts   []*hostRun
+	log     *slog.Logger
+	disp    Display
+	runID   string    // random, this command's: names its claims
+	command string    // run, start...
+	mine    caseClaim // what this run's claims of the case say
 
 	mu      sync.Mutex
 	uploads atomic.Int32
@@ -131,7 +137,7 @@ func New(opt Options) *Orchestrator {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	o := &Orchestrator{opt: opt, log: opt.Log, disp: opt.Display}
+	o := &Orchestrator{opt: opt, log: opt.Log, disp: opt.Display, runID: newRunID()}
 	if o.disp == nil {
 		o.disp = nopDisplay{}
 	}
@@ -178,6 +184,25 @@ func (o *Orchestrator) each(ctx context.Context, phase string, fn func(ctx conte
 				o.fail(h, phase, err)
 			} else {
 				o.log.Debug(phase, "host", h.name(), "took", time.Since(start))
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+// eachQuiet runs fn on the given hosts, at most Parallel at once, for work
+// whose failures are logged, not the hosts' (cleaning up, marking claims).
+func (o *Orchestrator) eachQuiet(ctx context.Context, hs []*hostRun, fn func(h *hostRun)) {
+	var g errgroup.Group
+	g.SetLimit(o.opt.Parallel)
+	for _, h := range hs {
+		if h.conn == nil {
+			continue
+		}
+		g.Go(func() error {
+			if ctx.Err() == nil {
+				fn(h)
 			}
 			return nil
 		})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
 
@@ -18,7 +19,7 @@ import (
 // ($1 the datastore, $2 "create" to make it if missing): nothing from the
 // plan is ever part of the script's text.
 const probeScript = `ds=$1
-uname -s; uname -r; uname -m; hostname
+uname -s; uname -r; uname -m; hostname; date +%s
 if [ ! -d "$ds" ] && [ "$2" = create ]; then mkdir -p "$ds" && chmod 750 "$ds"; fi
 if [ -d "$ds" ] && [ -w "$ds" ]; then echo yes; else echo no; fi
 df -Pk "$ds" 2>/dev/null | tail -n 1
@@ -50,10 +51,16 @@ func (o *Orchestrator) preflight(ctx context.Context) {
 			return err
 		}
 		lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
-		if len(lines) < 6 {
+		if len(lines) < 7 {
 			return fmt.Errorf("unexpected answer to the probe: %q", out)
 		}
 		sys, release, machine := lines[0], lines[1], lines[2]
+		// The host's clock, to the second: enough to age files on its
+		// storage (claims) by its own clock.
+		if secs, err := strconv.ParseInt(lines[4], 10, 64); err == nil {
+			h.hostClock = time.Unix(secs, 0).Sub(time.Now())
+		}
+		lines = append(lines[:4], lines[5:]...)
 		switch sys {
 		case "VMkernel":
 			h.kind = plans.KindESXi

@@ -167,13 +167,14 @@ hold() {
 		*) fail "unexpected $cmd" ;;
 		esac
 	done
-	# The session ended without a begin: nothing was started.
+	# The session ended without a begin: nothing was started, and no file
+	# was made (disarmed).
 	i=1
 	while [ "$i" -le "$N" ]; do
-		eval "ST$i=failed REASON$i=error ERR$i='casecap never began this capture (its session ended first)'"
+		eval "ST$i=stopped REASON$i=disarmed"
 		i=$((i + 1))
 	done
-	write_status failed
+	write_status done
 }
 
 run() {

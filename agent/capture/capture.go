@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"strings"
 	"sync"
@@ -60,6 +59,10 @@ const (
 	// StopInterfaceGone: the captured interface was removed from the host
 	// (the capture fails: what it had is kept).
 	StopInterfaceGone StopReason = "interface-gone"
+	// StopDisarmed: stopped before its window began (a start that was
+	// called off): it captured nothing and keeps no file, which would only
+	// be in the way of the next start of the case.
+	StopDisarmed StopReason = "disarmed"
 )
 
 // States of a capture.
@@ -451,6 +454,23 @@ func (c *Capture) guard(since time.Duration, written int64) StopReason {
 	return ""
 }
 
+// disarmed ends a capture whose window never began: its file (headers
+// only) is removed.
+func (c *Capture) disarmed() Status {
+	err := errors.Join(c.file.Close(), os.Remove(c.spec.File))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.status.StoppedAt, c.status.StopReason, c.status.State = time.Now(), StopDisarmed, StateStopped
+	c.status.Start, c.status.Note = time.Time{}, "stopped before its window began: nothing captured, no file kept"
+	if err != nil {
+		c.status.State, c.status.Error = StateFailed, strings.TrimSpace(err.Error())
+	}
+	st := c.status
+	c.fill(&st)
+	st.Size = 0
+	return st
+}
+
 // write appends one packet to the file, unless a limit forbids it. It
 // returns the limit's stop reason when no packet may follow (or this one
 // was refused).
@@ -483,10 +503,10 @@ func (c *Capture) finish(reason StopReason, runErr error) Status {
 	c.publish()
 	recv, drops, _ := c.ring.Stats()
 	c.ring.Close()
-	start, end := time.Unix(0, c.startAt.Load()), time.Unix(0, c.stopAt.Load())
-	if c.startAt.Load() == math.MaxInt64 {
-		start = end // never began: an empty window
+	if c.startAt.Load() >= c.stopAt.Load() && runErr == nil {
+		return c.disarmed()
 	}
+	start, end := time.Unix(0, c.startAt.Load()), time.Unix(0, c.stopAt.Load())
 	err := errors.Join(runErr, c.w.close(start, end, recv, drops), c.file.Sync(), c.file.Close())
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -4,12 +4,10 @@ package capture
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash"
 	"hash/crc32"
 	"io"
-	"os"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -324,26 +322,3 @@ func CRC32CHex(h hash.Hash32) string { return fmt.Sprintf("%08x", h.Sum32()) }
 
 // NewCRC32C returns a CRC-32C (Castagnoli) hash.
 func NewCRC32C() hash.Hash32 { return crc32.New(castagnoli) }
-
-// EmptyHeader names an empty capture file.
-type EmptyHeader struct {
-	Name, Host, Case, Version string
-}
-
-// WriteEmpty creates path as a valid pcapng file with no packets (an
-// Ethernet interface, no filter), whose window began and ended at end: for
-// a capture that never started. It returns the file's CRC-32C and size.
-func WriteEmpty(path string, h EmptyHeader, end time.Time) (sum string, size int64, err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
-	if err != nil {
-		return "", 0, err
-	}
-	w, err := newFileWriter(f, header{Name: h.Name, Host: h.Host, Case: h.Case, Interface: h.Name, Version: h.Version}, false)
-	if err == nil {
-		err = w.close(end, end, 0, 0)
-	}
-	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
-		return "", 0, err
-	}
-	return w.sum(), w.size(), nil
-}

@@ -6,7 +6,7 @@
 //	start --hold -         the same, then keep the session for "begin TIME" (one line each way)
 //	run JOB                run JOB in the foreground
 //	begin DIR [--at TIME]  start the pending captures of the agent in DIR
-//	stop DIR [--at TIME]   stop the agent of state directory DIR (idempotent)
+//	stop DIR [--at TIME] [--wait D]  stop the agent of state directory DIR (idempotent); --wait: until it ends
 //	status DIR             print its status.json, with whether it still runs
 //	check [--clock]        this host's facts, as JSON (for preflight); with --clock, then the clock
 //	clock                  answer each line on stdin with this host's time
@@ -229,9 +229,9 @@ func run(args []string, version string) error {
 	return agent.Run(context.Background(), j, opt)
 }
 
-// dirAt reads the arguments of begin and stop: DIR [--at TIME].
-func dirAt(name string, args []string) (string, time.Time, error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// dirAt reads the arguments of begin and stop: DIR [--at TIME], and any
+// further flags the caller defined on fs.
+func dirAt(fs *flag.FlagSet, args []string) (string, time.Time, error) {
 	at := fs.String("at", "", "the instant (RFC 3339, this host's clock); default now")
 	dir, err := oneArg(fs, args)
 	if err != nil || *at == "" {
@@ -245,7 +245,7 @@ func dirAt(name string, args []string) (string, time.Time, error) {
 }
 
 func begin(args []string, out func(any) error) error {
-	dir, t, err := dirAt("begin", args)
+	dir, t, err := dirAt(flag.NewFlagSet("begin", flag.ContinueOnError), args)
 	if err != nil {
 		return err
 	}
@@ -256,13 +256,18 @@ func begin(args []string, out func(any) error) error {
 }
 
 func stop(args []string, out func(any) error) error {
-	dir, t, err := dirAt("stop", args)
+	fs := flag.NewFlagSet("stop", flag.ContinueOnError)
+	wait := fs.Duration("wait", 0, "wait this long for the agent to end (its files closed, or removed if they never began)")
+	dir, t, err := dirAt(fs, args)
 	if err != nil {
 		return err
 	}
 	running, err := agent.RequestStop(dir, t)
 	if err != nil {
 		return err
+	}
+	if running && *wait > 0 {
+		running = !agent.WaitDone(dir, *wait)
 	}
 	return out(map[string]any{"running": running, "now": time.Now()})
 }

@@ -42,8 +42,7 @@ type Spec struct {
 	// Grace is how long pktcap-uw has to flush and exit after SIGINT before
 	// SIGTERM (and as long again before SIGKILL); 0: 5 s.
 	Grace time.Duration
-	// Host, Case and Version name the empty file written for a session
-	// that never started.
+	// Host, Case and Version say whose capture it is.
 	Host, Case, Version string
 }
 
@@ -323,21 +322,16 @@ func (c *Capture) guard(size, grown int64, since time.Duration) capture.StopReas
 	return ""
 }
 
-// never records a session that ended before it started: it leaves a
-// valid pcapng file with no packets, as every capture of a case has a file.
+// never records a session that ended before it started (disarmed): no
+// pktcap-uw ran, and no file is left, which would only be in the way of
+// the next start of the case.
 func (c *Capture) never() capture.Status {
-	reason := c.Reason()
-	end := time.Unix(0, c.StopNanos())
-	sum, size, err := capture.WriteEmpty(c.spec.File, capture.EmptyHeader{Name: c.spec.Name, Host: c.spec.Host, Case: c.spec.Case, Version: c.spec.Version}, end)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.status.Start, c.status.StoppedAt, c.status.StopReason, c.status.State = end, time.Now(), reason, capture.StateStopped
-	c.status.CRC32C, c.status.Size = sum, size
-	if err != nil {
-		c.status.State, c.status.Error = capture.StateFailed, err.Error()
-	}
+	c.status.StoppedAt, c.status.StopReason, c.status.State = time.Now(), capture.StopDisarmed, capture.StateStopped
+	c.status.Note = strings.TrimPrefix(c.status.Note+"; stopped before its window began: nothing captured, no file kept", "; ")
 	st := c.status
-	st.Stop = end
+	st.Stop = time.Unix(0, c.StopNanos())
 	return st
 }
 
