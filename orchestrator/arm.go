@@ -242,8 +242,18 @@ func (o *Orchestrator) stopTogether(ctx context.Context) time.Time {
 			return o.requestStopSSH(h)
 		}
 		at := t1.Add(h.offset)
-		_, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "stop", "--at", at.Format(time.RFC3339Nano), h.stateDir(o.opt.Plan)), nil)
-		return err
+		out, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "stop", "--at", at.Format(time.RFC3339Nano), h.stateDir(o.opt.Plan)), nil)
+		if err != nil {
+			return err
+		}
+		// No agent there to stop: it ended; if its captures had not, it died.
+		var ans struct {
+			Running bool `json:"running"`
+		}
+		if json.Unmarshal(out, &ans) == nil && !ans.Running {
+			h.agentGone = !finished(h.status)
+		}
+		return nil
 	})
 	return t1
 }

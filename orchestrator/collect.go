@@ -63,7 +63,17 @@ func (o *Orchestrator) collect(ctx context.Context) {
 			h.status = st
 		}
 		if !finished(h.status) {
-			return errors.New("its captures are still running: stop them (casecap stop) or wait for their end, then collect")
+			ended, err := o.agentEnded(ctx, h)
+			if err != nil {
+				return fmt.Errorf("its captures have not finished, and whether its agent still runs could not be told: %w", err)
+			}
+			if !ended {
+				return errors.New("its captures are still running: stop them (casecap stop) or wait for their end, then collect")
+			}
+			// The agent died first: take what is there, the finished
+			// captures verified, the others as they are.
+			h.agentGone = true
+			o.log.Warn("the agent ended before its captures: collecting what is there", "host", h.name())
 		}
 		// Names come from the plan, never from what a host says: a host
 		// cannot make casecap write outside the case folder.
@@ -89,7 +99,10 @@ func (o *Orchestrator) collect(ctx context.Context) {
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				sha, err := o.download(ctx, h, cs, name, local)
+				// A capture the dead agent never finished has no final
+				// checksum: it comes as it is on the host.
+				asIs := h.agentGone && cs.State != capture.StateStopped && cs.State != capture.StateFailed
+				sha, err := o.download(ctx, h, cs, name, local, asIs)
 				if err == nil && h.mode == modeSSH {
 					// The script knows the file's size and hash, not its
 					// packets: count them here, in the verified copy.
@@ -102,9 +115,10 @@ func (o *Orchestrator) collect(ctx context.Context) {
 					return
 				}
 				if h.collected == nil {
-					h.collected = map[string]string{}
+					h.collected, h.asIs = map[string]string{}, map[string]bool{}
 				}
 				h.collected[name] = sha
+				h.asIs[name] = asIs
 			}()
 		}
 		wg.Wait()
@@ -162,21 +176,36 @@ func fileSums(p string) (*sums, error) {
 }
 
 // download fetches one capture file, resumable and verified, and returns
-// its SHA-256.
-func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *capture.Status, name, local string) (string, error) {
-	if cs.CRC32C == "" && cs.SHA256 == "" {
+// its SHA-256. asIs takes the file as it is on the host, unverified: a
+// capture its agent never finished has no final checksum (or size).
+func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *capture.Status, name, local string, asIs bool) (string, error) {
+	remote := path.Join(h.caseDir(o.opt.Plan), name)
+	if asIs {
+		size, err := h.conn.Stat(remote)
+		if err != nil {
+			return "", fmt.Errorf("the agent died before this capture finished, and its file cannot be read: %w", err)
+		}
+		c := *cs
+		c.Size, c.CRC32C, c.SHA256 = size, "", ""
+		cs = &c
+	} else if cs.CRC32C == "" && cs.SHA256 == "" {
 		return "", fmt.Errorf("the agent recorded no checksum (capture %s: %s)", cs.State, cs.Error)
 	}
 	final := filepath.Join(local, name)
-	if _, err := os.Stat(final); err == nil {
+	if fi, err := os.Stat(final); err == nil {
 		s, err := fileSums(final)
 		if err != nil {
 			return "", err
 		}
-		if err := s.check(cs); err != nil {
+		if asIs && fi.Size() != cs.Size {
+			err = fmt.Errorf("%d bytes here, %d on the host", fi.Size(), cs.Size)
+		} else if !asIs {
+			err = s.check(cs)
+		}
+		if err != nil {
 			return "", fmt.Errorf("%s exists and is a different file (%v): not overwriting it; move it away or use --out", final, err)
 		}
-		return s.sha256(), nil // already collected and verified
+		return s.sha256(), nil // already collected (and verified)
 	}
 	part := final + ".part"
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o640)
@@ -199,12 +228,11 @@ func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *capture.Sta
 	}
 	tr := o.disp.Download(h.name(), name, cs.Size)
 	tr.Add(offset)
-	remote := path.Join(h.caseDir(o.opt.Plan), name)
 	n, err := fetch(ctx, h.conn, remote, f, offset, s, tr.Add)
 	if err == nil && n != cs.Size {
 		err = fmt.Errorf("downloaded %d bytes, the agent wrote %d", n, cs.Size)
 	}
-	if err == nil {
+	if err == nil && !asIs {
 		if cerr := s.check(cs); cerr != nil {
 			os.Remove(part)
 			err = fmt.Errorf("%v: the download is discarded; collect again", cerr)

@@ -111,8 +111,11 @@ func (o *Orchestrator) captureFailures() error {
 			continue
 		}
 		for _, c := range h.status.Captures {
-			if c.State == capture.StateFailed {
-				errs = append(errs, fmt.Errorf("%s: %s: %s", h.name(), path.Base(c.File), c.Error))
+			switch name := path.Base(c.File); {
+			case c.State == capture.StateFailed:
+				errs = append(errs, fmt.Errorf("%s: %s: %s", h.name(), name, c.Error))
+			case h.asIs[name]:
+				errs = append(errs, fmt.Errorf("%s: %s: %w", h.name(), name, errAsIs))
 			}
 		}
 	}
@@ -151,27 +154,43 @@ func (o *Orchestrator) Status(ctx context.Context) (*Manifest, error) {
 	defer o.closeAll()
 	o.attach(ctx)
 	o.each(ctx, "status", func(ctx context.Context, h *hostRun) error {
-		if h.mode == modeSSH {
-			if !finished(h.status) && !o.sshAlive(ctx, h, h.status) {
-				return errors.New("the capture script is gone but its captures did not finish (the host rebooted?); collect what is there")
-			}
+		if finished(h.status) {
 			return nil
 		}
 		// Whether the agent still runs is known only on the host.
-		out, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "status", h.stateDir(o.opt.Plan)), nil)
+		ended, err := o.agentEnded(ctx, h)
 		if err != nil {
 			return err
 		}
-		var st agent.Status
-		if err := json.Unmarshal(out, &st); err != nil {
-			return fmt.Errorf("the agent's status: %w", err)
-		}
-		if !finished(&st) && !st.Alive {
-			return errors.New("the agent is gone but its captures did not finish (the host rebooted?); collect what is there")
+		if ended {
+			return errAgentGone
 		}
 		return nil
 	})
 	return o.manifest("status"), errors.Join(o.failures(), o.captureFailures())
+}
+
+// errAgentGone: a host's agent (or ssh-mode script) ended before its
+// captures did.
+var errAgentGone = errors.New("the agent is gone but its captures did not finish (it was killed, or the host rebooted): collect what is there with casecap collect PLAN")
+
+// agentEnded asks the host whether its agent (in ssh mode, its script) has
+// ended, and refreshes the host's status from the agent's answer.
+func (o *Orchestrator) agentEnded(ctx context.Context, h *hostRun) (bool, error) {
+	if h.mode == modeSSH {
+		alive, err := o.sshAlive(ctx, h, h.status)
+		return !alive, err
+	}
+	out, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "status", h.stateDir(o.opt.Plan)), nil)
+	if err != nil {
+		return false, err
+	}
+	var st agent.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		return false, fmt.Errorf("the agent's status: %w", err)
+	}
+	h.status = &st
+	return !st.Alive && !finished(&st), nil
 }
 
 // Stop stops every capture together and waits for the agents to close
@@ -195,7 +214,7 @@ func (o *Orchestrator) Stop(ctx context.Context) (*Manifest, error) {
 		o.poll(ctx)
 		done := true
 		for _, h := range o.live() {
-			done = done && finished(h.status)
+			done = done && (finished(h.status) || h.agentGone)
 		}
 		if done {
 			break
@@ -205,7 +224,11 @@ func (o *Orchestrator) Stop(ctx context.Context) (*Manifest, error) {
 	// A host whose agent never said its captures stopped is not stopped:
 	// stop says so rather than succeed (it may be stuck, or unreachable).
 	for _, h := range o.live() {
-		if !finished(h.status) {
+		switch {
+		case finished(h.status):
+		case h.agentGone:
+			o.fail(h, "stop", errAgentGone)
+		default:
 			o.fail(h, "stop", fmt.Errorf("its captures are still running %v after the stop was sent (see casecap status); the agent ends them at their window's end", o.opt.StopWait))
 		}
 	}

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"errors"
 	"bufio"
 	"context"
 	_ "embed"
@@ -134,11 +135,17 @@ func (o *Orchestrator) requestStopSSH(h *hostRun) error {
 	return h.conn.WriteFile(path.Join(h.stateDir(o.opt.Plan), stopNowFile), strings.NewReader("casecap\n"), 0o600)
 }
 
-// sshAlive says whether an ssh-mode host's script still runs.
-func (o *Orchestrator) sshAlive(ctx context.Context, h *hostRun, st *agent.Status) bool {
+// sshAlive says whether an ssh-mode host's script still runs: kill -0
+// fails with status 1 for a process that is gone; anything else (no
+// answer) is not known.
+func (o *Orchestrator) sshAlive(ctx context.Context, h *hostRun, st *agent.Status) (bool, error) {
 	if st.PID <= 0 {
-		return false
+		return false, nil
 	}
 	_, err := h.conn.Run(ctx, []string{"kill", "-0", fmt.Sprint(st.PID)}, nil)
-	return err == nil
+	var re *hosts.RunError
+	if errors.As(err, &re) && re.Status == 1 {
+		return false, nil
+	}
+	return err == nil, err
 }

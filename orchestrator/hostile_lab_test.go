@@ -280,3 +280,75 @@ func TestFailedStartLeavesNothingBehind(t *testing.T) {
 		}
 	}
 }
+
+// TestCollectAfterAgentDied: a host's agent is killed (SIGKILL: a crash, a
+// reboot's worth) while one of its captures runs and the other has
+// finished. stop and status say the agent is gone; collect takes the
+// finished capture verified as usual, and the unfinished one as it is on
+// the host, marked so (stop reason agent-gone, not verified); the other
+// host is collected whole.
+func TestCollectAfterAgentDied(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	labtest.Stream(t, l, 34, time.Millisecond)
+	p := labPlan(t, l, "DEAD", time.Minute, `      - interface: eth0
+        filter: { udpport: 9999 }
+      - interface: eth0
+        filter: { udpport: 9999 }
+        max_packets: 300
+        label: short
+`)
+	out := t.TempDir()
+	if _, err := newOrch(t, p, out).Start(context.Background()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	dead := l.Hosts[1]
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		m, _ := newOrch(t, p, out).Status(context.Background())
+		short := 0
+		for _, c := range m.Captures {
+			if c.StopReason == "packet-count" {
+				short++
+			}
+		}
+		if short == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the short captures did not finish: %+v", m.Captures)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	pid := strconv.Itoa(agentPID(t, l, "DEAD", dead))
+	if b, err := dead.Command(context.Background(), "kill", "-KILL", pid).CombinedOutput(); err != nil {
+		t.Fatalf("kill -KILL: %v %s", err, b)
+	}
+	if _, err := newOrch(t, p, out).Status(context.Background()); err == nil || !strings.Contains(err.Error(), "agent is gone") {
+		t.Errorf("status with %s's agent dead: %v, want it to say so", dead.Name, err)
+	}
+	if _, err := newOrch(t, p, out).Stop(context.Background()); err == nil || !strings.Contains(err.Error(), "agent is gone") {
+		t.Errorf("stop with %s's agent dead: %v, want it to say so", dead.Name, err)
+	}
+	m, err := newOrch(t, p, out).Collect(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not verified") {
+		t.Errorf("collect: %v, want an error about the capture collected unverified", err)
+	}
+	for _, c := range m.Captures {
+		local := filepath.Join(out, "Case_DEAD", c.File)
+		remote := filepath.Join(l.Datastore, "Case_DEAD", c.File)
+		switch {
+		case c.Host == dead.Name && !strings.Contains(c.File, "short"):
+			if !c.Collected || c.Verified || c.StopReason != "agent-gone" || c.State != "capturing" || sum(t, local) != c.SHA256 || sum(t, remote) != c.SHA256 {
+				t.Errorf("%s: %+v, want collected as it is on the host, unverified, stop reason agent-gone", c.File, c)
+			}
+			if s, err := seqcast.ReadFile(local, 34); err != nil && s.Distinct == 0 {
+				t.Errorf("%s: %+v %v, want the packets the agent wrote before it died", c.File, s, err)
+			}
+		default:
+			if !c.Collected || !c.Verified || c.State != "stopped" || sum(t, local) != c.SHA256 {
+				t.Errorf("%s: %+v, want collected and verified", c.File, c)
+			}
+		}
+	}
+}

@@ -59,7 +59,11 @@ type ManifestCapture struct {
 	State      string    `json:"state"`            // the agent's: armed, capturing, stopped, failed; unknown if never heard
 	StopReason string    `json:"stop_reason,omitempty"`
 	Collected  bool      `json:"collected"`
-	Error      string    `json:"error,omitempty"`
+	// Verified: the collected file matched the checksum its agent
+	// recorded when it closed the file. A capture whose agent died before
+	// it finished is collected as it was on the host, unverified.
+	Verified bool   `json:"verified"`
+	Error    string `json:"error,omitempty"`
 }
 
 // manifest sums up the hosts' state.
@@ -104,13 +108,21 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 			if sha, ok := h.collected[c.File]; ok {
 				// The manifest's SHA-256 is of the file as collected and
 				// verified against the host's checksum.
-				mc.Collected, mc.SHA256 = true, sha
+				mc.Collected, mc.Verified, mc.SHA256 = true, !h.asIs[c.File], sha
+				if h.asIs[c.File] {
+					mc.StopReason, mc.Error = agentGoneReason, errAsIs.Error()
+				}
 			}
 			m.Captures = append(m.Captures, mc)
 		}
 	}
 	return m
 }
+
+// agentGoneReason is the stop reason of a capture whose agent died first.
+const agentGoneReason = "agent-gone"
+
+var errAsIs = errors.New("the agent ended before this capture did (killed, or the host rebooted): collected as it was on the host, not verified against a final checksum; its last packets may be cut short")
 
 // writeCaseFolder writes manifest.json and the plan as run into the case folder.
 func (o *Orchestrator) writeCaseFolder(m *Manifest) error {

@@ -92,6 +92,8 @@ type hostRun struct {
 	armed     bool // something runs there: clean up if the run aborts
 	record    *Record
 	collected map[string]string // files downloaded and verified (or found here and verified) by this command: their SHA-256
+	asIs      map[string]bool   // of those, the files collected as they were, unverified (the agent died first)
+	agentGone bool              // its agent (or ssh-mode script) ended before its captures did
 	status    *agent.Status
 }
 

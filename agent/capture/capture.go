@@ -520,6 +520,10 @@ func (c *Capture) finish(reason StopReason, runErr error) Status {
 		}
 	}
 	c.status.CRC32C = c.w.sum()
+	// The file's final size (statistics block included), for Status too:
+	// the agent's periodic status of a capture that ended before the
+	// others must match its checksum.
+	c.size.Store(c.w.out.n.Load())
 	st := c.status
 	c.fill(&st)
 	st.Size = c.w.out.n.Load()

@@ -204,8 +204,11 @@ func printSummary(w io.Writer, m *orchestrator.Manifest) {
 			state += " (" + c.StopReason + ")"
 		}
 		collected := "-"
-		if c.Collected {
+		switch {
+		case c.Collected && c.Verified:
 			collected = "yes, verified"
+		case c.Collected:
+			collected = "yes, NOT verified"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", c.Host, c.File, state, c.Packets, humanize.IBytes(c.Bytes), c.Drops, humanize.IBytes(uint64(c.Size)), collected)
 	}
