@@ -1,11 +1,11 @@
 package orchestrator
 
 import (
-	"errors"
 	"bufio"
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"path"
