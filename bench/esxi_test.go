@@ -66,7 +66,7 @@ func BenchmarkESXiTogether(b *testing.B) {
 				o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, Version: "bench",
 					AgentBinary: func(string) ([]byte, error) { return os.ReadFile(bin) }})
 				start := time.Now()
-				m, err := o.Run(context.Background(), nil)
+				m, err := o.Run(context.Background())
 				took := time.Since(start)
 				if err != nil {
 					b.Fatal(err)

@@ -174,7 +174,7 @@ func BenchmarkTogether(b *testing.B) {
 			}
 			o := orchestrator.New(opt)
 			start := time.Now()
-			m, err := o.Run(context.Background(), nil)
+			m, err := o.Run(context.Background())
 			took := time.Since(start)
 			if err != nil {
 				b.Fatal(err)

@@ -86,12 +86,14 @@ func (o *Orchestrator) arm(ctx context.Context) {
 		if err != nil {
 			return err
 		}
+		// From here on something may run there, answer or not: an aborted
+		// start stops it.
+		h.armed = true
 		hs := &held{proc: proc, out: bufio.NewReader(proc.Stdout())}
 		ans, err := hs.send(append(raw, '\n'))
 		if err != nil {
 			return err
 		}
-		h.armed = true // from here on, something runs there
 		var armed struct {
 			Arming time.Duration `json:"arming_ns"`
 		}

@@ -19,11 +19,12 @@ var ErrDetached = errors.New("stopped waiting")
 
 // prepare runs the phases before any capture exists. It returns false when
 // the run must not go on (every host failed, or one did and partial runs
-// are not allowed).
+// are not allowed, or the case is another run's, or the start was called
+// off).
 func (o *Orchestrator) prepare(ctx context.Context) bool {
 	for _, phase := range []func(context.Context){o.connect, o.preflight, o.claim, o.inventory, o.deploy, o.check} {
 		phase(ctx)
-		if !o.ready() || o.claimRefused() {
+		if ctx.Err() != nil || !o.ready() || o.claimRefused() {
 			return false
 		}
 	}
@@ -41,38 +42,52 @@ func (o *Orchestrator) window() time.Duration {
 	return w
 }
 
-// startAll prepares, arms and begins; on a failure before the begin every
-// armed agent is stopped, so that nothing is left running.
-func (o *Orchestrator) startAll(ctx context.Context) (time.Time, error) {
-	if !o.prepare(ctx) {
-		o.releaseClaims()
-		return time.Time{}, fmt.Errorf("nothing was started: %w", o.failures())
-	}
-	o.arm(ctx)
-	if !o.ready() {
+// startAll prepares, arms and begins; on a failure before the begin, or a
+// signal, every armed agent is stopped, so that nothing is left running,
+// and the case's claim is released. It returns the instant of the begin
+// (casecap's clock) and any signal that came after it, for watch.
+func (o *Orchestrator) startAll(ctx context.Context) (time.Time, signal, error) {
+	sctx, g := o.guardStart(ctx)
+	abort := func(err error) (time.Time, signal, error) {
+		g.end()
 		o.cleanup(o.hosts)
 		o.releaseClaims()
-		return time.Time{}, fmt.Errorf("nothing was started: %w", o.failures())
+		if g.calledOffYet() || ctx.Err() != nil {
+			return time.Time{}, sigNone, ErrCalledOff
+		}
+		return time.Time{}, sigNone, fmt.Errorf("nothing was started: %w", err)
+	}
+	if !o.prepare(sctx) {
+		return abort(o.failures())
+	}
+	o.arm(sctx)
+	if sctx.Err() != nil || !o.ready() {
+		return abort(o.failures())
+	}
+	if g.commit() {
+		return abort(nil)
 	}
 	o.cleanup(o.failed())
+	// The begin runs to its end whatever comes: a signal from here on is
+	// watch's to act on.
 	t0 := o.beginTogether(ctx)
 	o.markBegun(ctx, t0)
-	return t0, nil
+	return t0, g.end(), nil
 }
 
 // Run does the whole job: prepare, arm, begin together, watch, stop
 // together, collect, write the case folder. The first interrupt stops every
 // capture together (and still collects); a second stops waiting.
-func (o *Orchestrator) Run(ctx context.Context, interrupt <-chan struct{}) (*Manifest, error) {
+func (o *Orchestrator) Run(ctx context.Context) (*Manifest, error) {
 	o.command = "run"
 	defer o.disp.Close()
 	defer o.closeAll()
-	t0, err := o.startAll(ctx)
+	t0, pending, err := o.startAll(ctx)
 	if err != nil {
 		return o.manifest("run"), err
 	}
 	watched := time.Now()
-	if o.watch(ctx, t0, o.window(), interrupt) {
+	if o.watch(ctx, t0, o.window(), pending) {
 		return o.manifest("run"), ErrDetached
 	}
 	o.log.Info("phase done", "phase", "watch", "took", time.Since(watched), "after window end", time.Since(t0.Add(o.window())))
@@ -90,9 +105,12 @@ func (o *Orchestrator) Start(ctx context.Context) (*Manifest, error) {
 	o.command = "start"
 	defer o.disp.Close()
 	defer o.closeAll()
-	t0, err := o.startAll(ctx)
+	t0, pending, err := o.startAll(ctx)
 	if err != nil {
 		return o.manifest("start"), err
+	}
+	if pending != sigNone {
+		o.log.Warn("a signal came once the captures had begun: they run on; casecap stop PLAN stops them")
 	}
 	// Return once every capture is running: past the agreed instant, and
 	// one round of the agents' status later.

@@ -161,7 +161,7 @@ func testESXiRun(t *testing.T, mode string) {
 	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test",
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	began := time.Now()
-	m, err := o.Run(context.Background(), nil)
+	m, err := o.Run(context.Background())
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
@@ -556,7 +556,7 @@ func TestESXiSSHModeSSHDKilled(t *testing.T) {
 	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", Display: d})
 	var m *orchestrator.Manifest
 	var err error
-	d.whileCapturing(t, func() { m, err = o.Run(context.Background(), nil) }, h.KillSSHD, h.StartSSHD)
+	d.whileCapturing(t, func() { m, err = o.Run(context.Background()) }, h.KillSSHD, h.StartSSHD)
 	if err != nil {
 		t.Fatalf("run with sshd killed and restarted: %v", err)
 	}

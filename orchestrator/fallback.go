@@ -110,6 +110,7 @@ func (o *Orchestrator) armSSH(ctx context.Context, h *hostRun, record []byte) er
 	if err != nil {
 		return err
 	}
+	h.armed = true // an aborted start stops what may run there from here on
 	hs := &held{proc: proc, out: bufio.NewReader(proc.Stdout())}
 	ans, err := hs.out.ReadBytes('\n')
 	if err != nil {
@@ -122,9 +123,6 @@ func (o *Orchestrator) armSSH(ctx context.Context, h *hostRun, record []byte) er
 		hs.close()
 		return fmt.Errorf("the capture script's answer: %q", ans)
 	}
-	// Armed: nothing runs before the begin, but a stop from here on ends
-	// the session's captures should the run abort.
-	h.armed = true
 	h.execLat = time.Since(began)
 	return h.hold(hs)
 }

@@ -146,7 +146,7 @@ func TestSSHDKilledMidRun(t *testing.T) {
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	var m *orchestrator.Manifest
 	var err error
-	d.whileCapturing(t, func() { m, err = o.Run(context.Background(), nil) }, victim.KillSSHD, victim.StartSSHD)
+	d.whileCapturing(t, func() { m, err = o.Run(context.Background()) }, victim.KillSSHD, victim.StartSSHD)
 	if err != nil {
 		t.Fatalf("run with %s's sshd killed and restarted: %v", victim.Name, err)
 	}
@@ -229,7 +229,7 @@ func TestDatastoreFills(t *testing.T) {
 		h.Command(context.Background(), "sh", "-c", fmt.Sprintf("head -c %dk /dev/zero > /srv/small/someone-elses-file", fill)).Run()
 	}()
 	began := time.Now()
-	m, err := newOrch(t, p, out).Run(context.Background(), nil)
+	m, err := newOrch(t, p, out).Run(context.Background())
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}

@@ -81,7 +81,7 @@ func TestInterfaceGoneMidRun(t *testing.T) {
 	d := newCapturingDisplay()
 	var m *orchestrator.Manifest
 	began := time.Now()
-	d.whileCapturing(t, func() { m, err = withDisplay(t, p, out, d).Run(context.Background(), nil) },
+	d.whileCapturing(t, func() { m, err = withDisplay(t, p, out, d).Run(context.Background()) },
 		func() error { return w.Delete(context.Background()) }, func() error { return nil })
 	if took := time.Since(began); err == nil || !strings.Contains(err.Error(), "h02.cctg.RxTx.pcapng") || !strings.Contains(err.Error(), "removed") {
 		t.Errorf("run (%v): %v, want an error naming the capture whose interface was removed", took, err)
@@ -270,7 +270,7 @@ func TestFailedStartLeavesNothingBehind(t *testing.T) {
 		t.Errorf("the failed start left %v on the datastore", left)
 	}
 	p := plan(false)
-	if _, err := newOrch(t, p, out).Run(context.Background(), nil); err != nil {
+	if _, err := newOrch(t, p, out).Run(context.Background()); err != nil {
 		t.Fatalf("run of the same case after the failed start: %v", err)
 	}
 	m := collectUntil(t, p, out, 10*time.Second)

@@ -102,7 +102,7 @@ func TestRunEightHosts(t *testing.T) {
 	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test",
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	begin := time.Now()
-	m, err := o.Run(context.Background(), nil)
+	m, err := o.Run(context.Background())
 	took := time.Since(begin)
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -193,6 +193,12 @@ func newOrch(t *testing.T, p *plans.Plan, out string) *orchestrator.Orchestrator
 // withDisplay is newOrch with a display to learn when captures run.
 func withDisplay(t *testing.T, p *plans.Plan, out string, d orchestrator.Display) *orchestrator.Orchestrator {
 	return orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", Display: d})
+}
+
+// withSignals is withDisplay with a Stop channel: the test's Ctrl-C.
+func withSignals(t *testing.T, p *plans.Plan, out string, d orchestrator.Display, stop <-chan struct{}) *orchestrator.Orchestrator {
+	return orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", Display: d,
+		Signals: orchestrator.Signals{Stop: stop}})
 }
 
 // TestStartThenLater: start returns with every capture running; status,
@@ -296,7 +302,7 @@ func TestInterrupts(t *testing.T) {
 		intr <- struct{}{}
 	}()
 	began := time.Now()
-	m, err := withDisplay(t, p, out, d).Run(context.Background(), intr)
+	m, err := withSignals(t, p, out, d, intr).Run(context.Background())
 	if err != nil {
 		t.Fatalf("run interrupted once: %v", err)
 	}
@@ -331,7 +337,7 @@ func TestInterrupts(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 		intr <- struct{}{}
 	}()
-	_, err = withDisplay(t, p, out, d).Run(context.Background(), intr)
+	_, err = withSignals(t, p, out, d, intr).Run(context.Background())
 	if !errors.Is(err, orchestrator.ErrDetached) {
 		t.Fatalf("run interrupted twice: %v, want ErrDetached", err)
 	}
@@ -416,7 +422,7 @@ func TestPasswordFromEnvironment(t *testing.T) {
 	}()
 	o := orchestrator.New(orchestrator.Options{Plan: write("CASECAP_TEST_PASSWORD"), OutDir: out, AgentBinary: agentBinary(t), Version: "test",
 		Log: slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	m, err := o.Run(context.Background(), nil)
+	m, err := o.Run(context.Background())
 	close(done)
 	for leak := range leaks {
 		t.Errorf("the password is in %s", leak)

@@ -42,6 +42,8 @@ type Options struct {
 	Log      *slog.Logger
 	// Display shows progress; nil shows nothing.
 	Display Display
+	// Signals are Ctrl-C, SIGTERM and SIGHUP, for run and start.
+	Signals Signals
 	Version string
 }
 
@@ -182,7 +184,12 @@ func (o *Orchestrator) each(ctx context.Context, phase string, fn func(ctx conte
 		g.Go(func() error {
 			start := time.Now()
 			err := fn(ctx, h)
-			if err != nil {
+			if err != nil && ctx.Err() != nil {
+				// The command was interrupted: that, not what the cut-off
+				// session said, is the host's failure.
+				o.log.Info(phase+" interrupted", "host", h.name(), "err", err)
+				o.fail(h, phase, errInterrupted)
+			} else if err != nil {
 				o.fail(h, phase, err)
 			} else {
 				o.log.Debug(phase, "host", h.name(), "took", time.Since(start))

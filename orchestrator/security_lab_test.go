@@ -101,7 +101,7 @@ hosts:
 	go vmTraffic(ctx, t, l)
 	out := t.TempDir()
 	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", AllowPartial: true})
-	m, err := o.Run(context.Background(), nil)
+	m, err := o.Run(context.Background())
 	if err == nil {
 		t.Error("run: no error, though two hosts cannot capture what they were given")
 	}
@@ -177,7 +177,7 @@ func TestHostileNames(t *testing.T) {
 
 	// A Linux host's state, rewritten by a hostile host after its run.
 	p := withConnectTimeout(t, labPlan(t, &lab.Lab{Datastore: l.Datastore, ClientKey: l.ClientKey, KnownHosts: l.KnownHosts, Hosts: []*lab.Host{lin}}, "HOSTILE", time.Second, "      - interface: eth0\n"), 5*time.Second)
-	if _, err := newOrch(t, p, out).Run(context.Background(), nil); err != nil {
+	if _, err := newOrch(t, p, out).Run(context.Background()); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	state := filepath.Join(l.Datastore, ".casecap", "cases", "HOSTILE", lin.Name)
@@ -241,14 +241,14 @@ func TestHostileNames(t *testing.T) {
 		}
 		return p
 	}
-	m, err := newOrch(t, esxPlan("HOSTILE-VM", fmt.Sprintf("      - vm: %q\n", hostileVM)), out).Run(context.Background(), nil)
+	m, err := newOrch(t, esxPlan("HOSTILE-VM", fmt.Sprintf("      - vm: %q\n", hostileVM)), out).Run(context.Background())
 	if err != nil {
 		t.Fatalf("run on the VM named %q: %v", hostileVM, err)
 	}
 	if c := m.Captures[0]; c.File != esx.Name+".tmp_evil.eth0.VnicTxRx.pcapng" || !c.Collected {
 		t.Errorf("the VM named %q: file %q, collected %v", hostileVM, c.File, c.Collected)
 	}
-	_, err = newOrch(t, esxPlan("HOSTILE-UPLINK", fmt.Sprintf("      - vm: %q\n        uplink: auto\n", esx.VMs[1].Name)), out).Run(context.Background(), nil)
+	_, err = newOrch(t, esxPlan("HOSTILE-UPLINK", fmt.Sprintf("      - vm: %q\n        uplink: auto\n", esx.VMs[1].Name)), out).Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "no active uplink") {
 		t.Errorf("a team uplink that is a path: %v, want it refused", err)
 	}
@@ -285,7 +285,7 @@ func TestAgentVerifiedByHash(t *testing.T) {
 	os.WriteFile(filepath.Join(shared, agentName), impostor, 0o700)
 	p := labPlan(t, l, "HASH1", time.Second, "      - interface: eth0\n")
 	out := t.TempDir()
-	if _, err := newOrch(t, p, out).Run(context.Background(), nil); err != nil {
+	if _, err := newOrch(t, p, out).Run(context.Background()); err != nil {
 		t.Fatalf("run over an impostor on the shared datastore: %v", err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(shared, agentName)); sumOf(got) != sumOf(blob) {
@@ -309,7 +309,7 @@ func TestAgentVerifiedByHash(t *testing.T) {
 		h.Datastore = "/srv/own"
 	}
 	p.Case = "HASH2"
-	m, err := newOrch(t, p, out).Run(context.Background(), nil)
+	m, err := newOrch(t, p, out).Run(context.Background())
 	if err != nil {
 		t.Fatalf("run over an impostor on a host's own datastore: %v", err)
 	}

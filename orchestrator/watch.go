@@ -61,11 +61,32 @@ const (
 const watchGrace = 30 * time.Second
 
 // watch shows the captures' progress until every one has stopped. The first
-// interrupt stops them all together; a second one stops waiting (detached
-// is then true, and the captures end on their own at the window's end).
-func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Duration, interrupt <-chan struct{}) (detached bool) {
+// Stop signal (Ctrl-C, SIGTERM) stops them all together; a second one, or a
+// Detach (SIGHUP), stops waiting: detached is then true, and the captures
+// end on their own at the window's end. pending is a signal that came
+// during the begin.
+func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Duration, pending signal) (detached bool) {
 	end := t0.Add(window)
 	stopped := false
+	// act acts on a signal; it returns true to stop waiting.
+	act := func(s signal) bool {
+		switch {
+		case s == sigDetach:
+			o.log.Warn("hangup: casecap stops waiting; the captures run on to their end", "collect them with", "casecap collect "+o.opt.Plan.File)
+			return true
+		case stopped:
+			o.log.Warn("interrupted again: casecap stops waiting; the captures end on their own", "collect them with", "casecap collect "+o.opt.Plan.File)
+			return true
+		}
+		o.log.Info("interrupted: stopping every capture together")
+		o.stopTogether(ctx)
+		stopped = true
+		end = time.Now()
+		return false
+	}
+	if pending != sigNone && act(pending) {
+		return true
+	}
 	for {
 		all := o.poll(ctx)
 		o.disp.Captures(window, time.Since(t0), all)
@@ -75,15 +96,19 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 				done = false
 			}
 		}
-		if stopped {
-			// A second interrupt that came while the first stop was under
-			// way is honoured even if every capture has stopped since: the
-			// person asked to stop waiting (and collecting).
-			select {
-			case <-interrupt:
+		// A signal that came while the captures were stopping is honoured
+		// even if every capture has stopped since: a second Ctrl-C asks to
+		// stop waiting (and collecting).
+		select {
+		case <-o.opt.Signals.Stop:
+			if act(sigStop) {
 				return true
-			default:
 			}
+		case <-o.opt.Signals.Detach:
+			if act(sigDetach) {
+				return true
+			}
+		default:
 		}
 		if done {
 			return false
@@ -111,13 +136,14 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 			wait = until
 		}
 		select {
-		case <-interrupt:
-			if stopped {
+		case <-o.opt.Signals.Stop:
+			if act(sigStop) {
 				return true
 			}
-			o.log.Info("interrupted: stopping every capture together")
-			o.stopTogether(ctx)
-			stopped = true
+		case <-o.opt.Signals.Detach:
+			if act(sigDetach) {
+				return true
+			}
 		case <-ctx.Done():
 			return true
 		case <-time.After(wait):

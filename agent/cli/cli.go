@@ -151,13 +151,15 @@ func line(w io.Writer, v any) error {
 // of a new session and process per host. It answers "ping" with "pong" (the
 // orchestrator's measure of this session's latency, under the load of
 // arming), and on "begin TIME" starts the pending captures at TIME and
-// returns. End of input leaves the captures armed, waiting for a begin from
-// another session or their hard deadline.
+// returns. The session's end before a begin disarms the captures: casecap
+// called the start off, or died, or lost the host, and no begin will come
+// (their files are removed, so that nothing blocks the next start).
 func serveBegin(dir string, in *bufio.Reader, w io.Writer) error {
 	for {
 		s, err := in.ReadString('\n')
 		if err != nil {
-			return nil
+			_, serr := agent.RequestStop(dir, time.Time{})
+			return serr
 		}
 		switch f := strings.Fields(s); {
 		case len(f) == 1 && f[0] == "ping":

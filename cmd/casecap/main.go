@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -20,8 +22,12 @@ import (
 var version = "dev"
 
 func main() {
-	// Each command decides what Ctrl-C means (run: stop together, then stop
-	// waiting); see interrupts and cancelOnInterrupt.
+	// Each command decides what Ctrl-C, SIGTERM and SIGHUP mean (run: stop
+	// together, then stop waiting); see watchSignals and cancelOnSignal.
+	// A reader of casecap's output that goes away (casecap ... | head) must
+	// not kill it half-way, with agents armed or files half-collected: a
+	// write to a broken pipe fails instead, and the work goes on.
+	signal.Ignore(syscall.SIGPIPE)
 	os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr))
 }
 

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -99,7 +100,7 @@ type session struct {
 	logFile *os.File
 }
 
-func newSession(c *cli.Context, p *plans.Plan, logToCase bool) (*session, error) {
+func newSession(c *cli.Context, p *plans.Plan, logToCase bool, sigs orchestrator.Signals) (*session, error) {
 	level := slog.LevelWarn
 	if c.Bool("verbose") {
 		level = slog.LevelDebug
@@ -139,6 +140,7 @@ func newSession(c *cli.Context, p *plans.Plan, logToCase bool) (*session, error)
 		Password:          prompter(),
 		Log:               slog.New(multiHandler(handlers)),
 		Display:           disp,
+		Signals:           sigs,
 		Version:           version,
 	})
 	return s, nil
@@ -150,29 +152,37 @@ func (s *session) close() {
 	}
 }
 
-// interrupts turns Ctrl-C into a channel; the first press stops the captures
-// together, the second stops waiting.
-func interrupts() (<-chan struct{}, func()) {
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, os.Interrupt)
-	out := make(chan struct{}, 2)
+// watchSignals turns Ctrl-C and SIGTERM into the orchestrator's Stop and
+// SIGHUP into its Detach, for run and start (see orchestrator.Signals).
+func watchSignals() (orchestrator.Signals, func()) {
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	stop, detach := make(chan struct{}, 4), make(chan struct{}, 4)
 	done := make(chan struct{})
 	go func() {
 		for {
 			select {
-			case <-sig:
-				out <- struct{}{}
+			case s := <-sig:
+				to := stop
+				if s == syscall.SIGHUP {
+					to = detach
+				}
+				select {
+				case to <- struct{}{}:
+				default: // enough of them queued
+				}
 			case <-done:
 				return
 			}
 		}
 	}()
-	return out, func() { signal.Stop(sig); close(done) }
+	return orchestrator.Signals{Stop: stop, Detach: detach}, func() { signal.Stop(sig); close(done) }
 }
 
-// cancelOnInterrupt is for commands that simply stop on Ctrl-C.
-func cancelOnInterrupt(ctx context.Context) (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(ctx, os.Interrupt)
+// cancelOnSignal is for commands that simply stop on Ctrl-C, SIGTERM or
+// SIGHUP (status, stop, collect: each can be run again).
+func cancelOnSignal(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 }
 
 // report prints the result: JSON with --json, else a table and the errors.

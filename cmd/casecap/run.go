@@ -26,13 +26,13 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			s, err := newSession(c, p, true)
+			sigs, stop := watchSignals()
+			defer stop()
+			s, err := newSession(c, p, true, sigs)
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			intr, stop := interrupts()
-			defer stop()
 			if c.Bool("demo") {
 				// A quiet machine would give an empty demo: send it a few
 				// labelled datagrams on the loopback (they never leave it).
@@ -40,9 +40,12 @@ func runCommand() *cli.Command {
 				defer close(done)
 				go demoTraffic(done)
 			}
-			m, err := s.orch.Run(c.Context, intr)
+			m, err := s.orch.Run(c.Context)
 			if errors.Is(err, orchestrator.ErrDetached) {
 				fmt.Fprintf(c.App.ErrWriter, "stopped waiting: the captures end on their own; collect them later with: casecap collect %s\n", c.Args().First())
+			}
+			if errors.Is(err, orchestrator.ErrCalledOff) {
+				fmt.Fprintln(c.App.ErrWriter, "casecap:", err)
 			}
 			return report(c, m, err)
 		},

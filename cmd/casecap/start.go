@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/urfave/cli/v2"
 
@@ -35,14 +37,29 @@ func orchestrated(name, usage string, collects bool, do func(*orchestrator.Orche
 			if err != nil {
 				return err
 			}
-			s, err := newSession(c, p, collects)
+			// start arms and begins: a signal before the begin calls it off
+			// and disarms every host (the orchestrator acts on it). The
+			// other commands simply end, to be run again.
+			ctx := c.Context
+			sigs, stop := watchSignals()
+			if name != "start" {
+				stop()
+				sigs = orchestrator.Signals{}
+				var cancel context.CancelFunc
+				ctx, cancel = cancelOnSignal(ctx)
+				defer cancel()
+			} else {
+				defer stop()
+			}
+			s, err := newSession(c, p, collects, sigs)
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			ctx, cancel := cancelOnInterrupt(c.Context)
-			defer cancel()
 			m, err := do(s.orch, ctx)
+			if errors.Is(err, orchestrator.ErrCalledOff) {
+				fmt.Fprintln(c.App.ErrWriter, "casecap:", err)
+			}
 			return report(c, m, err)
 		}, append(orchestrateFlags(collects)[1:], extra...)...)
 }

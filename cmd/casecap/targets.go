@@ -34,12 +34,12 @@ func targetsCommand() *cli.Command {
 					return usageError{fmt.Sprintf("--host %s: no such host in %s; it has %s%s", want, p.File, strings.Join(names, ", "), suggest.DidYouMean(want, names))}
 				}
 			}
-			s, err := newSession(c, p, false)
+			s, err := newSession(c, p, false, orchestrator.Signals{})
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			ctx, cancel := cancelOnInterrupt(c.Context)
+			ctx, cancel := cancelOnSignal(c.Context)
 			defer cancel()
 			ts, err := s.orch.Targets(ctx, only)
 			if c.Bool("json") {
