@@ -91,8 +91,19 @@ func (o *Orchestrator) Run(ctx context.Context) (*Manifest, error) {
 		return o.manifest("run"), ErrDetached
 	}
 	o.log.Info("phase done", "phase", "watch", "took", time.Since(watched), "after window end", time.Since(t0.Add(o.window())))
+	return o.collectAndWrite(ctx, "run")
+}
+
+// collectAndWrite collects into the case folder and writes its manifest,
+// holding the folder against other casecaps for both.
+func (o *Orchestrator) collectAndWrite(ctx context.Context, command string) (*Manifest, error) {
+	unlock, err := o.lockCaseFolder(ctx)
+	if err != nil {
+		return o.manifest(command), err
+	}
+	defer unlock()
 	o.collect(ctx)
-	m := o.manifest("run")
+	m := o.manifest(command)
 	if err := o.writeCaseFolder(m); err != nil {
 		return m, err
 	}
@@ -258,10 +269,5 @@ func (o *Orchestrator) Collect(ctx context.Context) (*Manifest, error) {
 	defer o.disp.Close()
 	defer o.closeAll()
 	o.attach(ctx)
-	o.collect(ctx)
-	m := o.manifest("collect")
-	if err := o.writeCaseFolder(m); err != nil {
-		return m, err
-	}
-	return m, errors.Join(o.failures(), o.captureFailures())
+	return o.collectAndWrite(ctx, "collect")
 }

@@ -7,6 +7,7 @@ package orchestrator_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -349,6 +350,52 @@ func TestCollectAfterAgentDied(t *testing.T) {
 			if !c.Collected || !c.Verified || c.State != "stopped" || sum(t, local) != c.SHA256 {
 				t.Errorf("%s: %+v, want collected and verified", c.File, c)
 			}
+		}
+	}
+}
+
+// TestCollectsAtOnceIntoOneFolder: three collects of one case into one
+// --out at once: each succeeds (one collects, the others wait for it and
+// find every file there, verified), and the manifest left says every
+// capture is collected. Before, the losers of the race failed ("rename
+// ...part: no such file") and their manifest could be the one left.
+func TestCollectsAtOnceIntoOneFolder(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 3)
+	labtest.Stream(t, l, 35, 100*time.Microsecond)
+	p := labPlan(t, l, "TWICE", 2*time.Second, "      - interface: eth0\n        filter: { udpport: 9999 }\n")
+	if _, err := newOrch(t, p, t.TempDir()).Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 4 {
+		out := t.TempDir()
+		errs := make(chan error, 3)
+		for range 3 {
+			go func() {
+				_, err := newOrch(t, p, out).Collect(context.Background())
+				errs <- err
+			}()
+		}
+		for range 3 {
+			if err := <-errs; err != nil {
+				t.Errorf("round %d: collect: %v", round, err)
+			}
+		}
+		raw, err := os.ReadFile(filepath.Join(out, "Case_TWICE", "manifest.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m orchestrator.Manifest
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range m.Captures {
+			if !c.Collected || !c.Verified || sum(t, filepath.Join(out, "Case_TWICE", c.File)) != c.SHA256 {
+				t.Errorf("round %d: the manifest left says %s: %+v", round, c.File, c)
+			}
+		}
+		if len(m.Errors) > 0 {
+			t.Errorf("round %d: the manifest left has errors %v", round, m.Errors)
 		}
 	}
 }

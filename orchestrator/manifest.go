@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -124,27 +125,52 @@ const agentGoneReason = "agent-gone"
 
 var errAsIs = errors.New("the agent ended before this capture did (killed, or the host rebooted): collected as it was on the host, not verified against a final checksum; its last packets may be cut short")
 
-// writeCaseFolder writes manifest.json and the plan as run into the case folder.
+// writeCaseFolder writes manifest.json and the plan as run into the case
+// folder. A failure is the command's: it is added to the manifest's errors
+// (so the summary and --json say it) and returned.
 func (o *Orchestrator) writeCaseFolder(m *Manifest) error {
 	dir := o.LocalCaseDir()
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return err
-	}
 	m.CaseDir, m.Plan = dir, "plan.yaml"
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
+	failed := func(err error) error {
+		if err == nil {
+			return nil
+		}
+		err = fmt.Errorf("the case folder is incomplete: %w", err)
+		m.Errors = append(m.Errors, err.Error())
 		return err
 	}
-	return errors.Join(
-		writeFileAtomic(filepath.Join(dir, "manifest.json"), append(b, '\n')),
-		writeFileAtomic(filepath.Join(dir, "plan.yaml"), o.opt.Plan.Source),
-	)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return failed(err)
+	}
+	// The plan first, so that the manifest can say if it is missing.
+	planErr := failed(writeFileAtomic(filepath.Join(dir, "plan.yaml"), o.opt.Plan.Source))
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err == nil {
+		err = writeFileAtomic(filepath.Join(dir, "manifest.json"), append(b, '\n'))
+	}
+	return errors.Join(planErr, failed(err))
 }
 
-func writeFileAtomic(p string, data []byte) error {
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o640); err != nil {
+// writeFileAtomic writes a file of the case folder whole or not at all:
+// into a temporary file of its own, synced, renamed into place. On any
+// failure the temporary file is removed and the error names the file.
+func writeFileAtomic(p string, data []byte) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			err = fmt.Errorf("write %s: %w", p, err)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
 		return err
 	}
-	return os.Rename(tmp, p)
+	if err = errors.Join(f.Chmod(0o640), f.Sync(), f.Close()); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), p)
 }
