@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -702,8 +703,11 @@ func TestBeginPending(t *testing.T) {
 }
 
 // TestHeldBegin: `start --hold -` takes its job as one line, answers once
-// armed, answers pings, and begins on a line of the same session. A session
-// that ends without a begin leaves the captures armed (and stop still works).
+// armed, answers pings, and begins on a line of the same session; until
+// then its status (rewritten twice a second) says armed. A session that
+// ends without a begin disarms the captures: casecap called the start off,
+// died or lost the host, and no begin will come; nothing is left armed and
+// no file is kept.
 func TestHeldBegin(t *testing.T) {
 	e := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -741,6 +745,24 @@ func TestHeldBegin(t *testing.T) {
 	}
 
 	stateDir, caseDir, in, out, sess := held("held")
+	// Still armed after the agent's periodic rewrites of its status (not
+	// only in the first one, written as it armed).
+	first, err := e.status(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		st, err := e.status(stateDir)
+		if err == nil && st.Updated.After(first.Updated) {
+			if st.State != agent.StateArmed || !st.Alive {
+				t.Errorf("held, before the begin: %+v, want armed and alive", st)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status not rewritten in 5 s: %+v %v", st, err)
+		}
+	}
 	at := time.Now().Add(200 * time.Millisecond)
 	in.Write([]byte("begin " + at.Format(time.RFC3339Nano) + "\n"))
 	if line, err := out.ReadString('\n'); err != nil || !strings.Contains(line, `"begun":true`) {
@@ -758,35 +780,18 @@ func TestHeldBegin(t *testing.T) {
 		t.Errorf("status %+v, file %+v: want ~2000 packets in [%v, +1s)", c, got, at)
 	}
 
-	// The orchestrator went away before the begin: still armed, stoppable.
-	stateDir, _, in, _, sess = held("orphan")
+	// The orchestrator went away before the begin: disarmed, no file.
+	stateDir, caseDir, in, _, sess = held("orphan")
 	in.Close()
 	if err := sess.Wait(); err != nil {
 		t.Errorf("a held start whose session ends without a begin should exit quietly: %v", err)
 	}
-	// Still armed after the agent's periodic rewrites of its status (not
-	// only in the first one, written as it armed).
-	first, err := e.status(stateDir)
-	if err != nil {
-		t.Fatal(err)
+	st = e.wait(stateDir, 10*time.Second)
+	if c := st.Captures[0]; st.State != agent.StateDone || c.StopReason != "disarmed" || c.Packets != 0 {
+		t.Errorf("after the held session ended without a begin: %+v, want the agent done, its capture disarmed", st)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		st, err := e.status(stateDir)
-		if err == nil && st.Updated.After(first.Updated) {
-			if st.State != agent.StateArmed || !st.Alive {
-				t.Errorf("after the held session ended: %+v, want armed and alive", st)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status not rewritten in 5 s: %+v %v", st, err)
-		}
-	}
-	if _, err := e.ssh(e.bin + " stop " + stateDir); err != nil {
-		t.Fatal(err)
-	}
-	if st := e.wait(stateDir, 10*time.Second); st.Captures[0].Packets != 0 {
-		t.Errorf("never begun, yet kept %d packets", st.Captures[0].Packets)
+	if _, err := os.Stat(filepath.Join(caseDir, "h01.eth0.RxTx.pcapng")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a capture that never began left its file: %v", err)
 	}
 	cancel()
 	<-s.done

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -73,6 +74,12 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 		tcpdump, _ = exec.LookPath("tcpdump")
 	}
 	own, haveOwn := SSHExclusion(opt.SSHConn)
+	// A session casecap came through but cannot name is not left out: the
+	// capture says so rather than seem to.
+	var ownNote string
+	if !haveOwn && strings.TrimSpace(opt.SSHConn) != "" {
+		ownNote = fmt.Sprintf("casecap's own SSH session could not be left out (SSH_CONNECTION %q is not client-address port server-address port): its packets may appear", opt.SSHConn)
+	}
 	st := Status{Case: j.Case, Host: j.Host, PID: os.Getpid(), Agent: opt.Version, State: StateArming}
 
 	caps := make([]engine, 0, len(j.Captures))
@@ -112,6 +119,8 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 		}
 		if jc.ExcludeOwnSSH && haveOwn {
 			spec.Exclude = append(spec.Exclude, own)
+		} else if jc.ExcludeOwnSSH {
+			spec.Note = ownNote
 		}
 		c, err := capture.Arm(ctx, spec)
 		if err != nil {
@@ -227,6 +236,9 @@ func armPktcap(j *Job, jc JobCapture, opt Options, own bpfgen.Conn, haveOwn bool
 	argv, note, err := esxi.Argv(pc, file, *j.ESXi)
 	if err != nil {
 		return nil, err
+	}
+	if jc.ExcludeOwnSSH && !haveOwn && strings.TrimSpace(opt.SSHConn) != "" {
+		note = strings.TrimPrefix(note+"; casecap's own SSH session could not be left out (SSH_CONNECTION "+strconv.Quote(opt.SSHConn)+" unreadable): its packets may appear", "; ")
 	}
 	if opt.Pktcap != "" {
 		argv[0] = opt.Pktcap

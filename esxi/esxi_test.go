@@ -175,9 +175,10 @@ func u8(v uint8) *uint8    { return &v }
 func u16(v uint16) *uint16 { return &v }
 
 var (
-	v8  = Version{Major: 8, Minor: 0, Update: 2, Text: "VMware ESXi 8.0.2 build-22380479"}
-	v6  = Version{Major: 6, Minor: 7, Text: "VMware ESXi 6.7.0 build-8169922"}
-	ssh = bpfgen.Conn{Client: netip.MustParseAddrPort("198.51.100.7:0"), Server: netip.MustParseAddrPort("192.0.2.50:22")}
+	v8   = Version{Major: 8, Minor: 0, Update: 2, Text: "VMware ESXi 8.0.2 build-22380479"}
+	v6   = Version{Major: 6, Minor: 7, Text: "VMware ESXi 6.7.0 build-8169922"}
+	ssh  = bpfgen.Conn{Client: netip.MustParseAddrPort("198.51.100.7:0"), Server: netip.MustParseAddrPort("192.0.2.50:22")}
+	ssh6 = bpfgen.Conn{Client: netip.MustParseAddrPort("[2001:db8::7]:0"), Server: netip.MustParseAddrPort("[2001:db8::50]:22")}
 )
 
 func TestArgv(t *testing.T) {
@@ -198,6 +199,10 @@ func TestArgv(t *testing.T) {
 		{"tcpport 22 catches ssh", Capture{Uplink: "vmnic0", Filter: filter.Filter{TCPPort: u16(22)}, Points: []string{"UplinkSndKernel"}, Exclude: []bpfgen.Conn{ssh}}, v8,
 			"pktcap-uw --uplink vmnic0 --capture UplinkSndKernel --tcpport 22 --rcf not (tcp and ((src host 198.51.100.7 and dst host 192.0.2.50 and dst port 22) or (src host 192.0.2.50 and src port 22 and dst host 198.51.100.7))) --ng -o " + out, false},
 		{"standalone point", Capture{Points: []string{"Drop"}}, v8, "pktcap-uw --capture Drop --ng -o " + out, false},
+		{"own ssh over ipv6 left out", Capture{Vmk: "vmk0", Points: []string{"PortInput"}, Exclude: []bpfgen.Conn{ssh6}}, v8,
+			"pktcap-uw --vmk vmk0 --capture PortInput --rcf not (tcp and ((src host 2001:db8::7 and dst host 2001:db8::50 and dst port 22) or (src host 2001:db8::50 and src port 22 and dst host 2001:db8::7))) --ng -o " + out, false},
+		{"an ipv4 filter cannot let ssh over ipv6 in", Capture{Vmk: "vmk0", Points: []string{"PortInput"}, Filter: filter.Filter{IP: netip.MustParseAddr("192.0.2.10")}, Exclude: []bpfgen.Conn{ssh6}}, v8,
+			"pktcap-uw --vmk vmk0 --capture PortInput --ip 192.0.2.10 --ng -o " + out, false},
 		{"6.7 cannot leave ssh out: says so", Capture{Vmk: "vmk0", Points: []string{"PortInput"}, Exclude: []bpfgen.Conn{ssh}}, v6,
 			"pktcap-uw --vmk vmk0 --capture PortInput --ng -o " + out, true},
 	}

@@ -187,18 +187,32 @@ func couldMatch(f filter.Filter, x bpfgen.Conn) bool {
 	return false
 }
 
-// tcpFrame is a minimal Ethernet/IPv4/TCP frame from src to dst.
+// tcpFrame is a minimal Ethernet/IPv4/TCP or Ethernet/IPv6/TCP frame from
+// src to dst.
 func tcpFrame(src, dst netip.AddrPort) []byte {
-	b := make([]byte, 14+20+20)
+	const eth, tcpLen = 14, 20
+	ipLen, etherType := 20, uint16(0x0800)
+	if !src.Addr().Is4() {
+		ipLen, etherType = 40, 0x86dd
+	}
+	b := make([]byte, eth+ipLen+tcpLen)
 	b[0], b[6] = 0x02, 0x02 // locally administered MACs
-	binary.BigEndian.PutUint16(b[12:], 0x0800)
-	ip := b[14:]
-	ip[0], ip[8], ip[9] = 0x45, 64, 6
-	binary.BigEndian.PutUint16(ip[2:], 40)
-	s, d := src.Addr().As4(), dst.Addr().As4()
-	copy(ip[12:], s[:])
-	copy(ip[16:], d[:])
-	tcp := ip[20:]
+	binary.BigEndian.PutUint16(b[12:], etherType)
+	ip := b[eth:]
+	if src.Addr().Is4() {
+		ip[0], ip[8], ip[9] = 0x45, 64, 6
+		binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+tcpLen))
+		s, d := src.Addr().As4(), dst.Addr().As4()
+		copy(ip[12:], s[:])
+		copy(ip[16:], d[:])
+	} else {
+		ip[0], ip[6], ip[7] = 0x60, 6, 64
+		binary.BigEndian.PutUint16(ip[4:], tcpLen)
+		s, d := src.Addr().As16(), dst.Addr().As16()
+		copy(ip[8:], s[:])
+		copy(ip[24:], d[:])
+	}
+	tcp := ip[ipLen:]
 	binary.BigEndian.PutUint16(tcp[0:], src.Port())
 	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
 	tcp[12], tcp[13] = 5<<4, 0x18

@@ -30,7 +30,8 @@ const sshdPath = "/usr/sbin/sshd"
 // hostConfig is what the lab owner tells a host's init, as JSON in a file.
 type hostConfig struct {
 	Name       string      `json:"name"`
-	Addr       string      `json:"addr"` // CIDR, e.g. 198.18.3.11/24
+	Addr       string      `json:"addr"`            // CIDR, e.g. 198.18.3.11/24
+	Addr6      string      `json:"addr6,omitempty"` // CIDR, in a lab with IPv6
 	Dir        string      `json:"dir"`
 	SSHDConfig string      `json:"sshd_config"`
 	Hide       []string    `json:"hide"` // files replaced by /dev/null
@@ -92,7 +93,7 @@ func runInit(configPath string) int {
 	if cfg.ESXi != nil {
 		err = setupESXiNetwork(cfg.Addr, cfg.ESXi)
 	} else {
-		err = setupNetwork(cfg.Addr)
+		err = setupNetwork(cfg.Addr, cfg.Addr6)
 	}
 	if err != nil {
 		return fail(err)
@@ -176,11 +177,24 @@ func setupMounts(cfg hostConfig) error {
 	return nil
 }
 
-func setupNetwork(addr string) error {
+func setupNetwork(addr, addr6 string) error {
+	script := "link set lo up\naddr add " + addr + " brd + dev eth0\n"
+	if addr6 != "" {
+		// IPv6 on eth0 (and lo) only, without router solicitations or
+		// duplicate address detection: the address works at once.
+		for _, f := range []string{"lo", "eth0"} {
+			for k, v := range map[string]string{"disable_ipv6": "0", "accept_ra": "0", "router_solicitations": "0", "accept_dad": "0"} {
+				if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+f+"/"+k, []byte(v), 0); err != nil && k == "disable_ipv6" {
+					return fmt.Errorf("enable IPv6 on %s: %w", f, err)
+				}
+			}
+		}
+		script += "addr add " + addr6 + " dev eth0 nodad\n"
+	}
 	cmd := exec.Command("ip", "-batch", "-")
-	cmd.Stdin = strings.NewReader("link set lo up\naddr add " + addr + " brd + dev eth0\nlink set eth0 up\n")
+	cmd.Stdin = strings.NewReader(script + "link set eth0 up\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("configure eth0 with %s: %v: %s", addr, err, out)
+		return fmt.Errorf("configure eth0 with %s %s: %v: %s", addr, addr6, err, out)
 	}
 	return nil
 }

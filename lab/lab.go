@@ -50,6 +50,12 @@ type Options struct {
 	// that an uploaded agent cannot run, as under execInstalledOnly.
 	ESXi       int
 	ESXiNoExec bool
+	// IPv6 gives the bridge and every Linux host an IPv6 address too, in
+	// 2001:2::/48 (RFC 5180's benchmarking prefix, the IPv6 twin of
+	// 198.18.0.0/15), and sshd listens on it: for tests of casecap over
+	// IPv6. Without it the lab keeps IPv6 off, so no IPv6 chatter reaches
+	// a capture.
+	IPv6 bool
 }
 
 // Lab is a running set of hosts. It is saved as state.json in its directory
@@ -67,6 +73,10 @@ type Lab struct {
 	// VMNet is where lab ESXi hosts' VMs have their addresses (the gateway
 	// has one there too).
 	VMNet netip.Prefix `json:"vm_net"`
+	// Gateway6 and Prefix6, in a lab with IPv6: the bridge's IPv6 address
+	// and the hosts' network.
+	Gateway6 netip.Addr   `json:"gateway6,omitzero"`
+	Prefix6  netip.Prefix `json:"prefix6,omitzero"`
 }
 
 // Broadcast is the lab's broadcast address: every host receives what is sent
@@ -82,8 +92,9 @@ type Host struct {
 	Name      string     `json:"name"`
 	Addr      netip.Addr `json:"addr"`
 	MAC       string     `json:"mac"`
-	HostKey   string     `json:"host_key"` // authorized_keys format
-	Veth      string     `json:"veth"`     // the bridge-side end of its link
+	Addr6     netip.Addr `json:"addr6,omitzero"` // in a lab with IPv6 (not on ESXi hosts)
+	HostKey   string     `json:"host_key"`       // authorized_keys format
+	Veth      string     `json:"veth"`           // the bridge-side end of its link
 	Dir       string     `json:"dir"`
 	InitPID   int        `json:"init_pid"`
 	InitStart uint64     `json:"init_start"` // start time, to tell our init from a reused PID
@@ -156,6 +167,10 @@ func Start(ctx context.Context, opt Options) (l *Lab, err error) {
 		ClientKey:  filepath.Join(dir, "client_key"),
 		KnownHosts: filepath.Join(dir, "known_hosts"),
 		VMNet:      netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(id), 0}), 24),
+	}
+	if opt.IPv6 {
+		l.Prefix6 = netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0, 2, 0, 0, 0, byte(id)}), 64)
+		l.Gateway6 = l.Prefix6.Addr().Next()
 	}
 	defer func() {
 		if err != nil {
@@ -332,6 +347,10 @@ func (l *Lab) prepare(opt Options) error {
 		}
 		if esx {
 			h.Name, h.Datastore = fmt.Sprintf("esxi%02d", i), ESXiDatastore
+		} else if opt.IPv6 {
+			a := l.Prefix6.Addr().As16()
+			a[15] = byte(10 + i)
+			h.Addr6 = netip.AddrFrom16(a)
 		}
 		h.Dir = filepath.Join(l.Dir, "hosts", h.Name)
 		if err := os.MkdirAll(h.Dir, 0o755); err != nil {
@@ -343,7 +362,10 @@ func (l *Lab) prepare(opt Options) error {
 		}
 		h.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
 		known.WriteString(knownhosts.Line([]string{h.Addr.String()}, pub) + "\n")
-		if err := os.WriteFile(filepath.Join(h.Dir, "sshd_config"), []byte(sshdConfig(h.Dir, authorized, password != "")), 0o600); err != nil {
+		if h.Addr6.IsValid() {
+			known.WriteString(knownhosts.Line([]string{h.Addr6.String()}, pub) + "\n")
+		}
+		if err := os.WriteFile(filepath.Join(h.Dir, "sshd_config"), []byte(sshdConfig(h.Dir, authorized, password != "", h.Addr6.IsValid())), 0o600); err != nil {
 			return err
 		}
 		cfg := hostConfig{
@@ -351,6 +373,7 @@ func (l *Lab) prepare(opt Options) error {
 			Addr:       netip.PrefixFrom(h.Addr, 24).String(),
 			Dir:        h.Dir,
 			SSHDConfig: filepath.Join(h.Dir, "sshd_config"),
+			Addr6:      prefixOf(h.Addr6, 64),
 			Hide:       []string{"/root/.bashrc", "/root/.profile", "/root/.bash_profile", "/root/.bash_login"},
 			Binds:      slices.Clone(binds),
 		}
@@ -371,14 +394,25 @@ func (l *Lab) prepare(opt Options) error {
 	if err := os.WriteFile(l.KnownHosts, []byte(known.String()), 0o644); err != nil {
 		return err
 	}
-	return ipBatch(
-		"link add "+l.Bridge+" type bridge",
+	cmds := []string{
+		"link add " + l.Bridge + " type bridge",
 		// Keep the root side quiet too: no IPv6 chatter in captures.
 		sysctlCmd(l.Bridge),
-		"addr add "+netip.PrefixFrom(l.Gateway, 24).String()+" brd + dev "+l.Bridge,
-		"addr add "+netip.PrefixFrom(l.VMNet.Addr().Next(), 24).String()+" brd + dev "+l.Bridge,
-		"link set "+l.Bridge+" up",
-	)
+		"addr add " + netip.PrefixFrom(l.Gateway, 24).String() + " brd + dev " + l.Bridge,
+		"addr add " + netip.PrefixFrom(l.VMNet.Addr().Next(), 24).String() + " brd + dev " + l.Bridge,
+	}
+	if l.Gateway6.IsValid() {
+		cmds = append(cmds, ipv6OnCmd(l.Bridge), "addr add "+netip.PrefixFrom(l.Gateway6, 64).String()+" dev "+l.Bridge+" nodad")
+	}
+	return ipBatch(append(cmds, "link set "+l.Bridge+" up")...)
+}
+
+// prefixOf is addr/bits in CIDR form, or "" for no address.
+func prefixOf(addr netip.Addr, bits int) string {
+	if !addr.IsValid() {
+		return ""
+	}
+	return netip.PrefixFrom(addr, bits).String()
 }
 
 // copyExecutable copies this process's binary to path.
@@ -403,6 +437,9 @@ func copyExecutable(path string) error {
 // between two ip commands.
 func sysctlCmd(link string) string { return "#noipv6 " + link }
 
+// ipv6OnCmd is the marker that enables IPv6 on a link.
+func ipv6OnCmd(link string) string { return "#ipv6 " + link }
+
 // shadowWithRoot is this machine's /etc/shadow with root's password set
 // (SHA-512 crypt, by openssl, the password on its stdin).
 func shadowWithRoot(password string) ([]byte, error) {
@@ -426,13 +463,17 @@ func shadowWithRoot(password string) ([]byte, error) {
 	return []byte(strings.Join(lines, "\n")), nil
 }
 
-func sshdConfig(hostDir, authorized string, passwords bool) string {
+func sshdConfig(hostDir, authorized string, passwords, ipv6 bool) string {
 	permit, pw := "prohibit-password", "no"
 	if passwords {
 		permit, pw = "yes", "yes"
 	}
+	listen := "ListenAddress 0.0.0.0:22"
+	if ipv6 {
+		listen += "\nListenAddress [::]:22"
+	}
 	return strings.Join([]string{
-		"ListenAddress 0.0.0.0:22",
+		listen,
 		"HostKey " + filepath.Join(hostDir, "ssh_host_ecdsa_key"),
 		"PidFile none",
 		"AuthorizedKeysFile " + authorized,
@@ -576,6 +617,15 @@ func runIP(force bool, cmds []string) error {
 				return err
 			}
 			_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+link+"/disable_ipv6", []byte("1"), 0)
+			continue
+		}
+		if link, ok := strings.CutPrefix(c, "#ipv6 "); ok {
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+link+"/disable_ipv6", []byte("0"), 0); err != nil {
+				return fmt.Errorf("enable IPv6 on %s: %w", link, err)
+			}
 			continue
 		}
 		chunk = append(chunk, c)

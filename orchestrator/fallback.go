@@ -10,6 +10,7 @@ import (
 	"math"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,6 +70,9 @@ func (o *Orchestrator) shellJob(h *hostRun) (string, error) {
 		argv, note, err := esxi.Argv(pc, file, *h.esxi)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", c.File, err)
+		}
+		if c.ExcludeOwnSSH && !haveOwn && strings.TrimSpace(h.sshConn) != "" {
+			note = strings.TrimPrefix(note+"; casecap's own SSH session could not be left out (SSH_CONNECTION "+strconv.Quote(h.sshConn)+" unreadable): its packets may appear", "; ")
 		}
 		head := jsonInside(struct {
 			Name    string `json:"name"`

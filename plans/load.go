@@ -242,10 +242,10 @@ func (d *decoder) checkUnique(p *Plan, hostNodes []*yaml.Node) {
 			names[strings.ToLower(h.Name)] = first{hp, h.Line}
 		}
 		if h.Address != "" {
-			if f, dup := addrs[strings.ToLower(h.Address)]; dup {
+			if f, dup := addrs[sameHost(h.Address)]; dup {
 				d.errf(hn, hp+".address", "address %q is already used by %s (line %d); list each host once", h.Address, f.path, f.line)
 			} else {
-				addrs[strings.ToLower(h.Address)] = first{hp, h.Line}
+				addrs[sameHost(h.Address)] = first{hp, h.Line}
 			}
 		}
 		if h.Kind == KindLocal {
@@ -331,6 +331,17 @@ func (d *decoder) ssh(n *yaml.Node, p string, inherited SSH) SSH {
 		},
 	})
 	return s
+}
+
+// sameHost is an address as a key that two spellings of one host share:
+// an IP address in its canonical form, an IPv4 address mapped into IPv6
+// (::ffff:198.18.1.11) as IPv4, a DNS name in lower case without a final
+// dot.
+func sameHost(s string) string {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().WithZone("").String()
+	}
+	return strings.TrimSuffix(strings.ToLower(s), ".")
 }
 
 // validAddress accepts an IP address or a DNS name.

@@ -49,7 +49,7 @@ type Options struct {
 	Layout    Layout
 	Direction Direction
 	Snaplen   int    // 0: whole packets
-	Exclude   []Conn // IPv4 TCP connections to leave out
+	Exclude   []Conn // TCP connections to leave out (IPv4 or IPv6)
 }
 
 // WholePacket is the snap length used for "whole packets", as tcpdump does.
@@ -60,6 +60,7 @@ const packetOutgoing = 4
 
 const (
 	ethIPv4  = 0x0800
+	ethIPv6  = 0x86dd
 	ethVLAN  = 0x8100
 	ethQinQ  = 0x88a8
 	protoTCP = 6
@@ -88,8 +89,8 @@ func Build(f filter.Filter, opt Options) ([]bpf.Instruction, error) {
 		return nil, errors.New("MAC addresses are not available on this interface (no Ethernet header): drop mac, srcmac and dstmac")
 	}
 	for _, c := range opt.Exclude {
-		if !c.Client.Addr().Is4() || !c.Server.Addr().Is4() {
-			return nil, fmt.Errorf("only IPv4 connections can be left out, not %v", c)
+		if c.Client.Addr().Is4() != c.Server.Addr().Is4() {
+			return nil, fmt.Errorf("a connection to leave out has one IPv4 and one IPv6 end: %v", c)
 		}
 	}
 	a := newAsm()
@@ -195,6 +196,10 @@ func ip4(addr netip.Addr) uint32 { b := addr.As4(); return binary.BigEndian.Uint
 
 // exclude rejects the packets of one TCP connection, both ways.
 func exclude(a *asm, c Conn, reject string) {
+	if !c.Client.Addr().Is4() {
+		exclude6(a, c, reject)
+		return
+	}
 	keep, fromClient := a.fresh("keep_"), a.fresh("fromclient_")
 	cl, sv := ip4(c.Client.Addr()), ip4(c.Server.Addr())
 	requireIPv4(a, keep)
@@ -224,6 +229,47 @@ func exclude(a *asm, c Conn, reject string) {
 	a.jumpIf(bpf.JumpNotEqual, sv, keep, "")
 	ports(c.Client.Port(), c.Server.Port())
 	a.label(keep)
+}
+
+// exclude6 rejects the packets of one IPv6 TCP connection, both ways: TCP
+// right after the fixed IPv6 header (no extension headers: SSH has no use
+// for them), addresses at 8 and 24, the TCP header at 40. A packet it does
+// not recognise is kept.
+func exclude6(a *asm, c Conn, reject string) {
+	keep, fromServer := a.fresh("keep6_"), a.fresh("fromserver6_")
+	a.emit(bpf.LoadScratch{Dst: bpf.RegA, N: memEther})
+	a.jumpIf(bpf.JumpNotEqual, ethIPv6, keep, "")
+	a.emit(bpf.LoadScratch{Dst: bpf.RegX, N: memL3})
+	a.emit(bpf.LoadIndirect{Off: 6, Size: 1})
+	a.jumpIf(bpf.JumpNotEqual, protoTCP, keep, "")
+	ports := func(src, dst uint16) {
+		if src != 0 {
+			a.emit(bpf.LoadIndirect{Off: 40, Size: 2})
+			a.jumpIf(bpf.JumpNotEqual, uint32(src), keep, "")
+		}
+		if dst != 0 {
+			a.emit(bpf.LoadIndirect{Off: 42, Size: 2})
+			a.jumpIf(bpf.JumpNotEqual, uint32(dst), keep, "")
+		}
+		a.goTo(reject)
+	}
+	addr6(a, 8, c.Client.Addr(), fromServer)
+	addr6(a, 24, c.Server.Addr(), keep)
+	ports(c.Client.Port(), c.Server.Port())
+	a.label(fromServer)
+	addr6(a, 8, c.Server.Addr(), keep)
+	addr6(a, 24, c.Client.Addr(), keep)
+	ports(c.Server.Port(), c.Client.Port())
+	a.label(keep)
+}
+
+// addr6 jumps to fail unless the 16 bytes at X+off are addr.
+func addr6(a *asm, off uint32, addr netip.Addr, fail string) {
+	b := addr.As16()
+	for i := range uint32(4) {
+		a.emit(bpf.LoadIndirect{Off: off + 4*i, Size: 4})
+		a.jumpIf(bpf.JumpNotEqual, binary.BigEndian.Uint32(b[4*i:]), fail, "")
+	}
 }
 
 func macWords(m filter.MAC) (uint32, uint32) {

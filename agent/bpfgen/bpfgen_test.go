@@ -60,6 +60,11 @@ var filters = []struct {
 	{"exclude ssh", filter.Filter{}, Options{Exclude: []Conn{{netip.MustParseAddrPort("198.18.0.1:50522"), netip.MustParseAddrPort("198.18.0.11:22")}}}},
 	{"exclude every ssh from a client", filter.Filter{}, Options{Exclude: []Conn{{netip.MustParseAddrPort("198.18.0.1:0"), netip.MustParseAddrPort("198.18.0.11:22")}}}},
 	{"tcp but not ssh", filter.Filter{Proto: u8(6)}, Options{Exclude: []Conn{{netip.MustParseAddrPort("198.18.0.1:50522"), netip.MustParseAddrPort("198.18.0.11:22")}}}},
+	{"exclude ssh over ipv6", filter.Filter{}, Options{Exclude: []Conn{{netip.MustParseAddrPort("[2001:2::1]:50522"), netip.MustParseAddrPort("[2001:2::11]:22")}}}},
+	{"exclude every ssh from an ipv6 client", filter.Filter{}, Options{Exclude: []Conn{{netip.MustParseAddrPort("[2001:2::1]:0"), netip.MustParseAddrPort("[2001:2::11]:22")}}}},
+	{"exclude ssh over both", filter.Filter{}, Options{Exclude: []Conn{
+		{netip.MustParseAddrPort("198.18.0.1:0"), netip.MustParseAddrPort("198.18.0.11:22")},
+		{netip.MustParseAddrPort("[2001:2::1]:0"), netip.MustParseAddrPort("[2001:2::11]:22")}}}},
 }
 
 // TestMatchesTcpdump runs each program and tcpdump's compilation of the same
@@ -132,8 +137,8 @@ func TestBuildErrors(t *testing.T) {
 	if _, err := Build(filter.Filter{MAC: mac(macA)}, Options{Layout: Cooked}); err == nil {
 		t.Error("MAC filter on a cooked socket: want an error")
 	}
-	if _, err := Build(filter.Filter{}, Options{Exclude: []Conn{{netip.MustParseAddrPort("[::1]:5"), netip.MustParseAddrPort("[::1]:22")}}}); err == nil {
-		t.Error("IPv6 exclusion: want an error")
+	if _, err := Build(filter.Filter{}, Options{Exclude: []Conn{{netip.MustParseAddrPort("192.0.2.1:5"), netip.MustParseAddrPort("[::1]:22")}}}); err == nil {
+		t.Error("an exclusion with one IPv4 and one IPv6 end: want an error")
 	}
 }
 

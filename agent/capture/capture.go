@@ -42,6 +42,7 @@ type Spec struct {
 	Tcpdump     string // tcpdump to compile a raw expr with ("" = none on this host)
 	Ring        ring.Options
 	Version     string // of the agent, for the section header
+	Note        string // what the capture could not honour, for its status
 }
 
 // StopReason says why a capture ended.
@@ -174,7 +175,7 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 	}
 	c = &Capture{spec: s}
 	c.SetWindow(s.Start, s.Stop, s.Pending)
-	c.status = Status{Name: s.Name, File: s.File, State: StateArmed, Filter: expr, Stop: s.Stop}
+	c.status = Status{Name: s.Name, File: s.File, State: StateArmed, Filter: expr, Stop: s.Stop, Note: s.Note}
 	if !s.Pending {
 		c.status.Start = s.Start
 	}
@@ -461,7 +462,7 @@ func (c *Capture) disarmed() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.status.StoppedAt, c.status.StopReason, c.status.State = time.Now(), StopDisarmed, StateStopped
-	c.status.Start, c.status.Note = time.Time{}, "stopped before its window began: nothing captured, no file kept"
+	c.status.Start, c.status.Note = time.Time{}, strings.TrimPrefix(c.status.Note+"; stopped before its window began: nothing captured, no file kept", "; ")
 	if err != nil {
 		c.status.State, c.status.Error = StateFailed, strings.TrimSpace(err.Error())
 	}

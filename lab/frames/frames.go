@@ -1,7 +1,7 @@
 // Package frames builds Ethernet frames for tests: a mixed corpus that
 // every filter test picks its packets out of (TCP, UDP, SCTP, ICMP, GRE,
 // ARP, LLDP, IPv6, VXLAN, fragments, IP options, VLAN tags, truncated frames,
-// both directions of an SSH session).
+// both directions of an SSH session, over IPv4 and IPv6).
 package frames
 
 import (
@@ -55,6 +55,14 @@ func TCP(src, dst string, sp, dp uint16) []byte {
 	tc := &layers.TCP{SrcPort: layers.TCPPort(sp), DstPort: layers.TCPPort(dp), ACK: true, Window: 100}
 	_ = tc.SetNetworkLayerForChecksum(ip)
 	return serialize(eth(MACB, MACA, layers.EthernetTypeIPv4), ip, tc, gopacket.Payload("data"))
+}
+
+// TCP6 is an Ethernet/IPv6/TCP frame from MACB to MACA.
+func TCP6(src, dst string, sp, dp uint16) []byte {
+	ip := &layers.IPv6{Version: 6, NextHeader: layers.IPProtocolTCP, HopLimit: 64, SrcIP: net.ParseIP(src), DstIP: net.ParseIP(dst)}
+	tc := &layers.TCP{SrcPort: layers.TCPPort(sp), DstPort: layers.TCPPort(dp), ACK: true, Window: 100}
+	_ = tc.SetNetworkLayerForChecksum(ip)
+	return serialize(eth(MACB, MACA, layers.EthernetTypeIPv6), ip, tc, gopacket.Payload("data"))
 }
 
 // VXLAN is a VXLAN header with vni and a short inner payload.
@@ -112,7 +120,14 @@ func Corpus(tagged bool) []Frame {
 	ip6 := &layers.IPv6{Version: 6, NextHeader: layers.IPProtocolUDP, HopLimit: 64, SrcIP: net.ParseIP("2001:db8::1"), DstIP: net.ParseIP("2001:db8::2")}
 	u6 := &layers.UDP{SrcPort: 40000, DstPort: 53}
 	_ = u6.SetNetworkLayerForChecksum(ip6)
-	fs = append(fs, Frame{"ipv6 udp 53", serialize(eth(MACA, MACB, layers.EthernetTypeIPv6), ip6, u6, gopacket.Payload("v6"))})
+	fs = append(fs, Frame{"ipv6 udp 53", serialize(eth(MACA, MACB, layers.EthernetTypeIPv6), ip6, u6, gopacket.Payload("v6"))},
+		Frame{"ssh6 c->s", TCP6("2001:2::1", "2001:2::11", 50522, 22)},
+		Frame{"ssh6 s->c", TCP6("2001:2::11", "2001:2::1", 22, 50522)},
+		Frame{"ssh6 other client", TCP6("2001:2::1", "2001:2::11", 50523, 22)},
+		Frame{"ssh6 half-swapped", TCP6("2001:2::1", "2001:2::11", 22, 50522)},
+		Frame{"ssh6 other server", TCP6("2001:2::1", "2001:2::12", 50522, 22)},
+		Frame{"tcp6 443", TCP6("2001:2::1", "2001:2::11", 50522, 443)},
+	)
 	// IPv4 with options (IHL 6): ports sit 4 bytes further.
 	opt := ip4("192.0.2.10", "198.51.100.20", layers.IPProtocolUDP)
 	opt.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
