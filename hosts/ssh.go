@@ -271,7 +271,15 @@ func dialOne(ctx context.Context, o SSHOptions, r resolved, via *ssh.Client) (*s
 	}
 	deadline, _ := ctx.Deadline()
 	_ = conn.SetDeadline(deadline)
+	// The handshake knows no context: a cancelled dial closes its
+	// connection (the run gave up on this host, or on the whole start).
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	sc, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	stop()
+	if err == nil && ctx.Err() != nil {
+		sc.Close()
+		err = ctx.Err()
+	}
 	if err != nil {
 		conn.Close()
 		var unknown *UnknownHostError

@@ -48,7 +48,10 @@ func (o *Orchestrator) window() time.Duration {
 // (casecap's clock) and any signal that came after it, for watch.
 func (o *Orchestrator) startAll(ctx context.Context) (time.Time, signal, error) {
 	sctx, g := o.guardStart(ctx)
+	o.failFast = !o.opt.AllowPartial
+	defer func() { o.failFast = false }()
 	abort := func(err error) (time.Time, signal, error) {
+		o.failFast = false
 		g.end()
 		o.cleanup(o.hosts)
 		o.releaseClaims()
@@ -67,6 +70,7 @@ func (o *Orchestrator) startAll(ctx context.Context) (time.Time, signal, error) 
 	if g.commit() {
 		return abort(nil)
 	}
+	o.failFast = false
 	o.cleanup(o.failed())
 	// The begin runs to its end whatever comes: a signal from here on is
 	// watch's to act on.

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -455,6 +456,50 @@ func TestOwnSSHExcludedOverIPv6(t *testing.T) {
 		}
 		if n := tsharkCountOf(t, file, "ipv6 && udp.dstport == 9999"); n < 100 {
 			t.Errorf("%s holds %d of the IPv6 datagrams sent to it, want ~200", c.File, n)
+		}
+	}
+}
+
+// TestFirstFailureStopsTheRest: without --allow-partial, the first host
+// that fails before the start ends the start for all: hosts not yet tried
+// are never tried, those in flight are cut short, nothing is armed. 200
+// silent addresses (no one holds them on the lab's network: each connect
+// fails after ARP gives up, ~3 s) behind two real hosts, 8 at a time: the
+// start ends after one batch, not after 25.
+func TestFirstFailureStopsTheRest(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	text := planHead(l, "FAILFAST", time.Minute)
+	for _, h := range l.Hosts {
+		text += fmt.Sprintf("  - name: %s\n    address: %s\n    kind: linux\n    captures: [ { interface: eth0 } ]\n", h.Name, h.Addr)
+	}
+	silent := 0
+	for i := 40; i < 250 && silent < 200; i++ {
+		a := l.Prefix.Addr().As4()
+		a[3] = byte(i)
+		text += fmt.Sprintf("  - name: silent%03d\n    address: %s\n    kind: linux\n    captures: [ { interface: eth0 } ]\n", i, netip.AddrFrom4(a))
+		silent++
+	}
+	p := planText(t, text)
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: t.TempDir(), AgentBinary: agentBinary(t), Version: "test", Parallel: 8})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	began := time.Now()
+	m, err := o.Start(ctx)
+	took := time.Since(began)
+	t.Logf("start of 2 hosts and %d silent ones, 8 at a time, ended after %v: %v", silent, took, err)
+	if err == nil || !strings.Contains(err.Error(), "nothing was started") || !strings.Contains(err.Error(), "silent") {
+		t.Fatalf("start: %v, want nothing started, a silent host named", err)
+	}
+	if took > 12*time.Second {
+		t.Errorf("the start went on for %v after its first failure (~3 s in), want it to end within a few seconds of it", took)
+	}
+	if len(m.Errors) > 8 {
+		t.Errorf("%d hosts failed: want at most the 8 that were in flight (the rest never tried)", len(m.Errors))
+	}
+	for _, h := range l.Hosts {
+		if _, err := os.Stat(filepath.Join(l.Datastore, ".casecap", "cases", "FAILFAST", h.Name, "agent.pid")); err == nil {
+			t.Errorf("%s was armed", h.Name)
 		}
 	}
 }

@@ -115,6 +115,9 @@ type Orchestrator struct {
 	log     *slog.Logger
 	disp    Display
 	runID   string    // random, this command's: names its claims
+	// failFast: the first host that fails ends the phase for all (a start
+	// without --allow-partial, until its begin).
+	failFast bool
 	command string    // run, start...
 	mine    caseClaim // what this run's claims of the case say
 
@@ -174,24 +177,40 @@ func (o *Orchestrator) failed() []*hostRun {
 }
 
 // each runs one phase on every live host, at most Parallel at once. A host
-// whose phase fails is marked and skips the later phases.
+// whose phase fails is marked and skips the later phases. While failFast
+// is on (a start without --allow-partial, before its begin), the first
+// failure ends the phase for every host: those not started yet are never
+// tried, those in flight are cut short (and are not counted as failed:
+// the run failed because of the first).
 func (o *Orchestrator) each(ctx context.Context, phase string, fn func(ctx context.Context, h *hostRun) error) {
 	began := time.Now()
 	defer func() { o.log.Info("phase done", "phase", phase, "took", time.Since(began)) }()
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var g errgroup.Group
 	g.SetLimit(o.opt.Parallel)
 	for _, h := range o.live() {
+		if pctx.Err() != nil {
+			break
+		}
 		g.Go(func() error {
+			if pctx.Err() != nil {
+				return nil
+			}
 			start := time.Now()
-			err := fn(ctx, h)
-			if err != nil && ctx.Err() != nil {
-				// The command was interrupted: that, not what the cut-off
-				// session said, is the host's failure.
+			err := fn(pctx, h)
+			switch {
+			case err != nil && pctx.Err() != nil && ctx.Err() == nil:
+				o.log.Info(phase+" cut short: another host failed first", "host", h.name(), "err", err)
+			case err != nil && ctx.Err() != nil:
 				o.log.Info(phase+" interrupted", "host", h.name(), "err", err)
 				o.fail(h, phase, errInterrupted)
-			} else if err != nil {
+			case err != nil:
 				o.fail(h, phase, err)
-			} else {
+				if o.failFast {
+					cancel()
+				}
+			default:
 				o.log.Debug(phase, "host", h.name(), "took", time.Since(start))
 			}
 			return nil
