@@ -110,16 +110,16 @@ func agentDir(ds string) string                 { return path.Join(ds, ".casecap
 
 // Orchestrator carries out one command of a plan.
 type Orchestrator struct {
-	opt     Options
-	hosts   []*hostRun
-	log     *slog.Logger
-	disp    Display
-	runID   string    // random, this command's: names its claims
+	opt   Options
+	hosts []*hostRun
+	log   *slog.Logger
+	disp  Display
+	runID string // random, this command's: names its claims
 	// failFast: the first host that fails ends the phase for all (a start
 	// without --allow-partial, until its begin).
 	failFast bool
-	command string    // run, start...
-	mine    caseClaim // what this run's claims of the case say
+	command  string    // run, start...
+	mine     caseClaim // what this run's claims of the case say
 
 	mu      sync.Mutex
 	uploads atomic.Int32
