@@ -1,15 +1,19 @@
 package hosts
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/skeema/knownhosts"
 	"golang.org/x/crypto/ssh"
+	xknownhosts "golang.org/x/crypto/ssh/knownhosts"
 )
 
 // AcceptNewFlag is the flag that lets casecap record unknown host keys.
@@ -46,6 +50,7 @@ type KnownHosts struct {
 	files     []string
 	db        *knownhosts.HostKeyDB
 	acceptNew bool
+	hashed    bool       // files[0] hashes its host names: new ones are hashed too
 	mu        sync.Mutex // appends to files[0] from parallel dials
 }
 
@@ -59,6 +64,9 @@ func NewKnownHosts(files []string, acceptNew bool) (*KnownHosts, error) {
 		}
 	}
 	k := &KnownHosts{files: files, acceptNew: acceptNew}
+	if len(files) > 0 {
+		k.hashed = hashesNames(files[0])
+	}
 	if len(existing) > 0 {
 		db, err := knownhosts.NewDB(existing...)
 		if err != nil {
@@ -118,8 +126,52 @@ func (k *KnownHosts) record(hostname string, remote net.Addr, key ssh.PublicKey)
 		return fmt.Errorf("record the host key of %s: %w", hostname, err)
 	}
 	defer f.Close()
-	if err := knownhosts.WriteKnownHost(f, hostname, remote, key); err != nil {
+	if k.hashed {
+		err = writeHashed(f, hostname, remote, key)
+	} else {
+		err = knownhosts.WriteKnownHost(f, hostname, remote, key)
+	}
+	if err != nil {
 		return fmt.Errorf("record the host key of %s: %w", hostname, err)
+	}
+	return nil
+}
+
+// hashesNames reports whether a known_hosts file keeps its host names
+// hashed (OpenSSH's HashKnownHosts): an entry of it begins with "|1|".
+func hashesNames(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "@") { // a marker: the names follow it
+			_, line, _ = strings.Cut(line, " ")
+		}
+		if strings.HasPrefix(line, "|1|") {
+			return true
+		}
+	}
+	return false
+}
+
+// writeHashed records a key the way OpenSSH does in a hashed file: one line
+// per name it is known by (the host as dialled, and its address if that
+// differs), each name hashed.
+func writeHashed(w io.Writer, hostname string, remote net.Addr, key ssh.PublicKey) error {
+	names := []string{knownhosts.Normalize(hostname)}
+	if remote != nil {
+		if r := knownhosts.Normalize(remote.String()); r != names[0] && r != "[0.0.0.0]:0" {
+			names = append(names, r)
+		}
+	}
+	for _, n := range names {
+		if _, err := fmt.Fprintf(w, "%s %s", xknownhosts.HashHostname(n), ssh.MarshalAuthorizedKey(key)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kevinburke/ssh_config"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/casecap/casecap/hosts"
 	"github.com/casecap/casecap/lab"
@@ -209,4 +210,39 @@ func pubLine(pub interface {
 	Marshal() []byte
 }) []byte {
 	return []byte(pub.Type() + " " + base64.StdEncoding.EncodeToString(pub.Marshal()))
+}
+
+// TestAcceptNewIntoHashedKnownHosts: a known_hosts file whose entries are
+// hashed (HashKnownHosts) gets the new key hashed too, as OpenSSH writes
+// it, and the host is known from then on; a plain file gets a plain entry.
+func TestAcceptNewIntoHashedKnownHosts(t *testing.T) {
+	l := labtest.Start(t, 2)
+	h, other := l.Hosts[0], l.Hosts[1]
+	otherKey, _ := other.PublicKey()
+	for _, hashed := range []bool{true, false} {
+		file := filepath.Join(t.TempDir(), "known_hosts")
+		name := other.Addr.String()
+		if hashed {
+			name = knownhosts.HashHostname(name)
+		}
+		if err := os.WriteFile(file, []byte(name+" "+string(pubLine(otherKey))+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		dial(t, labOptions(t, l, h, true, file)).Close()
+		raw, _ := os.ReadFile(file)
+		lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+		if len(lines) < 2 {
+			t.Fatalf("hashed %v: nothing recorded: %q", hashed, raw)
+		}
+		for _, line := range lines[1:] {
+			if strings.HasPrefix(line, "|1|") != hashed || strings.Contains(line, h.Addr.String()) == hashed {
+				t.Errorf("hashed file %v: recorded %q", hashed, line)
+			}
+		}
+		c := dial(t, labOptions(t, l, h, false, file))
+		if _, err := c.Run(context.Background(), []string{"true"}, nil); err != nil {
+			t.Errorf("hashed %v: the recorded key does not let the host in: %v", hashed, err)
+		}
+		c.Close()
+	}
 }
