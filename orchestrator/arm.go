@@ -82,14 +82,13 @@ func (o *Orchestrator) arm(ctx context.Context) {
 			return err
 		}
 		began := time.Now()
-		proc, err := h.conn.Start(ctx, append(slices.Clone(h.agent), "start", "--hold", "-"))
+		hs, err := startHeld(ctx, h.conn, append(slices.Clone(h.agent), "start", "--hold", "-"))
 		if err != nil {
 			return err
 		}
 		// From here on something may run there, answer or not: an aborted
 		// start stops it.
 		h.armed = true
-		hs := &held{proc: proc, out: bufio.NewReader(proc.Stdout())}
 		ans, err := hs.send(append(raw, '\n'))
 		if err != nil {
 			return err
@@ -114,7 +113,8 @@ func (o *Orchestrator) arm(ctx context.Context) {
 
 // hold keeps an armed host's session for its begin, once it has measured
 // the session's own latency, now, under the load of every host arming:
-// what a begin line will cost.
+// what a begin line will cost. From here on the session outlives the arm
+// phase: the begin or a cleanup closes it.
 func (h *hostRun) hold(hs *held) error {
 	pinged := time.Now()
 	if ans, err := hs.send([]byte("ping\n")); err != nil || string(ans) != "pong\n" {
@@ -122,18 +122,42 @@ func (h *hostRun) hold(hs *held) error {
 		return fmt.Errorf("the held session does not answer (%q): %v", ans, err)
 	}
 	h.lineLat = time.Since(pinged)
+	if !hs.unhook() {
+		hs.close() // the phase ended (another host failed first): no begin will come
+		return errInterrupted
+	}
 	h.held = hs
 	return nil
 }
 
 // held is the session that armed a host's captures, kept open for their
 // begin: one line each way on an open session, instead of a new session
-// and a new process per host at the moment that matters.
+// and a new process per host at the moment that matters. Its end before a
+// begin disarms the host's captures.
 type held struct {
 	proc   hosts.Process
 	out    *bufio.Reader
 	once   sync.Once
 	result error // the process's exit, once ended
+	// cancel ends the session; unhook stops the arm phase's context from
+	// ending it (it returns false if that already happened).
+	cancel context.CancelFunc
+	unhook func() bool
+}
+
+// startHeld starts the session that will be held: a context of its own,
+// which the phase's context ends only until the host is armed (a failure
+// elsewhere then cuts the arming short), so that it lives past the phase.
+func startHeld(phase context.Context, c hosts.Conn, argv []string) (*held, error) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(phase))
+	unhook := context.AfterFunc(phase, cancel)
+	proc, err := c.Start(ctx, argv)
+	if err != nil {
+		unhook()
+		cancel()
+		return nil, err
+	}
+	return &held{proc: proc, out: bufio.NewReader(proc.Stdout()), cancel: cancel, unhook: unhook}, nil
 }
 
 // send writes a line and reads the answer line; when the far end has gone,
@@ -157,6 +181,9 @@ func (hs *held) close() error {
 	hs.once.Do(func() {
 		hs.proc.Stdin().Close()
 		hs.result = hs.proc.Wait()
+		if hs.cancel != nil {
+			hs.cancel()
+		}
 	})
 	return hs.result
 }

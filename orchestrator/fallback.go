@@ -1,7 +1,6 @@
 package orchestrator
 
 import (
-	"bufio"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -110,12 +109,11 @@ func (o *Orchestrator) armSSH(ctx context.Context, h *hostRun, record []byte) er
 		}
 	}
 	began := time.Now()
-	proc, err := h.conn.Start(ctx, []string{"sh", path.Join(state, superviseFile), "hold", state})
+	hs, err := startHeld(ctx, h.conn, []string{"sh", path.Join(state, superviseFile), "hold", state})
 	if err != nil {
 		return err
 	}
 	h.armed = true // an aborted start stops what may run there from here on
-	hs := &held{proc: proc, out: bufio.NewReader(proc.Stdout())}
 	ans, err := hs.out.ReadBytes('\n')
 	if err != nil {
 		if werr := hs.close(); werr != nil {
