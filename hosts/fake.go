@@ -16,6 +16,9 @@ type FakeFS struct {
 	mu    sync.Mutex
 	files map[string][]byte
 	mtime map[string]time.Time
+	// SlowCreate makes CreateExclusive leave the new file empty this long
+	// before its content lands, as over a real network.
+	SlowCreate time.Duration
 }
 
 // NewFakeFS returns an empty filesystem.
@@ -147,8 +150,16 @@ func (f *Fake) Stat(p string) (int64, error) {
 
 // CreateExclusive creates a fake file that must not exist yet.
 func (f *Fake) CreateExclusive(p string, data []byte, _ uint32) error {
-	if !f.FS.create(p, data) {
+	first := data
+	if f.FS.SlowCreate > 0 {
+		first = nil
+	}
+	if !f.FS.create(p, first) {
 		return &fs.PathError{Op: "create", Path: p, Err: fs.ErrExist}
+	}
+	if f.FS.SlowCreate > 0 {
+		time.Sleep(f.FS.SlowCreate)
+		f.FS.Put(p, data)
 	}
 	return nil
 }

@@ -199,16 +199,27 @@ func (o *Orchestrator) claimOn(h *hostRun) error {
 	return nil
 }
 
+// claimWritten is how long a claim found empty (created, its content not
+// written yet: another host of this run on the same storage, or another
+// run) is read again before it counts as held by someone unknown.
+const claimWritten = time.Second
+
 func readClaim(h *hostRun, p string) (caseClaim, error) {
-	var c caseClaim
-	b, err := h.conn.ReadFile(p)
-	if err != nil {
-		return c, err
+	deadline := time.Now().Add(claimWritten)
+	for {
+		var c caseClaim
+		b, err := h.conn.ReadFile(p)
+		if err != nil {
+			return c, err
+		}
+		if json.Unmarshal(b, &c) == nil {
+			return c, nil
+		}
+		if time.Now().After(deadline) {
+			return caseClaim{}, nil // still being written: someone's, held
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		return caseClaim{}, nil // being written: someone else's, held
-	}
-	return c, nil
 }
 
 // markBegun records in this run's claims that captures began: from now on

@@ -111,3 +111,25 @@ func TestFailedStartReleasesItsClaim(t *testing.T) {
 		t.Errorf("the next start: %v", err)
 	}
 }
+
+// TestClaimSeenBeingWrittenByItsOwnRun: two hosts of one run that share a
+// datastore (not the first host's) claim it at the same moment; the one
+// that finds the other's claim still empty (created, not yet written)
+// waits for its content instead of taking it for another run's.
+func TestClaimSeenBeingWrittenByItsOwnRun(t *testing.T) {
+	shared := hosts.NewFakeFS()
+	shared.SlowCreate = 200 * time.Millisecond
+	fakes := map[string]*hosts.Fake{
+		"h1": fakeLinux("h1", hosts.NewFakeFS(), ""),
+		"h2": fakeLinux("h2", shared, ""),
+		"h3": fakeLinux("h3", shared, ""),
+	}
+	o := orchestrator.New(orchestrator.Options{
+		Plan: fakePlan(t, 3), OutDir: t.TempDir(), Version: "test",
+		AgentBinary: func(string) ([]byte, error) { return []byte("#!agent\n"), nil },
+		Dial:        func(_ context.Context, h *plans.Host) (hosts.Conn, error) { return fakes[h.Name], nil },
+	})
+	if _, err := o.Start(context.Background()); err != nil {
+		t.Errorf("start: %v", err)
+	}
+}
