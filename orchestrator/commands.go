@@ -45,20 +45,20 @@ func (o *Orchestrator) window() time.Duration {
 // startAll prepares, arms and begins; on a failure before the begin, or a
 // signal, every armed agent is stopped, so that nothing is left running,
 // and the case's claim is released. It returns the instant of the begin
-// (casecap's clock) and any signal that came after it, for watch.
-func (o *Orchestrator) startAll(ctx context.Context) (time.Time, signal, error) {
+// (casecap's clock) and the signals that came after it, for watch.
+func (o *Orchestrator) startAll(ctx context.Context) (time.Time, []signal, error) {
 	sctx, g := o.guardStart(ctx)
 	o.failFast = !o.opt.AllowPartial
 	defer func() { o.failFast = false }()
-	abort := func(err error) (time.Time, signal, error) {
+	abort := func(err error) (time.Time, []signal, error) {
 		o.failFast = false
 		g.end()
 		o.cleanup(o.hosts)
 		o.releaseClaims()
 		if g.calledOffYet() || ctx.Err() != nil {
-			return time.Time{}, sigNone, ErrCalledOff
+			return time.Time{}, nil, ErrCalledOff
 		}
-		return time.Time{}, sigNone, fmt.Errorf("nothing was started: %w", err)
+		return time.Time{}, nil, fmt.Errorf("nothing was started: %w", err)
 	}
 	if !o.prepare(sctx) {
 		return abort(o.failures())
@@ -124,7 +124,7 @@ func (o *Orchestrator) Start(ctx context.Context) (*Manifest, error) {
 	if err != nil {
 		return o.manifest("start"), err
 	}
-	if pending != sigNone {
+	if len(pending) > 0 {
 		o.log.Warn("a signal came once the captures had begun: they run on; casecap stop PLAN stops them")
 	}
 	// Return once every capture is running: past the agreed instant, and

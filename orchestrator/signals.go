@@ -31,19 +31,19 @@ var errInterrupted = errors.New("interrupted")
 type signal int
 
 const (
-	sigNone signal = iota
-	sigStop
+	sigStop signal = iota + 1
 	sigDetach
 )
 
 // startGuard listens for signals while a start is prepared and armed. One
 // that comes before the commit (the begin) cancels the start's context;
-// one that comes after is kept for watch, which acts on it first.
+// those that come after are kept, in order, for watch, which acts on them
+// first (two Ctrl-Cs during the begin: stop together, then stop waiting).
 type startGuard struct {
 	mu        sync.Mutex
 	committed bool
 	calledOff bool
-	pending   signal
+	pending   []signal
 	cancel    context.CancelFunc
 	done      chan struct{} // closed by end
 	stopped   chan struct{} // closed by the listener as it returns
@@ -67,11 +67,7 @@ func (o *Orchestrator) guardStart(ctx context.Context) (context.Context, *startG
 			}
 			g.mu.Lock()
 			if g.committed {
-				if g.pending == sigNone || s == sigDetach {
-					g.pending = s
-				} else {
-					g.pending = sigDetach // a second stop: stop waiting
-				}
+				g.pending = append(g.pending, s)
 			} else if !g.calledOff {
 				g.calledOff = true
 				o.log.Warn("signal before the begin: calling the start off, disarming every host")
@@ -99,8 +95,8 @@ func (g *startGuard) commit() (calledOff bool) {
 	return g.calledOff
 }
 
-// end stops listening and returns the signal that came after the commit.
-func (g *startGuard) end() signal {
+// end stops listening and returns the signals that came after the commit.
+func (g *startGuard) end() []signal {
 	close(g.done)
 	<-g.stopped
 	g.cancel()

@@ -63,9 +63,9 @@ const watchGrace = 30 * time.Second
 // watch shows the captures' progress until every one has stopped. The first
 // Stop signal (Ctrl-C, SIGTERM) stops them all together; a second one, or a
 // Detach (SIGHUP), stops waiting: detached is then true, and the captures
-// end on their own at the window's end. pending is a signal that came
-// during the begin.
-func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Duration, pending signal) (detached bool) {
+// end on their own at the window's end. pending are the signals that came
+// during the begin, in order.
+func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Duration, pending []signal) (detached bool) {
 	end := t0.Add(window)
 	stopped := false
 	// act acts on a signal; it returns true to stop waiting.
@@ -84,8 +84,10 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 		end = time.Now()
 		return false
 	}
-	if pending != sigNone && act(pending) {
-		return true
+	for _, s := range pending {
+		if act(s) {
+			return true
+		}
 	}
 	for {
 		all := o.poll(ctx)

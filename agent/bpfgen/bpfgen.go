@@ -206,29 +206,33 @@ func exclude(a *asm, c Conn, reject string) {
 	a.emit(bpf.LoadIndirect{Off: 9, Size: 1})
 	a.jumpIf(bpf.JumpNotEqual, protoTCP, keep, "")
 	notFragment(a, keep)
-	ports := func(src, dst uint16) {
-		toL4(a)
-		if src != 0 {
-			a.emit(bpf.LoadIndirect{Off: 0, Size: 2})
-			a.jumpIf(bpf.JumpNotEqual, uint32(src), keep, "")
-		}
-		if dst != 0 {
-			a.emit(bpf.LoadIndirect{Off: 2, Size: 2})
-			a.jumpIf(bpf.JumpNotEqual, uint32(dst), keep, "")
-		}
-		a.goTo(reject)
-	}
 	a.emit(bpf.LoadIndirect{Off: 12, Size: 4})
 	a.jumpIf(bpf.JumpEqual, cl, fromClient, "")
 	a.jumpIf(bpf.JumpNotEqual, sv, keep, "")
 	a.emit(bpf.LoadIndirect{Off: 16, Size: 4})
 	a.jumpIf(bpf.JumpNotEqual, cl, keep, "")
-	ports(c.Server.Port(), c.Client.Port())
+	toL4(a)
+	tcpPorts(a, 0, c.Server.Port(), c.Client.Port(), keep, reject)
 	a.label(fromClient)
 	a.emit(bpf.LoadIndirect{Off: 16, Size: 4})
 	a.jumpIf(bpf.JumpNotEqual, sv, keep, "")
-	ports(c.Client.Port(), c.Server.Port())
+	toL4(a)
+	tcpPorts(a, 0, c.Client.Port(), c.Server.Port(), keep, reject)
 	a.label(keep)
+}
+
+// tcpPorts goes to reject if the TCP ports at X+off are src and dst (a
+// zero port matches any), else to keep.
+func tcpPorts(a *asm, off uint32, src, dst uint16, keep, reject string) {
+	if src != 0 {
+		a.emit(bpf.LoadIndirect{Off: off, Size: 2})
+		a.jumpIf(bpf.JumpNotEqual, uint32(src), keep, "")
+	}
+	if dst != 0 {
+		a.emit(bpf.LoadIndirect{Off: off + 2, Size: 2})
+		a.jumpIf(bpf.JumpNotEqual, uint32(dst), keep, "")
+	}
+	a.goTo(reject)
 }
 
 // exclude6 rejects the packets of one IPv6 TCP connection, both ways: TCP
@@ -242,24 +246,13 @@ func exclude6(a *asm, c Conn, reject string) {
 	a.emit(bpf.LoadScratch{Dst: bpf.RegX, N: memL3})
 	a.emit(bpf.LoadIndirect{Off: 6, Size: 1})
 	a.jumpIf(bpf.JumpNotEqual, protoTCP, keep, "")
-	ports := func(src, dst uint16) {
-		if src != 0 {
-			a.emit(bpf.LoadIndirect{Off: 40, Size: 2})
-			a.jumpIf(bpf.JumpNotEqual, uint32(src), keep, "")
-		}
-		if dst != 0 {
-			a.emit(bpf.LoadIndirect{Off: 42, Size: 2})
-			a.jumpIf(bpf.JumpNotEqual, uint32(dst), keep, "")
-		}
-		a.goTo(reject)
-	}
 	addr6(a, 8, c.Client.Addr(), fromServer)
 	addr6(a, 24, c.Server.Addr(), keep)
-	ports(c.Client.Port(), c.Server.Port())
+	tcpPorts(a, 40, c.Client.Port(), c.Server.Port(), keep, reject)
 	a.label(fromServer)
 	addr6(a, 8, c.Server.Addr(), keep)
 	addr6(a, 24, c.Client.Addr(), keep)
-	ports(c.Server.Port(), c.Client.Port())
+	tcpPorts(a, 40, c.Server.Port(), c.Client.Port(), keep, reject)
 	a.label(keep)
 }
 
