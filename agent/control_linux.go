@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/casecap/casecap/agent/hostclock"
 )
 
 // StartDetached starts `self... run JOBFILE` (self is the agent's argv
@@ -122,7 +124,7 @@ func RequestBegin(stateDir string, at time.Time) error {
 		return fmt.Errorf("no agent runs in %s", stateDir)
 	}
 	if at.IsZero() {
-		at = time.Now()
+		at = hostclock.Now()
 	}
 	b, _ := json.Marshal(stopRequest{At: at})
 	if err := writeAtomic(stateDir+"/"+BeginFile, b, 0o600); err != nil {
@@ -140,7 +142,7 @@ func RequestBegin(stateDir string, at time.Time) error {
 func Clock(r io.Reader, w io.Writer) error {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		if _, err := fmt.Fprintln(w, time.Now().UnixNano()); err != nil {
+		if _, err := fmt.Fprintln(w, hostclock.Now().UnixNano()); err != nil {
 			return err
 		}
 	}

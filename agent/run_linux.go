@@ -23,6 +23,8 @@ import (
 	"github.com/casecap/casecap/agent/capture"
 	"github.com/casecap/casecap/agent/pktcap"
 	"github.com/casecap/casecap/esxi"
+
+	"github.com/casecap/casecap/agent/hostclock"
 )
 
 // statusInterval is how often status.json is rewritten.
@@ -130,7 +132,7 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 	}
 	snapshot := func(state string) Status {
 		s := st
-		s.State, s.Updated = state, time.Now()
+		s.State, s.Updated = state, hostclock.Now()
 		s.Captures = make([]capture.Status, len(caps))
 		for i, c := range caps {
 			s.Captures[i] = c.Status()
@@ -188,7 +190,7 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 					fmt.Fprintf(os.Stderr, "begin request: %v\n", err)
 					continue
 				}
-				if late := time.Since(at); late > 0 {
+				if late := hostclock.Since(at); late > 0 {
 					st.BeginLate = late
 				}
 				for i, c := range caps {
@@ -200,12 +202,12 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 				// The SSH session that started us went away: keep capturing.
 			default:
 				for _, c := range caps {
-					c.RequestStop(time.Now(), capture.StopSignal)
+					c.RequestStop(hostclock.Now(), capture.StopSignal)
 				}
 			}
 		case <-ctx.Done():
 			for _, c := range caps {
-				c.RequestStop(time.Now(), capture.StopSignal)
+				c.RequestStop(hostclock.Now(), capture.StopSignal)
 			}
 		case <-tick.C:
 			_ = writeAtomic(j.path(StatusFile), snapshot(StateRunning).armedIfAll().marshal(), 0o640)

@@ -56,6 +56,11 @@ type Options struct {
 	// IPv6. Without it the lab keeps IPv6 off, so no IPv6 chatter reaches
 	// a capture.
 	IPv6 bool
+	// ClockSkew, by host (h01 first), skews the clock of a test build of
+	// the agent on that host, and its packet timestamps (sshd sets
+	// CASECAP_TEST_CLOCK_SKEW in every session; see agent/hostclock): a
+	// host whose clock is off, on a machine where every host shares one.
+	ClockSkew []time.Duration
 }
 
 // Lab is a running set of hosts. It is saved as state.json in its directory
@@ -89,19 +94,20 @@ func (l *Lab) Broadcast() netip.Addr {
 
 // Host is one lab host.
 type Host struct {
-	Name      string     `json:"name"`
-	Addr      netip.Addr `json:"addr"`
-	MAC       string     `json:"mac"`
-	Addr6     netip.Addr `json:"addr6,omitzero"` // in a lab with IPv6 (not on ESXi hosts)
-	HostKey   string     `json:"host_key"`       // authorized_keys format
-	Veth      string     `json:"veth"`           // the bridge-side end of its link
-	Dir       string     `json:"dir"`
-	InitPID   int        `json:"init_pid"`
-	InitStart uint64     `json:"init_start"` // start time, to tell our init from a reused PID
-	NetNS     uint64     `json:"netns"`      // inode of its network namespace
-	PIDNS     uint64     `json:"pidns"`
-	ESXi      bool       `json:"esxi,omitempty"`
-	VMs       []VM       `json:"vms,omitempty"` // on an ESXi host
+	Name      string        `json:"name"`
+	Addr      netip.Addr    `json:"addr"`
+	MAC       string        `json:"mac"`
+	Addr6     netip.Addr    `json:"addr6,omitzero"`       // in a lab with IPv6 (not on ESXi hosts)
+	ClockSkew time.Duration `json:"clock_skew,omitempty"` // of a test build of the agent there
+	HostKey   string        `json:"host_key"`             // authorized_keys format
+	Veth      string        `json:"veth"`                 // the bridge-side end of its link
+	Dir       string        `json:"dir"`
+	InitPID   int           `json:"init_pid"`
+	InitStart uint64        `json:"init_start"` // start time, to tell our init from a reused PID
+	NetNS     uint64        `json:"netns"`      // inode of its network namespace
+	PIDNS     uint64        `json:"pidns"`
+	ESXi      bool          `json:"esxi,omitempty"`
+	VMs       []VM          `json:"vms,omitempty"` // on an ESXi host
 	// Datastore is the lab's shared datastore as this host sees it.
 	Datastore string `json:"datastore"`
 
@@ -365,7 +371,12 @@ func (l *Lab) prepare(opt Options) error {
 		if h.Addr6.IsValid() {
 			known.WriteString(knownhosts.Line([]string{h.Addr6.String()}, pub) + "\n")
 		}
-		if err := os.WriteFile(filepath.Join(h.Dir, "sshd_config"), []byte(sshdConfig(h.Dir, authorized, password != "", h.Addr6.IsValid())), 0o600); err != nil {
+		config := sshdConfig(h.Dir, authorized, password != "", h.Addr6.IsValid())
+		if i <= len(opt.ClockSkew) && opt.ClockSkew[i-1] != 0 {
+			h.ClockSkew = opt.ClockSkew[i-1]
+			config += "SetEnv CASECAP_TEST_CLOCK_SKEW=" + h.ClockSkew.String() + "\n"
+		}
+		if err := os.WriteFile(filepath.Join(h.Dir, "sshd_config"), []byte(config), 0o600); err != nil {
 			return err
 		}
 		cfg := hostConfig{

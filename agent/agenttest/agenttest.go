@@ -20,6 +20,10 @@ import (
 //	CASECAP_AGENT_RACE=/var/tmp/casecap-race go test -race ./agent ./orchestrator
 const RaceEnv = "CASECAP_AGENT_RACE"
 
+// TestTags are the build tags of the agent the tests run: its test hooks
+// (a clock a lab host can skew: see agent/hostclock).
+const TestTags = "casecap_testhooks"
+
 var (
 	once  sync.Once
 	dir   string
@@ -29,8 +33,8 @@ var (
 	mutex sync.Mutex
 )
 
-// Binary returns the path of a static casecap-agent for this machine,
-// building it on first use. Call Cleanup from TestMain to remove it.
+// Binary returns the path of a static casecap-agent for this machine, with
+// its test hooks, building it on first use. Call Cleanup from TestMain to remove it.
 func Binary(t testing.TB) string {
 	t.Helper()
 	once.Do(func() {
@@ -43,7 +47,7 @@ func Binary(t testing.TB) string {
 			bOut, bErr = buildRace(race)
 			return
 		}
-		cmd := exec.Command("go", "build", "-trimpath", "-o", path, "github.com/casecap/casecap/cmd/casecap-agent")
+		cmd := exec.Command("go", "build", "-trimpath", "-tags", TestTags, "-o", path, "github.com/casecap/casecap/cmd/casecap-agent")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		bOut, bErr = cmd.CombinedOutput()
 	})
@@ -61,7 +65,7 @@ func buildRace(dir string) ([]byte, error) {
 		return nil, err
 	}
 	bin := filepath.Join(dir, "casecap-agent-race")
-	cmd := exec.Command("go", "build", "-race", "-trimpath", "-o", bin, "github.com/casecap/casecap/cmd/casecap-agent")
+	cmd := exec.Command("go", "build", "-race", "-trimpath", "-tags", TestTags, "-o", bin, "github.com/casecap/casecap/cmd/casecap-agent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return out, err

@@ -18,6 +18,8 @@ import (
 	"github.com/casecap/casecap/agent/bpfgen"
 	"github.com/casecap/casecap/agent/ring"
 	"github.com/casecap/casecap/plans/filter"
+
+	"github.com/casecap/casecap/agent/hostclock"
 )
 
 // Spec is one capture, as the agent is told to run it.
@@ -171,7 +173,7 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 		return nil, fmt.Errorf("filter %q: %w", expr, err)
 	}
 	if s.Start.IsZero() && !s.Pending {
-		s.Start = time.Now() // "at once": from arming on
+		s.Start = hostclock.Now() // "at once": from arming on
 	}
 	c = &Capture{spec: s}
 	c.SetWindow(s.Start, s.Stop, s.Pending)
@@ -292,10 +294,10 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 		if sinceClock >= clockEvery {
 			sinceClock = 0
 			if ctx.Err() != nil {
-				c.RequestStop(time.Now(), StopSignal)
+				c.RequestStop(hostclock.Now(), StopSignal)
 				stopAt = c.stopAt.Load()
 			}
-			now := time.Now()
+			now := hostclock.Now()
 			if now.UnixNano() >= stopAt {
 				return c.drain(stopAt)
 			}
@@ -363,7 +365,7 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 // kernel stamped before now (handed over, or in the block it still fills),
 // and fails, saying so.
 func (c *Capture) gone() (StopReason, error) {
-	at := time.Now()
+	at := hostclock.Now()
 	c.RequestStop(at, StopInterfaceGone)
 	if _, err := c.drain(c.stopAt.Load()); err != nil {
 		return StopError, err
@@ -461,7 +463,7 @@ func (c *Capture) disarmed() Status {
 	err := errors.Join(c.file.Close(), os.Remove(c.spec.File))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.status.StoppedAt, c.status.StopReason, c.status.State = time.Now(), StopDisarmed, StateStopped
+	c.status.StoppedAt, c.status.StopReason, c.status.State = hostclock.Now(), StopDisarmed, StateStopped
 	c.status.Start, c.status.Note = time.Time{}, strings.TrimPrefix(c.status.Note+"; stopped before its window began: nothing captured, no file kept", "; ")
 	if err != nil {
 		c.status.State, c.status.Error = StateFailed, strings.TrimSpace(err.Error())
@@ -512,7 +514,7 @@ func (c *Capture) finish(reason StopReason, runErr error) Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.status.Received, c.status.Drops = recv, drops
-	c.status.StoppedAt, c.status.StopReason = time.Now(), reason
+	c.status.StoppedAt, c.status.StopReason = hostclock.Now(), reason
 	c.status.State = StateStopped
 	if err != nil {
 		c.status.State, c.status.Error = StateFailed, strings.TrimSpace(err.Error())

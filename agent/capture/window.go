@@ -4,6 +4,8 @@ import (
 	"math"
 	"sync/atomic"
 	"time"
+
+	"github.com/casecap/casecap/agent/hostclock"
 )
 
 // Window is when a capture keeps packets, [start, stop): a start that may
@@ -40,7 +42,7 @@ func (w *Window) BeginWindow(start time.Time, duration time.Duration) bool {
 // to now when at is zero.
 func (w *Window) RequestStop(at time.Time, reason StopReason) {
 	if at.IsZero() {
-		at = time.Now()
+		at = hostclock.Now()
 	}
 	for {
 		cur := w.stopAt.Load()

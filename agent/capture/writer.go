@@ -16,6 +16,8 @@ import (
 
 	"github.com/casecap/casecap/agent/bpfgen"
 	"github.com/casecap/casecap/agent/ring"
+
+	"github.com/casecap/casecap/agent/hostclock"
 )
 
 // fileWriter writes one capture's pcapng stream: a section header naming
@@ -298,7 +300,7 @@ func (f *fileWriter) written() int64 { return f.out.n.Load() }
 // and ended, packets the kernel passed to the socket and dropped) and
 // flushes everything to the file.
 func (f *fileWriter) close(start, end time.Time, received, dropped uint64) error {
-	ns := uint64(time.Now().UnixNano())
+	ns := uint64(hostclock.Now().UnixNano())
 	isb := newBlock(blockISB).u32(0).u32(uint32(ns>>32)).u32(uint32(ns)).
 		timestamp(isbStartTime, start).
 		timestamp(isbEndTime, end).

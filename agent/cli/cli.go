@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/agent"
+
+	"github.com/casecap/casecap/agent/hostclock"
 )
 
 // Main runs one agent command; self is the argv that runs this agent (the
@@ -174,7 +176,7 @@ func serveBegin(dir string, in *bufio.Reader, w io.Writer) error {
 			if err := agent.RequestBegin(dir, at); err != nil {
 				return err
 			}
-			return line(w, map[string]any{"begun": true, "now": time.Now()})
+			return line(w, map[string]any{"begun": true, "now": hostclock.Now()})
 		default:
 			return fmt.Errorf("held start: unexpected %q", strings.TrimSpace(s))
 		}
@@ -254,7 +256,7 @@ func begin(args []string, out func(any) error) error {
 	if err := agent.RequestBegin(dir, t); err != nil {
 		return err
 	}
-	return out(map[string]any{"begun": true, "now": time.Now()})
+	return out(map[string]any{"begun": true, "now": hostclock.Now()})
 }
 
 func stop(args []string, out func(any) error) error {
@@ -271,7 +273,7 @@ func stop(args []string, out func(any) error) error {
 	if running && *wait > 0 {
 		running = !agent.WaitDone(dir, *wait)
 	}
-	return out(map[string]any{"running": running, "now": time.Now()})
+	return out(map[string]any{"running": running, "now": hostclock.Now()})
 }
 
 func status(args []string, out func(any) error) error {

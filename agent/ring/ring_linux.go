@@ -16,6 +16,8 @@ import (
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/casecap/casecap/agent/hostclock"
 )
 
 // Options say what to capture and how big the ring is.
@@ -51,6 +53,7 @@ type Ring struct {
 	received uint64
 	dropped  uint64
 	closed   atomic.Bool
+	skew     int64 // added to the kernel's timestamps: the agent's clock (hostclock)
 }
 
 // Packet is one captured packet. Data points into the ring and is valid
@@ -149,7 +152,7 @@ func Open(opt Options) (r *Ring, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open packet socket: %w (capturing needs root or CAP_NET_RAW)", err)
 	}
-	r = &Ring{fd: fd, blockSize: opt.BlockSize, blocks: opt.Blocks, cooked: cooked, ifindex: ifindex}
+	r = &Ring{fd: fd, blockSize: opt.BlockSize, blocks: opt.Blocks, cooked: cooked, ifindex: ifindex, skew: hostclock.Skew().Nanoseconds()}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -265,7 +268,7 @@ func (r *Ring) Next(timeout time.Duration) (Packet, error) {
 	status := binary.NativeEndian.Uint32(h[20:])
 	mac := int(binary.NativeEndian.Uint16(h[24:]))
 	p := Packet{
-		Nanos:    int64(binary.NativeEndian.Uint32(h[4:]))*1e9 + int64(binary.NativeEndian.Uint32(h[8:])),
+		Nanos:    int64(binary.NativeEndian.Uint32(h[4:]))*1e9 + int64(binary.NativeEndian.Uint32(h[8:])) + r.skew,
 		Length:   int(binary.NativeEndian.Uint32(h[16:])),
 		Data:     h[mac : mac+snap : mac+snap],
 		Protocol: binary.BigEndian.Uint16(h[tpHdrLen+2:]),

@@ -1,0 +1,79 @@
+//go:build linux
+
+package orchestrator_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/casecap/casecap/lab"
+	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/lab/seqcast"
+)
+
+// TestSkewedClocks: hosts whose clocks are off by +80 ms and -120 ms (a
+// test build of the agent skews its clock and its packet timestamps, as a
+// host whose clock is off would) start and stop with a host whose clock is
+// right, in true time: the sender's timestamps of the first and last
+// packet each capture kept agree across hosts. The manifest's clock offset
+// of each host is the truth within its uncertainty (half its round trip),
+// with its sign.
+func TestSkewedClocks(t *testing.T) {
+	labtest.Require(t)
+	skews := []time.Duration{0, 80 * time.Millisecond, -120 * time.Millisecond}
+	l := labtest.StartWith(t, lab.Options{Hosts: 3, ClockSkew: skews})
+	const interval = 500 * time.Microsecond
+	labtest.Stream(t, l, 37, interval)
+	p := labPlan(t, l, "SKEW", 2*time.Second, "      - interface: eth0\n        filter: { udpport: 9999 }\n")
+	out := t.TempDir()
+	m, err := newOrch(t, p, out).Run(context.Background())
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	skewOf := map[string]time.Duration{}
+	for i, h := range l.Hosts {
+		skewOf[h.Name] = skews[i]
+	}
+	for _, h := range m.Hosts {
+		truth, got, within := skewOf[h.Name], h.ClockOffsetNs, h.RTTNs/2+time.Microsecond
+		t.Logf("%s: clock off by %v, measured %v (rtt %v)", h.Name, truth, got, h.RTTNs)
+		if (got - truth).Abs() > within {
+			t.Errorf("%s: clock offset %v in the manifest, truly %v: off by more than half its round trip (%v)", h.Name, got, truth, within)
+		}
+		if truth != 0 && (got > 0) != (truth > 0) {
+			t.Errorf("%s: clock offset %v has the wrong sign (truly %v)", h.Name, got, truth)
+		}
+	}
+	var firsts, lasts []time.Time
+	for _, c := range m.Captures {
+		s, err := seqcast.ReadFile(filepath.Join(out, "Case_SKEW", c.File), 37)
+		if err != nil || !s.Contiguous() {
+			t.Fatalf("%s: %+v %v", c.File, s, err)
+		}
+		firsts, lasts = append(firsts, s.FirstSent), append(lasts, s.LastSent)
+		// The host's skew is in its file, as on a real host: its
+		// timestamps are its clock's.
+		if d := s.FirstSeen.Sub(s.FirstSent) - skewOf[c.Host]; d.Abs() > 20*time.Millisecond {
+			t.Errorf("%s: packets stamped %v after they were sent, want about the host's skew %v", c.File, s.FirstSeen.Sub(s.FirstSent), skewOf[c.Host])
+		}
+	}
+	spread := func(ts []time.Time) time.Duration {
+		lo, hi := ts[0], ts[0]
+		for _, x := range ts {
+			if x.Before(lo) {
+				lo = x
+			}
+			if x.After(hi) {
+				hi = x
+			}
+		}
+		return hi.Sub(lo)
+	}
+	start, stop := spread(firsts), spread(lasts)
+	t.Logf("true start skew %v, stop skew %v", start, stop)
+	if start > 5*time.Millisecond || stop > 5*time.Millisecond {
+		t.Errorf("captures started %v and stopped %v apart in true time, want within 5 ms", start, stop)
+	}
+}
