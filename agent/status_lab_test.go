@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/agent"
+	"github.com/casecap/casecap/lab/seqcast"
 	"github.com/casecap/casecap/plans/filter"
 )
 
@@ -58,4 +59,42 @@ func TestFinishedCaptureStatusWhileOthersRun(t *testing.T) {
 	}
 	cancel()
 	<-s.done
+}
+
+// TestBeginLate: a begin that reaches the agent after its instant (300 ms
+// late here) is honoured from the instant on for the packets the kernel
+// still holds, and the status says by how much it came late
+// (begin_late_ns, which the manifest carries): the packets of that time
+// that the agent had already passed over are not in the file.
+func TestBeginLate(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := e.send(ctx, time.Millisecond, 0)
+	stateDir, caseDir := e.start("late", agent.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+		ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Duration: 2 * time.Second, Stop: time.Now().Add(time.Minute)})
+	at := time.Now().Add(-300 * time.Millisecond)
+	if _, err := e.ssh(e.bin + " begin --at " + at.Format(time.RFC3339Nano) + " " + stateDir); err != nil {
+		t.Fatal(err)
+	}
+	told := time.Now()
+	st := e.wait(stateDir, 10*time.Second)
+	cancel()
+	<-s.done
+	if st.BeginLate < 300*time.Millisecond || st.BeginLate > told.Sub(at)+100*time.Millisecond {
+		t.Errorf("begin_late %v, want the ~%v between the instant and the begin's arrival", st.BeginLate, told.Sub(at))
+	}
+	if c := st.Captures[0]; !c.Start.Equal(at) || c.StopReason != "window-end" {
+		t.Errorf("status %+v, want the window from %v", c, at)
+	}
+	got, err := seqcast.ReadFile(filepath.Join(caseDir, "h01.eth0.RxTx.pcapng"), 1)
+	if err != nil || got.Distinct == 0 {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if got.FirstSeen.Before(at) {
+		t.Errorf("the file starts at %v, before the instant %v", got.FirstSeen, at)
+	}
+	if got.FirstSent.Before(at.Add(200 * time.Millisecond)) {
+		t.Errorf("the file starts at %v, within 200 ms of the instant: the packets the late agent had passed over should be missing", got.FirstSent)
+	}
 }

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -217,4 +218,22 @@ func runVM(addr string) int {
 	for {
 		_ = unix.Pause()
 	}
+}
+
+// ESXiCalls returns every call of the simulated ESXi tools on this host so
+// far (argv, the tool's name first).
+func (h *Host) ESXiCalls() ([][]string, error) {
+	raw, err := os.ReadFile(filepath.Join(h.Dir, "bin", filepath.Base(esxisim.CallsPath)))
+	if err != nil {
+		return nil, err
+	}
+	var calls [][]string
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var argv []string
+		if err := json.Unmarshal([]byte(line), &argv); err != nil {
+			return nil, fmt.Errorf("%s: %q: %w", esxisim.CallsPath, line, err)
+		}
+		calls = append(calls, argv)
+	}
+	return calls, nil
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -568,5 +569,53 @@ func TestESXiSSHModeSSHDKilled(t *testing.T) {
 	}
 	if m.Hosts[0].Mode != "ssh" {
 		t.Errorf("mode %q", m.Hosts[0].Mode)
+	}
+}
+
+// TestNeverChangesExecInstalledOnly: on a host that refuses uploaded
+// programs (the lab's stand-in for execInstalledOnly: a noexec datastore),
+// casecap captures in ssh mode and asks the host nothing but read-only
+// questions: every call of ESXi's tools it made is a listing or a capture,
+// none a setting; the datastore is still noexec afterwards.
+func TestNeverChangesExecInstalledOnly(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 1, ESXi: 1, ESXiNoExec: true})
+	h := l.Hosts[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go vmTraffic(ctx, t, l)
+	p := esxiPlan(t, l, "NOEXEC", 2*time.Second)
+	m, err := newOrch(t, p, t.TempDir()).Run(context.Background())
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if m.Hosts[0].Mode != "ssh" {
+		t.Fatalf("mode %q, want ssh: the host must refuse the agent for this test to mean anything", m.Hosts[0].Mode)
+	}
+	calls, err := h.ESXiCalls()
+	if err != nil || len(calls) == 0 {
+		t.Fatalf("the host's tool calls: %v %v", calls, err)
+	}
+	readOnly := func(c []string) bool {
+		switch {
+		case c[0] == "net-stats" && slices.Equal(c[1:], []string{"-l"}),
+			c[0] == "vmware" && slices.Equal(c[1:], []string{"-v"}),
+			c[0] == "uname",
+			c[0] == "pktcap-uw",
+			c[0] == "vsish" && len(c) == 4 && c[1] == "-e" && c[2] == "get",
+			c[0] == "esxcli" && slices.Equal(c[1:], []string{"network", "vm", "list"}),
+			c[0] == "esxcli" && len(c) == 7 && slices.Equal(c[1:6], []string{"network", "vm", "port", "list", "-w"}):
+			return true
+		}
+		return false
+	}
+	for _, c := range calls {
+		if !readOnly(c) || slices.ContainsFunc(c, func(a string) bool { return strings.Contains(strings.ToLower(a), "execinstalledonly") }) {
+			t.Errorf("casecap asked the host %q: not a read-only question", c)
+		}
+	}
+	out, err := h.Command(context.Background(), "findmnt", "-no", "OPTIONS", lab.ESXiDatastore).Output()
+	if err != nil || !strings.Contains(string(out), "noexec") {
+		t.Errorf("the datastore's mount options after the run: %q %v, want noexec still", out, err)
 	}
 }

@@ -1,6 +1,7 @@
 package esxisim
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +27,7 @@ func Main(argv []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	args := argv[1:]
+	logCall(argv)
 	switch name {
 	case "pktcap-uw":
 		return pktcap(inv, args, stdout, stderr)
@@ -47,6 +49,24 @@ func Main(argv []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "%s: not simulated\n", name)
 	return 127
+}
+
+// CallsPath is the log of every call of the simulated tools on a lab ESXi
+// host, one JSON array (the argv) per line: what casecap asked of the
+// host, for tests to check (it never changes a setting such as
+// execInstalledOnly, for one).
+const CallsPath = "/usr/local/bin/.esxi-calls.log"
+
+func logCall(argv []string) {
+	path := CallsPath
+	if p := os.Getenv(inventoryEnv); p != "" {
+		path = filepath.Join(filepath.Dir(p), filepath.Base(CallsPath))
+	}
+	b, _ := json.Marshal(append([]string{filepath.Base(argv[0])}, argv[1:]...))
+	if f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err == nil {
+		f.Write(append(b, '\n'))
+		f.Close()
+	}
 }
 
 func netStats(inv *Inventory, args []string, stdout, stderr io.Writer) int {
