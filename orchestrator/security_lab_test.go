@@ -39,17 +39,33 @@ func canaries(roots ...string) []string {
 	return found
 }
 
+// hostCanaries lists the canary files in a host's own private
+// directories (its /tmp, /run and root's home), where an injected command
+// with a relative path would leave one.
+func hostCanaries(t *testing.T, h *lab.Host) []string {
+	t.Helper()
+	out, err := h.Command(context.Background(), "find", "/tmp", "/run", "/root", "-xdev", "-type", "f", "(", "-name", "CANARY*", "-o", "-name", "C", ")").Output()
+	if err != nil {
+		t.Errorf("%s: find canaries: %v", h.Name, err)
+	}
+	return strings.Fields(string(out))
+}
+
 // TestShellMetacharactersAreInert: every plan field that reaches a host and
 // takes free text (the datastore path, a filter's raw expr, an interface
 // name) holds `;`, `$(...)`, backticks and both quotes, each trying to
 // create a CANARY file. They reach the hosts as data: through the
 // preflight probe, mkdir, SFTP, the agent's job, tcpdump's argv, and on an
-// ESXi host in ssh mode the shell job and the script. No canary appears;
-// the captures that can run, run. Newlines are refused by the plan itself.
+// ESXi host in ssh mode the shell job and the script; through start,
+// status, stop and collect, each its own command, on a Linux host and an
+// ESXi host that capture from the payload datastore. No canary appears,
+// here or in any host's own /tmp, /run or /root; the captures that can
+// run, run and are collected. Newlines are refused by the plan itself.
 func TestShellMetacharactersAreInert(t *testing.T) {
 	labtest.Require(t)
-	l := labtest.StartWith(t, lab.Options{Hosts: 3, ESXi: 1, ESXiNoExec: true})
-	esx, lin, odd := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	l := labtest.StartWith(t, lab.Options{Hosts: 4, ESXi: 1, ESXiNoExec: true})
+	esx, lin, odd, good := l.Hosts[0], l.Hosts[1], l.Hosts[2], l.Hosts[3]
+	labtest.Stream(t, l, 38, time.Millisecond)
 	payload := func(tag string) string {
 		c := filepath.Join(l.Datastore, "CANARY-"+tag)
 		return fmt.Sprintf(`x';touch %s1;'"$(touch %s2)"`+"`touch %s3`"+`;touch %s4 #`, c, c, c, c)
@@ -63,7 +79,7 @@ func TestShellMetacharactersAreInert(t *testing.T) {
 	expr := "udp port 9999 and " + payload("expr")
 	const oddIface = "`touch${IFS}C`" // an interface name is at most 15 characters
 	plan := fmt.Sprintf(`case: INERT
-duration: 2s
+duration: 1m
 ssh: { user: root, identity_file: %q, known_hosts: %q }
 hosts:
   - name: %s
@@ -86,7 +102,15 @@ hosts:
     datastore: %q
     captures:
       - interface: %q
-`, l.ClientKey, l.KnownHosts, esx.Name, esx.Addr, dsESXi, esx.VMs[0].Switchport, lin.Name, lin.Addr, dsLinux, expr, odd.Name, odd.Addr, dsLinux, oddIface)
+  - name: %s
+    kind: linux
+    address: %s
+    datastore: %q
+    captures:
+      - interface: eth0
+        filter: { udpport: 9999 }
+`, l.ClientKey, l.KnownHosts, esx.Name, esx.Addr, dsESXi, esx.VMs[0].Switchport, lin.Name, lin.Addr, dsLinux, expr, odd.Name, odd.Addr, dsLinux, oddIface,
+		good.Name, good.Addr, dsLinux)
 	file := filepath.Join(t.TempDir(), "plan.yaml")
 	os.WriteFile(file, []byte(plan), 0o600)
 	p, err := plans.Load(file)
@@ -100,16 +124,34 @@ hosts:
 	defer cancel()
 	go vmTraffic(ctx, t, l)
 	out := t.TempDir()
-	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", AllowPartial: true})
-	m, err := o.Run(context.Background())
+	orch := func() *orchestrator.Orchestrator {
+		return orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", AllowPartial: true})
+	}
+	started, err := orch().Start(context.Background())
 	if err == nil {
-		t.Error("run: no error, though two hosts cannot capture what they were given")
+		t.Error("start: no error, though two hosts cannot capture what they were given")
+	}
+	if m, _ := orch().Status(context.Background()); len(m.Captures) != 4 {
+		t.Errorf("status: %d captures", len(m.Captures))
+	}
+	time.Sleep(time.Second)
+	if _, err := orch().Stop(context.Background()); err == nil {
+		t.Error("stop: no error, though two hosts never started")
+	}
+	m, err := orch().Collect(context.Background())
+	if err == nil {
+		t.Error("collect: no error, though two hosts never started")
 	}
 	if found := canaries(l.Datastore, "/root", out, "/tmp"); len(found) > 0 {
 		t.Fatalf("injected commands ran: %v", found)
 	}
+	for _, h := range l.Hosts {
+		if found := hostCanaries(t, h); len(found) > 0 {
+			t.Errorf("injected commands ran on %s: %v", h.Name, found)
+		}
+	}
 	// What could run, ran, with the payload datastore as its home.
-	for _, h := range m.Hosts {
+	for _, h := range started.Hosts {
 		switch h.Name {
 		case esx.Name:
 			if h.Error != "" || h.Mode != "ssh" {
@@ -123,12 +165,19 @@ hosts:
 			if h.Phase != "check" || !strings.Contains(h.Error, fmt.Sprintf("no interface %q", oddIface)) {
 				t.Errorf("%s: failed %q: %s; want the interface named as it is", h.Name, h.Phase, h.Error)
 			}
+		case good.Name:
+			if h.Error != "" {
+				t.Errorf("%s: %q, want a clean start", h.Name, h.Error)
+			}
 		}
 	}
 	for _, c := range m.Captures {
-		if c.Host == esx.Name && (!c.Collected || c.Packets == 0) {
-			t.Errorf("%s: collected %v with %d packets", c.File, c.Collected, c.Packets)
+		if (c.Host == esx.Name || c.Host == good.Name) && (!c.Collected || !c.Verified || c.Packets == 0 || c.StopReason != "stop-request") {
+			t.Errorf("%s: collected %v, verified %v, %d packets, stopped by %q; want it whole, stopped by the stop", c.File, c.Collected, c.Verified, c.Packets, c.StopReason)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(dsLinux, "Case_INERT", good.Name+".eth0.RxTx.pcapng")); err != nil {
+		t.Errorf("the Linux host's capture is not under the datastore as written: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(l.Datastore, strings.TrimPrefix(dsESXi, lab.ESXiDatastore), "Case_INERT")); err != nil {
 		t.Errorf("the ESXi host's case folder is not under the datastore as written: %v", err)
@@ -144,7 +193,6 @@ hosts:
 			t.Errorf("a newline was accepted:\n%s", bad)
 		}
 	}
-	_ = time.Second
 }
 
 // TestHostileNames: names that come from hosts never place a file outside
