@@ -63,8 +63,9 @@ const watchGrace = 30 * time.Second
 // watch shows the captures' progress until every one has stopped. The first
 // Stop signal (Ctrl-C, SIGTERM) stops them all together; a second one, or a
 // Detach (SIGHUP), stops waiting: detached is then true, and the captures
-// end on their own at the window's end. pending are the signals that came
-// during the begin, in order.
+// end without casecap (at the first Stop's instant, or without one at
+// their window's end). pending are the signals that came during the
+// begin, in order.
 func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Duration, pending []signal) (detached bool) {
 	end := t0.Add(window)
 	stopped := false
@@ -75,7 +76,7 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 			o.log.Warn("hangup: casecap stops waiting; the captures run on to their end", "collect them with", "casecap collect "+o.opt.Plan.File)
 			return true
 		case stopped:
-			o.log.Warn("interrupted again: casecap stops waiting; the captures end on their own", "collect them with", "casecap collect "+o.opt.Plan.File)
+			o.log.Warn("interrupted again: casecap stops waiting; the captures stop as asked without it", "collect them with", "casecap collect "+o.opt.Plan.File)
 			return true
 		}
 		o.log.Info("interrupted: stopping every capture together")

@@ -316,8 +316,9 @@ func waitCapturing(t *testing.T, l *lab.Lab, caseID string) {
 }
 
 // TestCtrlC: the first Ctrl-C stops every capture together and still
-// collects (exit 0); a second one stops waiting, says how to collect, and
-// that collect later gets every file.
+// collects (exit 0); a second one stops waiting (the captures stop at the
+// first press's instant all the same), says how to collect, and that
+// collect later gets every file.
 func TestCtrlC(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, 2)
@@ -345,10 +346,12 @@ func TestCtrlC(t *testing.T) {
 		}
 		err := cmd.Wait()
 		var m orchestrator.Manifest
-		json.Unmarshal([]byte(stdout.String()), &m)
 		if presses == 1 {
 			if err != nil {
 				t.Fatalf("one Ctrl-C: %v\n%s", err, stderr.String())
+			}
+			if err := json.Unmarshal([]byte(stdout.String()), &m); err != nil || len(m.Captures) != 2 {
+				t.Fatalf("one Ctrl-C: --json output: %v, %d captures, want 2:\n%s", err, len(m.Captures), stdout.String())
 			}
 			for _, c := range m.Captures {
 				if c.StopReason != "stop-request" {
@@ -369,6 +372,13 @@ func TestCtrlC(t *testing.T) {
 		}
 		if err := json.Unmarshal([]byte(out), &m); err != nil || len(m.Captures) != 2 {
 			t.Fatalf("collect: %v, %d captures", err, len(m.Captures))
+		}
+		// The first press had asked every capture to stop together; they
+		// stopped then, without casecap waiting for them.
+		for _, c := range m.Captures {
+			if c.StopReason != "stop-request" {
+				t.Errorf("after two Ctrl-C, %s stopped by %q, want stop-request (the first press's stop)", c.File, c.StopReason)
+			}
 		}
 		checkCollected(t, filepath.Join(work, "Case_"+caseID), &m)
 	}
