@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -92,4 +93,33 @@ func (h *Host) control(command string) error {
 		return fmt.Errorf("%s: %s: %s", h.Name, command, strings.TrimPrefix(line, "error "))
 	}
 	return nil
+}
+
+// Processes lists the command lines of every process in the host's PID
+// namespace, read from this machine's /proc (no tool on the host is
+// relied on): argv of each, argv[0] first.
+func (h *Host) Processes() ([][]string, error) {
+	if h.PIDNS == 0 {
+		return nil, fmt.Errorf("%s: its PID namespace is not known", h.Name)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out [][]string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ino, err := nsInode(pid, "pid"); err != nil || ino != h.PIDNS {
+			continue
+		}
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || len(raw) == 0 {
+			continue // gone, or a kernel thread
+		}
+		out = append(out, strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00"))
+	}
+	return out, nil
 }

@@ -279,6 +279,27 @@ func TestStartThenLater(t *testing.T) {
 			t.Errorf("%s: collected %v, sha256 %s", c.File, c.Collected, c.SHA256)
 		}
 	}
+	// Collect again, everything there: it succeeds and writes no capture
+	// file (each is verified where it is).
+	before := map[string]time.Time{}
+	for _, c := range m.Captures {
+		fi, err := os.Stat(filepath.Join(caseDir, c.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[c.File] = fi.ModTime()
+	}
+	time.Sleep(10 * time.Millisecond) // a rewrite would show in the mtime
+	again, err := newOrch(t, p, out).Collect(context.Background())
+	if err != nil {
+		t.Fatalf("collect of a complete case folder: %v", err)
+	}
+	for _, c := range again.Captures {
+		fi, err := os.Stat(filepath.Join(caseDir, c.File))
+		if err != nil || !fi.ModTime().Equal(before[c.File]) || !c.Collected || !c.Verified || c.SHA256 != sum(t, filepath.Join(caseDir, c.File)) {
+			t.Errorf("%s after collecting twice: %+v (%v); want it untouched, collected and verified", c.File, c, err)
+		}
+	}
 }
 
 // TestInterrupts: the first Ctrl-C stops every capture together and still
