@@ -18,6 +18,8 @@ command -v tshark >/dev/null 2>&1 || need="$need tshark"
 command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v busybox >/dev/null 2>&1 || need="$need busybox" # the lab's ESXi hosts' shell
+command -v dash >/dev/null 2>&1 || need="$need dash"       # quoting is checked in dash and bash
+command -v bash >/dev/null 2>&1 || need="$need bash"
 if [ -n "$need" ]; then
 	if [ "$(id -u)" -eq 0 ]; then
 		echo "== installing:$need"

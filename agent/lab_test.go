@@ -476,9 +476,12 @@ func TestSignalLeavesValidFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Let packets flow into the files, then interrupt.
-	for st.Captures[0].Packets < 1000 {
+	for deadline := time.Now().Add(20 * time.Second); st.Captures[0].Packets < 1000; time.Sleep(20 * time.Millisecond) {
 		if st, err = e.status(stateDir); err != nil {
 			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no 1000 packets captured in 20 s: %+v", st.Captures[0])
 		}
 	}
 	if _, err := e.ssh(fmt.Sprintf("kill -INT %d", st.PID)); err != nil {

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -397,9 +396,7 @@ func BenchmarkHundredHosts(b *testing.B) {
 	}
 	l := labtest.Start(b, n)
 	bin := filepath.Join(b.TempDir(), "casecap")
-	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "../cmd/casecap").CombinedOutput(); err != nil {
-		b.Fatalf("go build (run go generate ./agent/dist first): %v\n%s", err, out)
-	}
+	agenttest.BuildCasecap(b, bin)
 	labtest.Stream(b, l, 12, time.Millisecond)
 	const window = 3 * time.Second
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 )
@@ -115,4 +116,24 @@ func CopyTo(t testing.TB, dir string) string {
 		t.Fatal(err)
 	}
 	return dst
+}
+
+// BuildCasecap builds casecap into out around the agent Binary builds (for
+// this machine's architecture), instead of the agents `go generate
+// ./agent/dist` last left: what a test runs on its lab hosts is the agent
+// of the source under test.
+func BuildCasecap(t testing.TB, out string) {
+	t.Helper()
+	agent := Binary(t)
+	dir := filepath.Join(filepath.Dir(out), "agents")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(agent, filepath.Join(dir, "casecap-agent-linux-"+runtime.GOARCH)); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "build", "-ldflags", "-X github.com/casecap/casecap/agent/dist.dir="+dir, "-o", out, "github.com/casecap/casecap/cmd/casecap")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build casecap: %v\n%s", err, b)
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/net/bpf"
 
+	"github.com/casecap/casecap/lab/ciskip"
 	"github.com/casecap/casecap/lab/frames"
 	"github.com/casecap/casecap/plans/filter"
 )
@@ -72,7 +73,7 @@ var filters = []struct {
 func TestMatchesTcpdump(t *testing.T) {
 	tcpdump, err := exec.LookPath("tcpdump")
 	if err != nil {
-		t.Skip("tcpdump is not installed; ./test.sh installs it")
+		ciskip.Skipf(t, "tcpdump is not installed; ./test.sh installs it")
 	}
 	packets := frames.Corpus(false)
 	for _, fc := range filters {

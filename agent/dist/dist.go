@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -25,6 +27,13 @@ import (
 //go:embed bin
 var bin embed.FS
 
+// dir, when set at link time (-X github.com/casecap/casecap/agent/dist.dir=PATH),
+// replaces the embedded agents with the files casecap-agent-linux-<arch>
+// (not compressed) in PATH: the tests build casecap around the agent they
+// have just built from the source, never around a stale generated one. A
+// release build leaves it empty.
+var dir string
+
 // ErrNotEmbedded is returned for a platform this casecap carries no agent for.
 var ErrNotEmbedded = errors.New("no agent embedded")
 
@@ -32,6 +41,13 @@ const prefix = "bin/casecap-agent-linux-"
 
 // Agent returns the agent binary for linux/goarch.
 func Agent(goarch string) ([]byte, error) {
+	if dir != "" {
+		b, err := os.ReadFile(filepath.Join(dir, "casecap-agent-linux-"+goarch))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w for linux/%s in %s (a test build)", ErrNotEmbedded, goarch, dir)
+		}
+		return b, err
+	}
 	f, err := bin.Open(prefix + goarch + ".gz")
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w for linux/%s in this casecap: build it with `go generate ./agent/dist && go build ./cmd/casecap`", ErrNotEmbedded, goarch)
@@ -53,6 +69,15 @@ func Agent(goarch string) ([]byte, error) {
 
 // Platforms lists the architectures embedded (amd64, arm64).
 func Platforms() []string {
+	if dir != "" {
+		files, _ := filepath.Glob(filepath.Join(dir, "casecap-agent-linux-*"))
+		var out []string
+		for _, f := range files {
+			out = append(out, strings.TrimPrefix(filepath.Base(f), "casecap-agent-linux-"))
+		}
+		sort.Strings(out)
+		return out
+	}
 	entries, _ := fs.ReadDir(bin, "bin")
 	var out []string
 	for _, e := range entries {

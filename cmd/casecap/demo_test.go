@@ -5,11 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/casecap/casecap/agent/agenttest"
+	"github.com/casecap/casecap/lab/ciskip"
 	"github.com/casecap/casecap/lab/labtest"
 	"github.com/casecap/casecap/orchestrator"
 	"github.com/casecap/casecap/plans"
@@ -20,20 +21,17 @@ import (
 // verified pcapng that tshark reads, with the demo's own datagrams in it.
 func TestDemoEndToEnd(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds casecap and captures for 5 s")
+		ciskip.Skipf(t, "builds casecap and captures for 5 s (-short)")
 	}
 	labtest.Require(t) // root and capture rights, as the demo needs
 	for _, tool := range []string{"tshark", "capinfos"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed: %v", tool, err)
+			ciskip.Skipf(t, "%s not installed (./test.sh installs it): %v", tool, err)
 		}
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "casecap")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	agenttest.BuildCasecap(t, bin)
 	work := filepath.Join(dir, "work")
 	if err := os.Mkdir(work, 0o755); err != nil {
 		t.Fatal(err)

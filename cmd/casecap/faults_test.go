@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/agent"
+	"github.com/casecap/casecap/agent/agenttest"
 	"github.com/casecap/casecap/lab"
 	"github.com/casecap/casecap/lab/labtest"
 	"github.com/casecap/casecap/lab/seqcast"
@@ -32,8 +32,8 @@ var (
 	buildErr  error
 )
 
-// casecapBinary builds casecap once for the package's tests (the agent
-// embedded as `go generate ./agent/dist` left it).
+// casecapBinary builds casecap once for the package's tests, around the
+// agent built from this source (agenttest.BuildCasecap).
 func casecapBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -43,11 +43,11 @@ func casecapBinary(t *testing.T) string {
 			return
 		}
 		builtBin = filepath.Join(dir, "casecap")
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if out, err := exec.Command(gobin, "build", "-o", builtBin, ".").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		agenttest.BuildCasecap(t, builtBin)
 	})
+	if _, err := os.Stat(builtBin); buildErr == nil && err != nil {
+		buildErr = fmt.Errorf("casecap was not built: %w", err)
+	}
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
@@ -59,6 +59,7 @@ func TestMain(m *testing.M) {
 	if builtBin != "" {
 		os.RemoveAll(filepath.Dir(builtBin))
 	}
+	agenttest.Cleanup()
 	os.Exit(code)
 }
 
