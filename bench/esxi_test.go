@@ -42,12 +42,12 @@ func esxiPlanFor(b *testing.B, l *lab.Lab, caseID string, d time.Duration) *plan
 	return p
 }
 
-// BenchmarkESXiTogether measures start and stop skew, and run's overhead
+// BenchmarkESXi measures start and stop skew, and run's overhead
 // beyond the window, on lab ESXi hosts (16 by default): casecap in agent
 // mode, casecap in ssh mode (datastore noexec, as under execInstalledOnly),
 // and the KB runbook by hand with parallel-ssh (pktcap-uw started in the
 // background on every host, later killed), in the same run.
-func BenchmarkESXiTogether(b *testing.B) {
+func BenchmarkESXi(b *testing.B) {
 	labtest.Require(b)
 	if _, err := exec.LookPath("parallel-ssh"); err != nil {
 		b.Fatal("parallel-ssh is not installed (apt-get install pssh)")
