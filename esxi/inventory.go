@@ -81,9 +81,11 @@ func (inv *Inventory) named(t PortType, name, what string) (Port, error) {
 }
 
 // VNIC finds the switchport of a VM's vNIC. VM names are matched exactly
-// (they may hold spaces and dots); a near miss is suggested.
+// (they may hold spaces and dots); a near miss is suggested. A port that
+// net-stats lists without its vNIC's name is taken for the vNIC asked for
+// when it is the VM's only such port and no port of the VM is named so.
 func (inv *Inventory) VNIC(vm, vnic string) (Port, error) {
-	var found []Port
+	var found, unnamed []Port
 	vnics := map[string][]string{}
 	var vms []string
 	for _, p := range inv.Of(TypeVNIC) {
@@ -91,10 +93,20 @@ func (inv *Inventory) VNIC(vm, vnic string) (Port, error) {
 		if _, ok := vnics[name]; !ok {
 			vms = append(vms, name)
 		}
-		vnics[name] = append(vnics[name], p.VNIC())
-		if name == vm && p.VNIC() == vnic {
-			found = append(found, p)
+		label := p.VNIC()
+		if label == "" {
+			label = fmt.Sprintf("unnamed (switchport %d)", p.Num)
 		}
+		vnics[name] = append(vnics[name], label)
+		switch {
+		case name == vm && p.VNIC() == vnic:
+			found = append(found, p)
+		case name == vm && p.VNIC() == "":
+			unnamed = append(unnamed, p)
+		}
+	}
+	if len(found) == 0 && len(unnamed) == 1 {
+		found = unnamed
 	}
 	switch {
 	case len(found) == 1:

@@ -38,29 +38,37 @@ type Port struct {
 	Switch  string   `json:"switch"`
 	MAC     string   `json:"mac"`
 	// Client is what the port serves: vmnic0, vmk1, or "VM name.ethN" for a
-	// VM's vNIC (a VM name may hold spaces and dots).
+	// VM's vNIC (a VM name may hold spaces and dots), or the VM's name
+	// alone: public net-stats output shows vNIC ports without their vNIC's
+	// name too (docs/esxi.md).
 	Client string `json:"client"`
 }
 
-// VM and VNIC split a vNIC port's client name at its last dot:
-// "NSX Manager.eth0" is VM "NSX Manager", vNIC "eth0". Other ports have no VM.
+// vnicSuffix is what follows a VM's name in a vNIC port's client name.
+var vnicSuffix = regexp.MustCompile(`\.(eth\d+)$`)
+
+// VM and VNIC split a vNIC port's client name before its ".ethN":
+// "NSX Manager.eth0" is VM "NSX Manager", vNIC "eth0". A client name
+// without one is the VM's name alone, its vNIC unnamed ("": the dots of
+// "ubuntu-18.04" are the VM's). Other ports have no VM.
 func (p Port) VM() string {
 	if p.Type != TypeVNIC {
 		return ""
 	}
-	if i := strings.LastIndexByte(p.Client, '.'); i > 0 {
-		return p.Client[:i]
+	if m := vnicSuffix.FindStringIndex(p.Client); m != nil && m[0] > 0 {
+		return p.Client[:m[0]]
 	}
 	return p.Client
 }
 
-// VNIC is the vNIC part of a VM port's client name ("eth0").
+// VNIC is the vNIC part of a VM port's client name ("eth0"), or "" where
+// net-stats does not name it.
 func (p Port) VNIC() string {
 	if p.Type != TypeVNIC {
 		return ""
 	}
-	if i := strings.LastIndexByte(p.Client, '.'); i > 0 {
-		return p.Client[i+1:]
+	if m := vnicSuffix.FindStringSubmatchIndex(p.Client); m != nil && m[0] > 0 {
+		return p.Client[m[2]:m[3]]
 	}
 	return ""
 }

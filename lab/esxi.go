@@ -105,7 +105,7 @@ func (l *Lab) esxiSetup(h *Host, i int, exe string, cfg *hostConfig, noexec bool
 	}
 	add(esxi.Port{Num: portVmnic0, Type: esxi.TypeUplink, Switch: "vSwitch0", MAC: h.MAC, Client: "vmnic0"}, "eth0")
 	add(esxi.Port{Num: portVmnic1, Type: esxi.TypeUplink, Switch: "vSwitch0", MAC: fmt.Sprintf("02:cc:%02x:01:00:%02x", l.ID, i), Client: "vmnic1"}, "vmnic1")
-	add(esxi.Port{Num: portVmk0, Type: esxi.TypeVmk, Switch: "vSwitch0", MAC: h.MAC, Client: "vmk0"}, "vSwitch0")
+	add(esxi.Port{Num: portVmk0, Type: esxi.TypeVmk, Switch: "vSwitch0", MAC: h.MAC, Client: "vmk0"}, "vSwitch0").TeamUplink = "vmnic0"
 	cfg.ESXi = &esxiHost{MAC: h.MAC}
 	for j, name := range vmNames(i) {
 		vm := VM{

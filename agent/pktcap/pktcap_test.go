@@ -337,3 +337,23 @@ func TestParseSummary(t *testing.T) {
 		t.Error("summary found in an error")
 	}
 }
+
+// TestPublicLastWords: pktcap-uw's last words as published
+// (testdata/public/SOURCES.md): the summary after a write error, and a run
+// that ended with none (no drop count then, not an error).
+func TestPublicLastWords(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "public", "pktcap-uw.last-words.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, x, ok := parseSummary(string(raw)); !ok || d != 10241 || x != 0 {
+		t.Errorf("last words: dumped %d, dropped %d, %v; want 10241, 0", d, x, ok)
+	}
+	raw, err = os.ReadFile(filepath.Join("testdata", "public", "pktcap-uw.no-summary.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := parseSummary(string(raw)); ok {
+		t.Error("no summary line, yet a summary was read")
+	}
+}

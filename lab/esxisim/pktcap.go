@@ -470,7 +470,8 @@ loop:
 	if err := w.close(); err != nil && werr == nil {
 		werr = err
 	}
-	fmt.Fprintf(stdout, "Destroying session.\n\nDumped %d packet to file %s, dropped %d packets.\nDone.\n", dumped, s.out, dropped)
+	// As published: "Destroying session N." (docs/esxi.md).
+	fmt.Fprintf(stdout, "Destroying session %d.\n\nDumped %d packet to file %s, dropped %d packets.\nDone.\n", os.Getpid()%100, dumped, s.out, dropped)
 	if werr != nil {
 		return fail(werr)
 	}

@@ -102,10 +102,10 @@ func esxcli(inv *Inventory, args []string, stdout, stderr io.Writer) int {
 				byWorld[p.World] = v
 				vms = append(vms, v)
 			}
+			// One network per port, repeated as real output repeats it
+			// ("Server Network, Server Network": docs/esxi.md).
 			v.ports++
-			if !slices.Contains(v.networks, p.Portgroup) {
-				v.networks = append(v.networks, p.Portgroup)
-			}
+			v.networks = append(v.networks, p.Portgroup)
 		}
 		if len(vms) == 0 {
 			return 0
@@ -155,8 +155,10 @@ func vsish(inv *Inventory, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vsish: only -e get PATH is simulated, not %q\n", strings.Join(args, " "))
 		return 1
 	}
+	// vNIC and vmk ports have a team uplink (NSX reads it for its VTEP
+	// vmks: docs/esxi.md).
 	for _, p := range inv.Ports {
-		if p.Type == esxi.TypeVNIC && args[2] == esxi.TeamUplinkPath(p.Switch, p.Num) {
+		if (p.Type == esxi.TypeVNIC || p.Type == esxi.TypeVmk) && p.TeamUplink != "" && args[2] == esxi.TeamUplinkPath(p.Switch, p.Num) {
 			fmt.Fprintln(stdout, p.TeamUplink)
 			return 0
 		}
