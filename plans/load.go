@@ -29,14 +29,19 @@ const MaxPlanSize = 16 << 20
 // Load reads, validates and compiles the plan in file. An invalid plan
 // returns an *Error listing every problem.
 func Load(file string) (*Plan, error) {
+	// A plan that cannot be read is bad input like one that is wrong: it
+	// is reported the same way (exit 2, no host touched).
+	unreadable := func(err error) error {
+		return &Error{Diags: []Diag{{File: file, Message: "cannot read the plan: " + strings.TrimPrefix(err.Error(), "open "+file+": ")}}}
+	}
 	f, err := os.Open(file)
 	if err != nil {
-		return nil, err
+		return nil, unreadable(err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxPlanSize+1))
 	if err != nil {
-		return nil, err
+		return nil, unreadable(err)
 	}
 	if len(data) > MaxPlanSize {
 		return nil, &Error{Diags: []Diag{{File: file, Message: fmt.Sprintf("the plan is larger than %d MiB", MaxPlanSize>>20)}}}

@@ -34,7 +34,7 @@ func main() {
 // run is main without the process: tests call it with their own writers.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
-	err := app.RunContext(ctx, args)
+	err := app.RunContext(ctx, flagsFirst(app, args))
 	var (
 		invalid *plans.Error
 		shown   invalidPlan
@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "casecap: not everything succeeded; see the errors above")
 	case err.Error() == "": // an exit code alone: the message was printed
 	case errors.As(err, &invalid):
-		fmt.Fprintf(stderr, "%v\ncasecap: the plan is invalid (%d problems); no host was touched\n", invalid, len(invalid.Diags))
+		fmt.Fprintf(stderr, "%v\ncasecap: the plan is invalid (%s); no host was touched\n", invalid, problems(len(invalid.Diags)))
 	default:
 		fmt.Fprintln(stderr, "casecap:", err)
 	}
@@ -152,4 +152,12 @@ func planCommand(name, usage, description string, action func(c *cli.Context, pl
 			return action(c, plan)
 		},
 	}
+}
+
+// problems counts problems in words: "1 problem", "3 problems".
+func problems(n int) string {
+	if n == 1 {
+		return "1 problem"
+	}
+	return fmt.Sprintf("%d problems", n)
 }

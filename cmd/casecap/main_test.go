@@ -83,8 +83,8 @@ func TestValidate(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &good); err != nil || code != exitOK || !good.Valid || good.Plan.Hosts[0].Captures[0].File != "lb01.eth0.RxTx.pcapng" {
 		t.Errorf("validate --json of a good plan: exit %d, %+v, %v", code, good, err)
 	}
-	if code, _, _ := runCLI(t, "validate", "no-such-plan.yaml"); code != exitFailure {
-		t.Errorf("validate a missing file: exit %d, want %d", code, exitFailure)
+	if code, _, _ := runCLI(t, "validate", "no-such-plan.yaml"); code != exitUsage {
+		t.Errorf("validate a missing file: exit %d, want %d (bad input)", code, exitUsage)
 	}
 }
 
@@ -97,5 +97,54 @@ func TestPoints(t *testing.T) {
 	code, out, _ = runCLI(t, "points")
 	if code != 0 || !strings.Contains(out, "EtherswitchDispath") || !strings.Contains(out, "UplinkRcvKernel") {
 		t.Errorf("points: exit %d\n%s", code, out)
+	}
+}
+
+// TestFlagsAfterThePlan: flags go before or after PLAN alike, with their
+// values; "--" ends flags; a flag the command does not have is refused
+// (exit 2) wherever it stands, never taken for a plan.
+func TestFlagsAfterThePlan(t *testing.T) {
+	const plan = "../../examples/vm-to-vm-loss.yaml"
+	for _, args := range [][]string{
+		{"validate", plan, "--json"},
+		{"validate", "--json", plan},
+		{"validate", plan, "--json=true"},
+	} {
+		code, out, errOut := runCLI(t, args...)
+		var doc struct {
+			Valid bool `json:"valid"`
+		}
+		if code != exitOK || json.Unmarshal([]byte(out), &doc) != nil || !doc.Valid {
+			t.Errorf("casecap %v: exit %d, want the JSON document\n%s%s", args, code, out, errOut)
+		}
+	}
+	app := newApp(nil, nil)
+	for _, c := range []struct{ in, want []string }{
+		{[]string{"casecap", "targets", "p.yaml", "--host", "esxi01", "--json"}, []string{"casecap", "targets", "--host", "esxi01", "--json", "p.yaml"}},
+		{[]string{"casecap", "run", "p.yaml", "--out=/x", "--parallel", "8"}, []string{"casecap", "run", "--out=/x", "--parallel", "8", "p.yaml"}},
+		{[]string{"casecap", "validate", "--", "-odd.yaml", "--json"}, []string{"casecap", "validate", "--", "-odd.yaml", "--json"}},
+		{[]string{"casecap", "agent", "start", "--hold", "-"}, []string{"casecap", "agent", "start", "--hold", "-"}},
+	} {
+		if got := flagsFirst(app, c.in); strings.Join(got, " ") != strings.Join(c.want, " ") {
+			t.Errorf("flagsFirst(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	for _, args := range [][]string{{"validate", plan, "--no-such-flag"}, {"run", plan, "--no-such-flag"}} {
+		if code, _, _ := runCLI(t, args...); code != exitUsage {
+			t.Errorf("casecap %v: exit %d, want %d", args, code, exitUsage)
+		}
+	}
+}
+
+// TestUnreadablePlan: a plan that does not exist, or is a directory, is
+// bad input: exit 2, saying so, for every command that takes a plan.
+func TestUnreadablePlan(t *testing.T) {
+	for _, cmd := range []string{"validate", "run", "start", "status", "stop", "collect", "targets"} {
+		for _, plan := range []string{"no-such-plan.yaml", t.TempDir()} {
+			code, out, errOut := runCLI(t, cmd, plan)
+			if code != exitUsage || !strings.Contains(out+errOut, "cannot read the plan") {
+				t.Errorf("casecap %s %s: exit %d, want %d saying it cannot read the plan\n%s%s", cmd, plan, code, exitUsage, out, errOut)
+			}
+		}
 	}
 }
