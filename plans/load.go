@@ -11,7 +11,6 @@ import (
 	"path"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -60,7 +59,7 @@ func Parse(file string, data []byte) (*Plan, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, &Error{Diags: []Diag{{File: file, Line: 1, Col: 1, Message: "the plan is empty"}}}
 		}
-		return nil, &Error{Diags: []Diag{syntaxDiag(file, err)}}
+		return nil, &Error{Diags: []Diag{syntaxDiag(file, data, err)}}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -78,15 +77,6 @@ func Parse(file string, data []byte) (*Plan, error) {
 	p.Warnings = d.warns
 	p.Source = data
 	return p, nil
-}
-
-func syntaxDiag(file string, err error) Diag {
-	msg := err.Error()
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return Diag{File: file, Line: line, Message: "YAML syntax: " + m[2]}
-	}
-	return Diag{File: file, Message: "YAML syntax: " + strings.TrimPrefix(msg, "yaml: ")}
 }
 
 // defaults are the settings that flow plan -> host -> capture.

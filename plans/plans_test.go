@@ -398,3 +398,44 @@ func BenchmarkParse200Hosts(b *testing.B) {
 		}
 	}
 }
+
+// TestSyntaxErrorsArePlaced: every YAML syntax error among the bad plans
+// carries a line, a column and a YAML path.
+func TestSyntaxErrorsArePlaced(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "bad", "*syntax*.yaml"))
+	if len(files) < 5 {
+		t.Fatalf("%d syntax error plans, want at least 5", len(files))
+	}
+	for _, f := range files {
+		_, err := Load(f)
+		var pe *Error
+		if !errors.As(err, &pe) || len(pe.Diags) != 1 {
+			t.Errorf("%s: %v, want one syntax error", f, err)
+			continue
+		}
+		if d := pe.Diags[0]; d.Line == 0 || d.Col == 0 || d.Path == "" || !strings.Contains(d.Message, "YAML syntax") {
+			t.Errorf("%s: %+v, want line, column and path", f, d)
+		}
+	}
+}
+
+// TestPathAt: the path of a line, from indentation alone.
+func TestPathAt(t *testing.T) {
+	doc := strings.Split(`case: "1"
+hosts:
+  - name: a
+    captures:
+      - interface: eth0
+      - interface: eth1
+        filter:
+          udpport: 9
+  - name: b
+# a comment
+    address: x
+- stray`, "\n")
+	for line, want := range map[int]string{1: "case", 2: "hosts", 3: "hosts[0].name", 5: "hosts[0].captures[0].interface", 6: "hosts[0].captures[1].interface", 8: "hosts[0].captures[1].filter.udpport", 9: "hosts[1].name", 11: "hosts[1].address", 99: ""} {
+		if got := pathAt(doc, line); got != want {
+			t.Errorf("line %d: %q, want %q", line, got, want)
+		}
+	}
+}
