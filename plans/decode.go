@@ -2,6 +2,7 @@ package plans
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,9 @@ type decoder struct {
 	// visits bounds the walk: aliases are expanded here, and nested aliases
 	// could otherwise make a small file take forever ("billion laughs").
 	visits int
+	// known, when set, collects the keys each level of the plan takes, as
+	// the walk meets the levels (Keys).
+	known map[string][]string
 }
 
 // maxVisits is far above real plans: a capture costs 2-3 visits, so this
@@ -100,6 +104,15 @@ var secretKeys = []string{"password", "passphrase", "secret", "token"}
 // fields walks a mapping, calling the handler of each known key, and reports
 // non-mappings, duplicate keys and unknown keys (with a "did you mean").
 func (d *decoder) fields(n *yaml.Node, path string, fs map[string]field) bool {
+	if d.known != nil {
+		level := levelOf(path)
+		for k := range fs {
+			if !slices.Contains(d.known[level], k) {
+				d.known[level] = append(d.known[level], k)
+			}
+		}
+		slices.Sort(d.known[level])
+	}
 	n = deref(n)
 	if !d.spend(n) {
 		return false
@@ -252,3 +265,33 @@ func (d *decoder) list(n *yaml.Node, path string) ([]*yaml.Node, bool) {
 
 // itemPath is path[i].
 func itemPath(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
+
+// levelOf names the level of a YAML path: "" is the plan, "hosts[2]" a
+// host, "hosts[2].captures[0].filter" a capture's filter
+// ("capture.filter"); ssh and filter at any level are "ssh" and "filter".
+func levelOf(path string) string {
+	parts := strings.Split(indexRE.ReplaceAllString(path, ""), ".")
+	switch last := parts[len(parts)-1]; {
+	case path == "":
+		return "plan"
+	case last == "ssh" || last == "filter":
+		return last
+	case last == "hosts":
+		return "host"
+	case last == "captures":
+		return "capture"
+	}
+	return path
+}
+
+var indexRE = regexp.MustCompile(`\[\d+\]`)
+
+// Keys lists the keys each level of a plan takes ("plan", "host",
+// "capture", "ssh", "filter"), as the decoder knows them: what the README
+// documents, and its test holds it to.
+func Keys() map[string][]string {
+	d := &decoder{file: "keys", known: map[string][]string{}}
+	const every = "case: k\ndatastore: /ds\nssh: {}\nfilter: {}\nhosts:\n  - name: h\n    address: 192.0.2.1\n    ssh: {}\n    filter: {}\n    captures:\n      - interface: eth0\n        filter: {}\n"
+	d.parse("keys", []byte(every))
+	return d.known
+}

@@ -52,7 +52,10 @@ var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // Parse validates and compiles a plan; file names it in messages.
 func Parse(file string, data []byte) (*Plan, error) {
-	d := &decoder{file: file}
+	return (&decoder{file: file}).parse(file, data)
+}
+
+func (d *decoder) parse(file string, data []byte) (*Plan, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {

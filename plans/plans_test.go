@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -436,6 +438,59 @@ hosts:
 	for line, want := range map[int]string{1: "case", 2: "hosts", 3: "hosts[0].name", 5: "hosts[0].captures[0].interface", 6: "hosts[0].captures[1].interface", 8: "hosts[0].captures[1].filter.udpport", 9: "hosts[1].name", 11: "hosts[1].address", 99: ""} {
 		if got := pathAt(doc, line); got != want {
 			t.Errorf("line %d: %q, want %q", line, got, want)
+		}
+	}
+}
+
+// TestREADMEKeys: the README's table of plan keys and the decoder agree
+// both ways: every key a level takes is in its row (or the limits row,
+// which every level of plan, host and capture takes), and every key a row
+// names is one that level takes.
+func TestREADMEKeys(t *testing.T) {
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
+	i := strings.Index(text, "| level | keys |")
+	if i < 0 {
+		t.Fatal("the README has no table of plan keys")
+	}
+	rows := map[string][]string{}
+	word := regexp.MustCompile("`([a-z_]+)")
+	for _, line := range strings.Split(text[i:], "\n")[2:] {
+		if !strings.HasPrefix(line, "|") {
+			break
+		}
+		cells := strings.Split(line, "|")
+		level := strings.Trim(strings.TrimSpace(cells[1]), "`")
+		level, _, _ = strings.Cut(level, " ")
+		for _, m := range word.FindAllStringSubmatch(cells[2], -1) {
+			rows[level] = append(rows[level], m[1])
+		}
+	}
+	documented := func(level string) []string {
+		ks := slices.Clone(rows[level])
+		if level == "plan" || level == "host" || level == "capture" {
+			ks = append(ks, rows["limits"]...)
+		}
+		return ks
+	}
+	for level, keys := range Keys() {
+		doc := documented(level)
+		if len(doc) == 0 {
+			t.Errorf("the README's key table has no row for %s", level)
+			continue
+		}
+		for _, k := range keys {
+			if !slices.Contains(doc, k) {
+				t.Errorf("%s key %q is not in the README's key table", level, k)
+			}
+		}
+		for _, k := range doc {
+			if !slices.Contains(keys, k) {
+				t.Errorf("the README's key table gives %s key %q, which the plan does not take", level, k)
+			}
 		}
 	}
 }

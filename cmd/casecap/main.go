@@ -84,6 +84,11 @@ func exitCode(err error) int {
 	return exitFailure
 }
 
+func init() {
+	// --version only: -v is every command's --verbose.
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
+}
+
 func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:      "casecap",

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -146,5 +148,70 @@ func TestUnreadablePlan(t *testing.T) {
 				t.Errorf("casecap %s %s: exit %d, want %d saying it cannot read the plan\n%s%s", cmd, plan, code, exitUsage, out, errOut)
 			}
 		}
+	}
+}
+
+// TestREADMEFlags: the README's table of flags and the binary agree both
+// ways: every flag of every command is in the table with that command,
+// and every row names flags the commands it lists have.
+func TestREADMEFlags(t *testing.T) {
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| (`--[^|]*) \\| [^|]* \\| ([^|]*) \\| [^|]* \\|$")
+	flagName := regexp.MustCompile("`-{1,2}([a-z-]+)")
+	documented := map[string]map[string]bool{} // flag -> commands
+	for _, m := range row.FindAllStringSubmatch(string(raw), -1) {
+		for _, f := range flagName.FindAllStringSubmatch(m[1], -1) {
+			documented[f[1]] = map[string]bool{}
+			for _, c := range strings.Split(m[2], ",") {
+				documented[f[1]][strings.TrimSpace(c)] = true
+			}
+		}
+	}
+	if len(documented) < 8 {
+		t.Fatalf("the README's flag table has %d flags: the test no longer reads it", len(documented))
+	}
+	app := newApp(nil, nil)
+	actual := map[string]map[string]bool{}
+	note := func(flag, cmd string) {
+		if actual[flag] == nil {
+			actual[flag] = map[string]bool{}
+		}
+		actual[flag][cmd] = true
+	}
+	for _, c := range app.Commands {
+		if c.Hidden {
+			continue
+		}
+		for _, f := range c.Flags {
+			for _, name := range f.Names() {
+				note(name, c.Name)
+			}
+		}
+	}
+	for flag, cmds := range actual {
+		for cmd := range cmds {
+			if !documented[flag][cmd] {
+				t.Errorf("casecap %s --%s is not in the README's flag table for %s", cmd, flag, cmd)
+			}
+		}
+	}
+	for flag, cmds := range documented {
+		for cmd := range cmds {
+			switch {
+			case flag == "version" && cmd == "casecap", flag == "help" || flag == "h":
+				continue // the library's own
+			case !actual[flag][cmd]:
+				t.Errorf("the README's flag table gives %s --%s, which casecap does not have", cmd, flag)
+			}
+		}
+	}
+	if code, out, _ := runCLI(t, "--version"); code != 0 || !strings.Contains(out, "casecap") {
+		t.Errorf("--version: exit %d, %q", code, out)
+	}
+	if code, _, _ := runCLI(t, "-v"); code != exitUsage {
+		t.Errorf("casecap -v: exit %d, want %d (-v is --verbose, a command's flag)", code, exitUsage)
 	}
 }
