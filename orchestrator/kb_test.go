@@ -101,3 +101,57 @@ func mustPlan(t *testing.T, file string) *plans.Plan {
 	}
 	return p
 }
+
+// TestREADMECommandLines: the pktcap-uw command lines the README shows are
+// the ones casecap builds for the README's own example plan (its esxi01,
+// resolved against the KB's net-stats sample, ESXi 8.0.2).
+func TestREADMECommandLines(t *testing.T) {
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
+	i := strings.Index(text, "## Writing a plan")
+	j := strings.Index(text[i:], "```yaml\n")
+	if i < 0 || j < 0 {
+		t.Fatal("the README has no example plan")
+	}
+	block := text[i+j+len("```yaml\n"):]
+	block = block[:strings.Index(block, "\n```")]
+	p, err := plans.Parse("README.md", []byte(block))
+	if err != nil {
+		t.Fatalf("the README's example plan: %v", err)
+	}
+	nets, err := os.ReadFile("testdata/kb/net-stats-l.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := esxi.ParseNetStats(string(nets))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := esxi.ParseVersion("VMware ESXi 8.0.2 build-22380479")
+	h := &hostRun{plan: p.Hosts[0], kind: plans.KindESXi, esxi: &v, mode: modeAgent}
+	inv := &esxi.Inventory{Host: h.name(), Version: v, Ports: ports}
+	h.captures, h.pktcaps, err = resolveESXi(p.File, inv, h.plan.Captures, func(esxi.Port) (string, error) { return "vmnic0", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, c := range h.captures {
+		argv, _, err := esxi.Argv(h.pktcaps[c.File], path.Join(h.caseDir(p), c.File), *h.esxi)
+		if err != nil {
+			t.Fatalf("%s: %v", c.File, err)
+		}
+		want = append(want, strings.Join(argv, " "))
+	}
+	var shown []string
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "pktcap-uw --") {
+			shown = append(shown, line)
+		}
+	}
+	if diff := cmp.Diff(want, shown); diff != "" {
+		t.Errorf("the README's pktcap-uw lines are not casecap's for its example plan (-casecap's +README's):\n%s", diff)
+	}
+}

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/casecap/casecap/orchestrator"
+	"github.com/casecap/casecap/plans"
 )
 
 func runCommand() *cli.Command {
@@ -47,8 +50,29 @@ func runCommand() *cli.Command {
 			if errors.Is(err, orchestrator.ErrCalledOff) {
 				fmt.Fprintln(c.App.ErrWriter, "casecap:", err)
 			}
+			if c.Bool("demo") {
+				demoCleanup(c, p, err)
+			}
 			return report(c, m, err)
 		},
+	}
+}
+
+// demoCleanup removes the demo's working copy from its datastore on this
+// machine once the case folder holds it, collected and verified: a demo
+// leaves nothing behind but ./Case_demo-<time>/. A run that failed keeps
+// it, and says where it is.
+func demoCleanup(c *cli.Context, p *plans.Plan, runErr error) {
+	ds := p.Hosts[0].Datastore
+	copies := []string{filepath.Join(ds, p.CaseDir()), filepath.Join(ds, ".casecap", "cases", p.Case)}
+	if runErr != nil {
+		fmt.Fprintf(c.App.ErrWriter, "the demo's working copy is kept in %s and %s\n", copies[0], copies[1])
+		return
+	}
+	for _, dir := range copies {
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "could not remove the demo's working copy %s: %v\n", dir, err)
+		}
 	}
 }
 
