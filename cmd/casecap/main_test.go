@@ -208,6 +208,22 @@ func TestREADMEFlags(t *testing.T) {
 			}
 		}
 	}
+	// The commands table: every command, and only commands casecap has.
+	cmdRow := regexp.MustCompile("(?m)^\\| `casecap ([a-z]+)[^`]*` \\|")
+	listed := map[string]bool{}
+	for _, m := range cmdRow.FindAllStringSubmatch(string(raw), -1) {
+		listed[m[1]] = true
+	}
+	for _, c := range app.Commands {
+		if !c.Hidden && !listed[c.Name] {
+			t.Errorf("casecap %s is not in the README's table of commands", c.Name)
+		}
+	}
+	for name := range listed {
+		if c := app.Command(name); c == nil || c.Hidden {
+			t.Errorf("the README's table of commands lists casecap %s, which casecap does not have", name)
+		}
+	}
 	if code, out, _ := runCLI(t, "--version"); code != 0 || !strings.Contains(out, "casecap") {
 		t.Errorf("--version: exit %d, %q", code, out)
 	}
