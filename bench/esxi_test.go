@@ -16,6 +16,7 @@ import (
 	"github.com/casecap/casecap/agent/agenttest"
 	"github.com/casecap/casecap/lab"
 	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/lab/seqcast"
 	"github.com/casecap/casecap/orchestrator"
 	"github.com/casecap/casecap/plans"
 )
@@ -92,7 +93,7 @@ func BenchmarkESXi(b *testing.B) {
 					for _, c := range m.Captures {
 						spawned = append(spawned, c.Start)
 					}
-					b.ReportMetric(float64(spread(spawned).Microseconds())/1000, "spawn-skew-ms")
+					b.ReportMetric(float64(seqcast.Spread(spawned).Microseconds())/1000, "spawn-skew-ms")
 				}
 				b.ReportMetric(0, "ns/op")
 			})

@@ -36,19 +36,6 @@ func benchHosts() int {
 	return 50
 }
 
-func spread(ts []time.Time) time.Duration {
-	lo, hi := ts[0], ts[0]
-	for _, x := range ts {
-		if x.Before(lo) {
-			lo = x
-		}
-		if x.After(hi) {
-			hi = x
-		}
-	}
-	return hi.Sub(lo)
-}
-
 // skews reads each file's first and last stream packet (sender timestamps).
 func skews(b *testing.B, files []string, stream uint32) (start, stop time.Duration) {
 	var firsts, lasts []time.Time
@@ -59,7 +46,7 @@ func skews(b *testing.B, files []string, stream uint32) (start, stop time.Durati
 		}
 		firsts, lasts = append(firsts, s.FirstSent), append(lasts, s.LastSent)
 	}
-	return spread(firsts), spread(lasts)
+	return seqcast.Spread(firsts), seqcast.Spread(lasts)
 }
 
 func planFor(b *testing.B, l *lab.Lab, caseID string, d time.Duration) *plans.Plan {

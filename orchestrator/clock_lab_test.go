@@ -59,19 +59,7 @@ func TestSkewedClocks(t *testing.T) {
 			t.Errorf("%s: packets stamped %v after they were sent, want about the host's skew %v", c.File, s.FirstSeen.Sub(s.FirstSent), skewOf[c.Host])
 		}
 	}
-	spread := func(ts []time.Time) time.Duration {
-		lo, hi := ts[0], ts[0]
-		for _, x := range ts {
-			if x.Before(lo) {
-				lo = x
-			}
-			if x.After(hi) {
-				hi = x
-			}
-		}
-		return hi.Sub(lo)
-	}
-	start, stop := spread(firsts), spread(lasts)
+	start, stop := seqcast.Spread(firsts), seqcast.Spread(lasts)
 	t.Logf("true start skew %v, stop skew %v", start, stop)
 	if start > 5*time.Millisecond || stop > 5*time.Millisecond {
 		t.Errorf("captures started %v and stopped %v apart in true time, want within 5 ms", start, stop)

@@ -162,19 +162,7 @@ func TestRunEightHosts(t *testing.T) {
 		}
 		firsts, lasts = append(firsts, s.FirstSent), append(lasts, s.LastSent)
 	}
-	spread := func(ts []time.Time) time.Duration {
-		lo, hi := ts[0], ts[0]
-		for _, x := range ts {
-			if x.Before(lo) {
-				lo = x
-			}
-			if x.After(hi) {
-				hi = x
-			}
-		}
-		return hi.Sub(lo)
-	}
-	startSkew, stopSkew := spread(firsts), spread(lasts)
+	startSkew, stopSkew := seqcast.Spread(firsts), seqcast.Spread(lasts)
 	t.Logf("start skew %v, stop skew %v across 16 captures on 8 hosts (stream resolution %v)", startSkew, stopSkew, interval)
 	if startSkew > 5*time.Millisecond || stopSkew > 5*time.Millisecond {
 		t.Errorf("start skew %v, stop skew %v: want <= 5 ms", startSkew, stopSkew)

@@ -197,3 +197,22 @@ func UDPPayload(lt layers.LinkType, b []byte) ([]byte, bool) {
 	}
 	return udp[8:end], true
 }
+
+// Spread is how far apart instants are: the latest less the earliest (the
+// start or stop skew of captures, from their first or last packets' send
+// times). Zero for fewer than two.
+func Spread(ts []time.Time) time.Duration {
+	if len(ts) == 0 {
+		return 0
+	}
+	lo, hi := ts[0], ts[0]
+	for _, x := range ts {
+		if x.Before(lo) {
+			lo = x
+		}
+		if x.After(hi) {
+			hi = x
+		}
+	}
+	return hi.Sub(lo)
+}
