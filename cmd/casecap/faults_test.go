@@ -352,20 +352,11 @@ func TestCtrlC(t *testing.T) {
 			cmd.Process.Signal(os.Interrupt)
 		}
 		err := cmd.Wait()
-		var m orchestrator.Manifest
 		if presses == 1 {
 			if err != nil {
 				t.Fatalf("one Ctrl-C: %v\n%s", err, stderr.String())
 			}
-			if err := json.Unmarshal([]byte(stdout.String()), &m); err != nil || len(m.Captures) != 2 {
-				t.Fatalf("one Ctrl-C: --json output: %v, %d captures, want 2:\n%s", err, len(m.Captures), stdout.String())
-			}
-			for _, c := range m.Captures {
-				if c.StopReason != "stop-request" {
-					t.Errorf("%s stopped by %q, want stop-request", c.File, c.StopReason)
-				}
-			}
-			checkCollected(t, filepath.Join(work, "Case_"+caseID), &m)
+			collectedAs(t, stdout.String(), filepath.Join(work, "Case_"+caseID), 2, "stop-request")
 			continue
 		}
 		want := "collect them later with: casecap collect " + plan
@@ -377,17 +368,9 @@ func TestCtrlC(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("collect after two Ctrl-C: exit %d\n%s", code, errOut)
 		}
-		if err := json.Unmarshal([]byte(out), &m); err != nil || len(m.Captures) != 2 {
-			t.Fatalf("collect: %v, %d captures", err, len(m.Captures))
-		}
 		// The first press had asked every capture to stop together; they
 		// stopped then, without casecap waiting for them.
-		for _, c := range m.Captures {
-			if c.StopReason != "stop-request" {
-				t.Errorf("after two Ctrl-C, %s stopped by %q, want stop-request (the first press's stop)", c.File, c.StopReason)
-			}
-		}
-		checkCollected(t, filepath.Join(work, "Case_"+caseID), &m)
+		collectedAs(t, out, filepath.Join(work, "Case_"+caseID), 2, "stop-request")
 	}
 }
 

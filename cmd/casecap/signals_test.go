@@ -49,6 +49,23 @@ func exitOf(cmd *exec.Cmd) (int, string) {
 	return -2, err.Error()
 }
 
+// collectedAs reads casecap's --json manifest and checks it holds n
+// captures, each stopped for reason, each collected whole into caseDir.
+func collectedAs(t *testing.T, jsonOut, caseDir string, n int, reason string) *orchestrator.Manifest {
+	t.Helper()
+	var m orchestrator.Manifest
+	if err := json.Unmarshal([]byte(jsonOut), &m); err != nil || len(m.Captures) != n {
+		t.Fatalf("--json output: %v, %d captures, want %d:\n%s", err, len(m.Captures), n, jsonOut)
+	}
+	for _, c := range m.Captures {
+		if c.StopReason != reason {
+			t.Errorf("%s stopped by %q, want %s", c.File, c.StopReason, reason)
+		}
+	}
+	checkCollected(t, caseDir, &m)
+	return &m
+}
+
 // nothingArmed checks that no agent of the case runs on any host and that
 // the datastore holds neither capture files nor claims of it.
 func nothingArmed(t *testing.T, l *lab.Lab, caseID string) {
@@ -133,16 +150,7 @@ func TestSIGTERM(t *testing.T) {
 	if code != 0 || time.Since(termed) > 20*time.Second {
 		t.Fatalf("SIGTERM: exit %d %s after %v\n%s", code, sig, time.Since(termed), stderr.String())
 	}
-	var m orchestrator.Manifest
-	if err := json.Unmarshal([]byte(stdout.String()), &m); err != nil || len(m.Captures) != 2 {
-		t.Fatalf("--json output: %v, %d captures", err, len(m.Captures))
-	}
-	for _, c := range m.Captures {
-		if c.StopReason != "stop-request" {
-			t.Errorf("%s stopped by %q, want stop-request", c.File, c.StopReason)
-		}
-	}
-	checkCollected(t, filepath.Join(work, "Case_TERM"), &m)
+	collectedAs(t, stdout.String(), filepath.Join(work, "Case_TERM"), 2, "stop-request")
 }
 
 // TestSIGHUP: SIGHUP (the terminal closed) makes casecap stop waiting at
@@ -181,16 +189,7 @@ func TestSIGHUP(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("collect after SIGHUP: exit %d\n%s", code, errOut)
 	}
-	var m orchestrator.Manifest
-	if err := json.Unmarshal([]byte(out), &m); err != nil || len(m.Captures) != 2 {
-		t.Fatalf("collect: %v, %d captures", err, len(m.Captures))
-	}
-	for _, c := range m.Captures {
-		if c.StopReason != "window-end" {
-			t.Errorf("%s stopped by %q, want window-end", c.File, c.StopReason)
-		}
-	}
-	checkCollected(t, filepath.Join(work, "Case_HUP"), &m)
+	collectedAs(t, out, filepath.Join(work, "Case_HUP"), 2, "window-end")
 }
 
 // TestSignalWhileArming: SIGTERM or SIGHUP while hosts are being armed (one
