@@ -41,7 +41,7 @@ fi
 go vet ./...
 
 echo "== go generate (the agent, static, for linux/amd64 and linux/arm64)"
-go generate ./agent/dist
+go generate ./internal/agent/dist
 
 echo "== go test"
 go test -count=1 -timeout 20m ./...

@@ -22,11 +22,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/casecap/casecap/agent"
-	"github.com/casecap/casecap/agent/agenttest"
-	"github.com/casecap/casecap/lab"
-	"github.com/casecap/casecap/lab/labtest"
-	"github.com/casecap/casecap/lab/seqcast"
+	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/agent/agenttest"
+	"github.com/casecap/casecap/internal/lab"
+	"github.com/casecap/casecap/internal/lab/labtest"
+	"github.com/casecap/casecap/internal/lab/seqcast"
 	"github.com/casecap/casecap/plans/filter"
 )
 

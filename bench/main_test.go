@@ -6,7 +6,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/casecap/casecap/agent/agenttest"
+	"github.com/casecap/casecap/internal/agent/agenttest"
 )
 
 // TestMain removes the agent the benchmarks built once they have all run:

@@ -1,7 +1,7 @@
 package hosts
 
 import (
-	"github.com/casecap/casecap/lab/ciskip"
+	"github.com/casecap/casecap/internal/lab/ciskip"
 	"os/exec"
 	"strings"
 	"testing"

@@ -17,8 +17,8 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/casecap/casecap/hosts"
-	"github.com/casecap/casecap/lab"
-	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/internal/lab"
+	"github.com/casecap/casecap/internal/lab/labtest"
 )
 
 func labOptions(t *testing.T, l *lab.Lab, h *lab.Host, acceptNew bool, knownHosts string) hosts.SSHOptions {

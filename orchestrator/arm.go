@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/casecap/casecap/agent"
-	"github.com/casecap/casecap/agent/bpfgen"
 	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/plans/filter/bpfgen"
 )
 
 // armSlack is how long armed captures wait for their begin before their

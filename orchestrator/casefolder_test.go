@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/internal/lab/labtest"
 )
 
 // TestWriteFileAtomicOnAFullDisk: a write that runs out of space returns

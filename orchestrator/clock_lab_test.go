@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/lab"
-	"github.com/casecap/casecap/lab/labtest"
-	"github.com/casecap/casecap/lab/seqcast"
+	"github.com/casecap/casecap/internal/lab"
+	"github.com/casecap/casecap/internal/lab/labtest"
+	"github.com/casecap/casecap/internal/lab/seqcast"
 )
 
 // TestSkewedClocks: hosts whose clocks are off by +80 ms and -120 ms (a

@@ -15,9 +15,9 @@ import (
 	"runtime/debug"
 	"sync"
 
-	"github.com/casecap/casecap/agent/capture"
-	"github.com/casecap/casecap/agent/pktcap"
 	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/internal/agent/capture"
+	"github.com/casecap/casecap/internal/agent/pktcap"
 )
 
 // maxDownloads bounds the files downloaded at once.

@@ -9,8 +9,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/casecap/casecap/agent"
-	"github.com/casecap/casecap/agent/capture"
+	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/agent/capture"
 )
 
 // ErrDetached says casecap stopped waiting (second Ctrl-C): the captures

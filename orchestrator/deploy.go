@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/casecap/casecap/agent/dist"
+	"github.com/casecap/casecap/internal/agent/dist"
 	"github.com/casecap/casecap/plans"
 )
 

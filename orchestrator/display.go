@@ -3,7 +3,7 @@ package orchestrator
 import (
 	"time"
 
-	"github.com/casecap/casecap/agent/capture"
+	"github.com/casecap/casecap/internal/agent/capture"
 )
 
 // Display shows a command's progress to a person. The orchestrator calls

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/casecap/casecap/esxi"
 	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/internal/esxi"
 	"github.com/casecap/casecap/plans"
 )
 

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/lab"
-	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/internal/lab"
+	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/orchestrator"
 	"github.com/casecap/casecap/plans"
 )

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/casecap/casecap/esxi"
 	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/internal/esxi"
 )
 
 // A host where vsish cannot say (an older build, a locked-down shell):
@@ -16,7 +16,7 @@ import (
 // over all uplinks has no single one, and says why.
 func TestTeamUplinkFallsBackToEsxcli(t *testing.T) {
 	sample := func(name string) []byte {
-		b, err := os.ReadFile("../esxi/testdata/" + name)
+		b, err := os.ReadFile("../internal/esxi/testdata/" + name)
 		if err != nil {
 			t.Fatal(err)
 		}

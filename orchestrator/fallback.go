@@ -13,9 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/casecap/casecap/agent"
-	"github.com/casecap/casecap/esxi"
 	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/esxi"
 )
 
 // superviseScript drives pktcap-uw on hosts that refuse to run the agent:

@@ -19,10 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/agent/agenttest"
-	"github.com/casecap/casecap/lab"
-	"github.com/casecap/casecap/lab/labtest"
-	"github.com/casecap/casecap/lab/seqcast"
+	"github.com/casecap/casecap/internal/agent/agenttest"
+	"github.com/casecap/casecap/internal/lab"
+	"github.com/casecap/casecap/internal/lab/labtest"
+	"github.com/casecap/casecap/internal/lab/seqcast"
 	"github.com/casecap/casecap/orchestrator"
 	"github.com/casecap/casecap/plans"
 )

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/agent"
+	"github.com/casecap/casecap/internal/agent"
 	"github.com/casecap/casecap/plans"
 )
 

@@ -13,9 +13,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/casecap/casecap/agent"
-	"github.com/casecap/casecap/esxi"
 	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/esxi"
 	"github.com/casecap/casecap/plans"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
-	"github.com/casecap/casecap/esxi"
+	"github.com/casecap/casecap/internal/esxi"
 	"github.com/casecap/casecap/plans"
 )
 

@@ -6,7 +6,7 @@ import (
 	"path"
 	"time"
 
-	"github.com/casecap/casecap/agent"
+	"github.com/casecap/casecap/internal/agent"
 	"github.com/casecap/casecap/plans"
 )
 

@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/lab"
-	"github.com/casecap/casecap/lab/esxisim"
-	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/internal/lab"
+	"github.com/casecap/casecap/internal/lab/esxisim"
+	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/orchestrator"
 	"github.com/casecap/casecap/plans"
 )

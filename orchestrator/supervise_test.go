@@ -12,7 +12,7 @@ import (
 
 // TestSuperviseReadsPublicLastWords: the ssh-mode script's own sed, taken
 // from supervise.sh and run by sh, reads pktcap-uw's summary as published
-// (agent/pktcap/testdata/public) as the agent does: 10241 dumped, 0
+// (internal/agent/pktcap/testdata/public) as the agent does: 10241 dumped, 0
 // dropped; and nothing from a run that printed none.
 func TestSuperviseReadsPublicLastWords(t *testing.T) {
 	m := regexp.MustCompile(`sed -n '([^']*Dumped[^']*)'`).FindStringSubmatch(superviseScript)

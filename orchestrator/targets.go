@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/casecap/casecap/esxi"
+	"github.com/casecap/casecap/internal/esxi"
 	"github.com/casecap/casecap/plans"
 )
 

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/lab"
-	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/internal/lab"
+	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/plans"
 )
 

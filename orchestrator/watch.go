@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/casecap/casecap/agent"
-	"github.com/casecap/casecap/agent/capture"
+	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/agent/capture"
 )
 
 // readStatus reads a host's status.json (the agent rewrites it twice a

@@ -8,7 +8,7 @@ package main
 import (
 	"os"
 
-	"github.com/casecap/casecap/agent/cli"
+	"github.com/casecap/casecap/internal/agent/cli"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").

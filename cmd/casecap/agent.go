@@ -5,7 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	agentcli "github.com/casecap/casecap/agent/cli"
+	agentcli "github.com/casecap/casecap/internal/agent/cli"
 )
 
 // agentCommand makes casecap its own capture agent on the local host (no

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/orchestrator"
 )
 

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/casecap/casecap/agent/agenttest"
-	"github.com/casecap/casecap/lab/ciskip"
-	"github.com/casecap/casecap/lab/labtest"
+	"github.com/casecap/casecap/internal/agent/agenttest"
+	"github.com/casecap/casecap/internal/lab/ciskip"
+	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/orchestrator"
 	"github.com/casecap/casecap/plans"
 )

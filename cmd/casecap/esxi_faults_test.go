@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/agent"
-	"github.com/casecap/casecap/lab"
-	"github.com/casecap/casecap/lab/labtest"
-	"github.com/casecap/casecap/lab/seqcast"
+	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/lab"
+	"github.com/casecap/casecap/internal/lab/labtest"
+	"github.com/casecap/casecap/internal/lab/seqcast"
 	"github.com/casecap/casecap/orchestrator"
 )
 

@@ -22,9 +22,9 @@ import (
 
 	"github.com/casecap/casecap/examples"
 	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/internal/progress"
 	"github.com/casecap/casecap/orchestrator"
 	"github.com/casecap/casecap/plans"
-	"github.com/casecap/casecap/progress"
 )
 
 // orchestrateFlags are the flags of the commands that reach hosts.

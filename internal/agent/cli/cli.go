@@ -1,0 +1,290 @@
+// Package cli is casecap-agent's command line, shared by the agent binary
+// and by casecap itself (`casecap agent ...`), which is the agent on the
+// local host.
+//
+//	start JOB|-            run JOB (or a job read from stdin) detached; return once every capture is armed
+//	start --hold -         the same, then keep the session for "begin TIME" (one line each way)
+//	run JOB                run JOB in the foreground
+//	begin DIR [--at TIME]  start the pending captures of the agent in DIR
+//	stop DIR [--at TIME] [--wait D]  stop the agent of state directory DIR (idempotent); --wait: until it ends
+//	status DIR             print its status.json, with whether it still runs
+//	check [--clock]        this host's facts, as JSON (for preflight); with --clock, then the clock
+//	clock                  answer each line on stdin with this host's time
+//	version
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/casecap/casecap/internal/agent"
+
+	"github.com/casecap/casecap/internal/agent/hostclock"
+)
+
+// Main runs one agent command; self is the argv that runs this agent (the
+// binary, or casecap and "agent"). It returns the exit code.
+func Main(self []string, args []string, version string, stdout, stderr io.Writer) int {
+	if len(args) < 1 {
+		fmt.Fprintln(stderr, "usage: casecap-agent start|run JOB | begin|stop|status STATEDIR | check | clock | version")
+		return 2
+	}
+	var err error
+	out := func(v any) error {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "start":
+		err = start(self, rest, out, stdout)
+	case "run":
+		err = run(rest, version)
+	case "begin":
+		err = begin(rest, out)
+	case "stop":
+		err = stop(rest, out)
+	case "status":
+		err = status(rest, out)
+	case "check":
+		err = check(rest, version, stdout)
+	case "clock":
+		err = agent.Clock(os.Stdin, stdout)
+	case "version":
+		fmt.Fprintln(stdout, version)
+	default:
+		fmt.Fprintf(stderr, "casecap-agent: unknown command %q\n", cmd)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "casecap-agent:", err)
+		return 1
+	}
+	return 0
+}
+
+func oneArg(fs *flag.FlagSet, args []string) (string, error) {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if fs.NArg() != 1 {
+		return "", fmt.Errorf("%s takes one argument", fs.Name())
+	}
+	return fs.Arg(0), nil
+}
+
+func start(self []string, args []string, out func(any) error, stdout io.Writer) error {
+	fs := flag.NewFlagSet("start", flag.ContinueOnError)
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for every capture to be armed")
+	hold := fs.Bool("hold", false, "with -: the job is one line; once armed, answer on one line and keep the session for its begin")
+	path, err := oneArg(fs, args)
+	if err != nil {
+		return err
+	}
+	if *hold && path != "-" {
+		return errors.New("start --hold reads its job from stdin (-)")
+	}
+	in := bufio.NewReader(os.Stdin)
+	var j *agent.Job
+	if path == "-" {
+		// One round trip for the whole arm: the job comes on stdin and is
+		// stored in its state directory here.
+		var raw []byte
+		if *hold {
+			raw, err = in.ReadBytes('\n')
+		} else {
+			raw, err = io.ReadAll(in)
+		}
+		if err != nil && (!errors.Is(err, io.EOF) || len(raw) == 0) {
+			return fmt.Errorf("job on stdin: %w", err)
+		}
+		j = new(agent.Job)
+		if err := json.Unmarshal(raw, j); err != nil {
+			return fmt.Errorf("job on stdin: %w", err)
+		}
+		if err := j.Check(); err != nil {
+			return err
+		}
+		if path, err = agent.WriteJob(j); err != nil {
+			return err
+		}
+	} else if j, err = agent.ReadJob(path); err != nil {
+		return err
+	}
+	began := time.Now()
+	pid, err := agent.StartDetached(self, path, j, *timeout)
+	if err != nil {
+		return err
+	}
+	ans := map[string]any{"pid": pid, "state": agent.StateArmed, "arming_ns": time.Since(began)}
+	if !*hold {
+		return out(ans)
+	}
+	if err := line(stdout, ans); err != nil {
+		return err
+	}
+	return serveBegin(j.StateDir, in, stdout)
+}
+
+// line writes v as one line of JSON: the held session's answers.
+func line(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// serveBegin keeps the session that armed the captures for their begin, so
+// that starting them together costs one line on an open session instead
+// of a new session and process per host. It answers "ping" with "pong" (the
+// orchestrator's measure of this session's latency, under the load of
+// arming), and on "begin TIME" starts the pending captures at TIME and
+// returns. The session's end before a begin disarms the captures: casecap
+// called the start off, or died, or lost the host, and no begin will come
+// (their files are removed, so that nothing blocks the next start).
+func serveBegin(dir string, in *bufio.Reader, w io.Writer) error {
+	for {
+		s, err := in.ReadString('\n')
+		if err != nil {
+			_, serr := agent.RequestStop(dir, time.Time{})
+			return serr
+		}
+		switch f := strings.Fields(s); {
+		case len(f) == 1 && f[0] == "ping":
+			if _, err := io.WriteString(w, "pong\n"); err != nil {
+				return err
+			}
+		case len(f) == 2 && f[0] == "begin":
+			at, err := time.Parse(time.RFC3339Nano, f[1])
+			if err != nil {
+				return fmt.Errorf("begin: %w", err)
+			}
+			if err := agent.RequestBegin(dir, at); err != nil {
+				return err
+			}
+			return line(w, map[string]any{"begun": true, "now": hostclock.Now()})
+		default:
+			return fmt.Errorf("held start: unexpected %q", strings.TrimSpace(s))
+		}
+	}
+}
+
+// check prints the host's facts; with --clock it then answers clock probes
+// on the same session (preflight's facts and clock in one round trip).
+func check(args []string, version string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	clock := fs.Bool("clock", false, "answer clock probes after the facts")
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := json.Marshal(agent.Check(version))
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(stdout, "%s\n", b); err != nil || !*clock {
+		return err
+	}
+	return agent.Clock(os.Stdin, stdout)
+}
+
+func run(args []string, version string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	readyFD := fs.Int("ready-fd", 0, "file descriptor to report \"armed\" on")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile here (for performance work)")
+	path, err := oneArg(fs, args)
+	if err != nil {
+		return err
+	}
+	j, err := agent.ReadJob(path)
+	if err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	opt := agent.Options{Version: version, SSHConn: os.Getenv("SSH_CONNECTION")}
+	if *readyFD > 0 {
+		opt.Ready = os.NewFile(uintptr(*readyFD), "ready")
+	}
+	// A closed stdout must not kill the agent half-way through a file.
+	signal.Ignore(syscall.SIGPIPE)
+	return agent.Run(context.Background(), j, opt)
+}
+
+// dirAt reads the arguments of begin and stop: DIR [--at TIME], and any
+// further flags the caller defined on fs.
+func dirAt(fs *flag.FlagSet, args []string) (string, time.Time, error) {
+	at := fs.String("at", "", "the instant (RFC 3339, this host's clock); default now")
+	dir, err := oneArg(fs, args)
+	if err != nil || *at == "" {
+		return dir, time.Time{}, err
+	}
+	t, err := time.Parse(time.RFC3339Nano, *at)
+	if err != nil {
+		return dir, t, fmt.Errorf("--at: %w", err)
+	}
+	return dir, t, nil
+}
+
+func begin(args []string, out func(any) error) error {
+	dir, t, err := dirAt(flag.NewFlagSet("begin", flag.ContinueOnError), args)
+	if err != nil {
+		return err
+	}
+	if err := agent.RequestBegin(dir, t); err != nil {
+		return err
+	}
+	return out(map[string]any{"begun": true, "now": hostclock.Now()})
+}
+
+func stop(args []string, out func(any) error) error {
+	fs := flag.NewFlagSet("stop", flag.ContinueOnError)
+	wait := fs.Duration("wait", 0, "wait this long for the agent to end (its files closed, or removed if they never began)")
+	dir, t, err := dirAt(fs, args)
+	if err != nil {
+		return err
+	}
+	running, err := agent.RequestStop(dir, t)
+	if err != nil {
+		return err
+	}
+	if running && *wait > 0 {
+		running = !agent.WaitDone(dir, *wait)
+	}
+	return out(map[string]any{"running": running, "now": hostclock.Now()})
+}
+
+func status(args []string, out func(any) error) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	dir, err := oneArg(fs, args)
+	if err != nil {
+		return err
+	}
+	st, err := agent.ReadStatus(dir)
+	if err != nil {
+		return err
+	}
+	return out(st)
+}

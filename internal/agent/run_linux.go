@@ -1,0 +1,270 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/casecap/casecap/internal/agent/capture"
+	"github.com/casecap/casecap/internal/agent/pktcap"
+	"github.com/casecap/casecap/internal/esxi"
+	"github.com/casecap/casecap/plans/filter/bpfgen"
+
+	"github.com/casecap/casecap/internal/agent/hostclock"
+)
+
+// statusInterval is how often status.json is rewritten.
+const statusInterval = 500 * time.Millisecond
+
+// Options are facts about this host and this agent.
+type Options struct {
+	Version string
+	Tcpdump string // "" to look it up on PATH
+	Pktcap  string // "" to look pktcap-uw up on PATH
+	// SSHConn is the SSH session the job came through (SSH_CONNECTION), left
+	// out of captures that ask for it.
+	SSHConn string
+	// Ready, when set, receives "armed" once every capture is armed, or
+	// "error ..." if arming failed; then it is closed.
+	Ready io.WriteCloser
+}
+
+// Run arms every capture of the job, runs them to their ends and keeps
+// status.json current. SIGINT and SIGTERM stop every capture now; SIGUSR1
+// reads stop.json, a stop request for a given instant.
+func Run(ctx context.Context, j *Job, opt Options) (err error) {
+	ready := func(msg string) {
+		if opt.Ready != nil {
+			io.WriteString(opt.Ready, msg+"\n")
+			opt.Ready.Close()
+			opt.Ready = nil
+		}
+	}
+	defer func() {
+		if err != nil {
+			ready("error " + strings.ReplaceAll(err.Error(), "\n", "; "))
+		}
+	}()
+	if err := os.MkdirAll(j.StateDir, 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(j.CaseDir, 0o750); err != nil {
+		return err
+	}
+	if pid := runningAgent(j.path(PIDFile)); pid != 0 && pid != os.Getpid() {
+		return fmt.Errorf("an agent (pid %d) already runs case %s on this host; stop it first", pid, j.Case)
+	}
+	if err := writePID(j.path(PIDFile)); err != nil {
+		return err
+	}
+	tcpdump := opt.Tcpdump
+	if tcpdump == "" {
+		tcpdump, _ = exec.LookPath("tcpdump")
+	}
+	own, haveOwn := SSHExclusion(opt.SSHConn)
+	// A session casecap came through but cannot name is not left out: the
+	// capture says so rather than seem to.
+	var ownNote string
+	if !haveOwn && strings.TrimSpace(opt.SSHConn) != "" {
+		ownNote = fmt.Sprintf("casecap's own SSH session could not be left out (SSH_CONNECTION %q is not client-address port server-address port): its packets may appear", opt.SSHConn)
+	}
+	st := Status{Case: j.Case, Host: j.Host, PID: os.Getpid(), Agent: opt.Version, State: StateArming}
+
+	caps := make([]engine, 0, len(j.Captures))
+	closeAll := func() {
+		// Arming failed: the armed ones stop now and keep valid (empty) files.
+		for _, c := range caps {
+			c.RequestStop(time.Unix(0, 1), capture.StopError)
+			c.Run(context.Background())
+		}
+	}
+	// armFailed stops what was armed and records the failure.
+	armFailed := func(name string, err error) error {
+		closeAll()
+		st.State, st.Error = StateFailed, fmt.Sprintf("arm %s: %v", name, err)
+		_ = writeAtomic(j.path(StatusFile), st.marshal(), 0o640)
+		return errors.New(st.Error)
+	}
+	for _, jc := range j.Captures {
+		if jc.Pktcap != nil {
+			c, err := armPktcap(j, jc, opt, own, haveOwn)
+			if err != nil {
+				return armFailed(jc.Name, err)
+			}
+			caps = append(caps, c)
+			continue
+		}
+		spec := capture.Spec{
+			Name: jc.Name, File: filepath.Join(j.CaseDir, jc.File), Host: j.Host, Case: j.Case,
+			Interface: jc.Interface, Direction: jc.Direction, Filter: jc.Filter,
+			Exclude: jc.Exclude, Snaplen: jc.Snaplen, Start: jc.Start, Stop: jc.Stop, Pending: jc.Duration > 0,
+			MaxPackets: jc.MaxPackets, MaxBytes: jc.MaxBytes, MinFree: jc.MinFree,
+			Tcpdump: tcpdump, Version: opt.Version,
+		}
+		if jc.Buffer > 0 {
+			spec.Ring.BlockSize = 1 << 20
+			spec.Ring.Blocks = int(max(1, jc.Buffer>>20))
+		}
+		if jc.ExcludeOwnSSH && haveOwn {
+			spec.Exclude = append(spec.Exclude, own)
+		} else if jc.ExcludeOwnSSH {
+			spec.Note = ownNote
+		}
+		c, err := capture.Arm(ctx, spec)
+		if err != nil {
+			return armFailed(jc.Name, err)
+		}
+		caps = append(caps, c)
+	}
+	snapshot := func(state string) Status {
+		s := st
+		s.State, s.Updated = state, hostclock.Now()
+		s.Captures = make([]capture.Status, len(caps))
+		for i, c := range caps {
+			s.Captures[i] = c.Status()
+		}
+		return s
+	}
+	if err := writeAtomic(j.path(StatusFile), snapshot(StateArmed).marshal(), 0o640); err != nil {
+		closeAll()
+		return err
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	ready("armed")
+
+	var wg sync.WaitGroup
+	final := make([]capture.Status, len(caps))
+	for i, c := range caps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			final[i] = c.Run(context.Background())
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	tick := time.NewTicker(statusInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			s := snapshot(StateDone)
+			s.Captures = final
+			for _, c := range final {
+				if c.State == capture.StateFailed {
+					s.State = StateFailed
+				}
+			}
+			return writeAtomic(j.path(StatusFile), s.marshal(), 0o640)
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGUSR1:
+				at, err := readStop(j.path(StopFile))
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "stop request: %v\n", err)
+					continue
+				}
+				for _, c := range caps {
+					c.RequestStop(at, capture.StopRequest)
+				}
+			case syscall.SIGUSR2:
+				at, err := readStop(j.path(BeginFile))
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "begin request: %v\n", err)
+					continue
+				}
+				if late := hostclock.Since(at); late > 0 {
+					st.BeginLate = late
+				}
+				for i, c := range caps {
+					if d := j.Captures[i].Duration; d > 0 {
+						c.Begin(at, d)
+					}
+				}
+			case syscall.SIGHUP:
+				// The SSH session that started us went away: keep capturing.
+			default:
+				for _, c := range caps {
+					c.RequestStop(hostclock.Now(), capture.StopSignal)
+				}
+			}
+		case <-ctx.Done():
+			for _, c := range caps {
+				c.RequestStop(hostclock.Now(), capture.StopSignal)
+			}
+		case <-tick.C:
+			_ = writeAtomic(j.path(StatusFile), snapshot(StateRunning).armedIfAll().marshal(), 0o640)
+		}
+	}
+}
+
+// engine is one capture as Run drives it: the agent's own AF_PACKET
+// capture (package capture) on Linux, a pktcap-uw session on ESXi.
+type engine interface {
+	Begin(start time.Time, duration time.Duration) bool
+	RequestStop(at time.Time, reason capture.StopReason)
+	Status() capture.Status
+	Run(ctx context.Context) capture.Status
+}
+
+// armPktcap turns a job's pktcap-uw capture into its command line, with
+// casecap's own SSH session left out where the filter could let it in.
+func armPktcap(j *Job, jc JobCapture, opt Options, own bpfgen.Conn, haveOwn bool) (engine, error) {
+	pc := *jc.Pktcap
+	if pc.Count == 0 {
+		pc.Count = jc.MaxPackets // pktcap-uw's -c stops it at the count by itself
+	}
+	if jc.ExcludeOwnSSH && haveOwn {
+		pc.Exclude = append(slices.Clone(pc.Exclude), own)
+	}
+	file := filepath.Join(j.CaseDir, jc.File)
+	argv, note, err := esxi.Argv(pc, file, *j.ESXi)
+	if err != nil {
+		return nil, err
+	}
+	if jc.ExcludeOwnSSH && !haveOwn && strings.TrimSpace(opt.SSHConn) != "" {
+		note = strings.TrimPrefix(note+"; casecap's own SSH session could not be left out (SSH_CONNECTION "+strconv.Quote(opt.SSHConn)+" unreadable): its packets may appear", "; ")
+	}
+	if opt.Pktcap != "" {
+		argv[0] = opt.Pktcap
+	}
+	return pktcap.Arm(pktcap.Spec{
+		Name: jc.Name, File: file, Argv: argv, Start: jc.Start, Stop: jc.Stop, Pending: jc.Duration > 0,
+		MaxPackets: jc.MaxPackets, MaxBytes: jc.MaxBytes, MinFree: jc.MinFree, Note: note,
+		Host: j.Host, Case: j.Case, Version: opt.Version,
+	})
+}
+
+// stopRequest is what stop.json and begin.json hold.
+type stopRequest struct {
+	At time.Time `json:"at"` // zero: now
+}
+
+func readStop(path string) (time.Time, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var r stopRequest
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return time.Time{}, err
+	}
+	return r.At, nil
+}
