@@ -39,6 +39,19 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+go mod tidy -diff
+
+echo "== portable: casecap for linux, darwin, windows x amd64, arm64 (build; vet and test builds of its packages)"
+for os in linux darwin windows; do
+	for arch in amd64 arm64; do
+		pkgs=$(GOOS=$os GOARCH=$arch go list -deps -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./cmd/casecap | grep '^github.com/casecap/')
+		GOOS=$os GOARCH=$arch go build -o /dev/null ./cmd/casecap
+		GOOS=$os GOARCH=$arch go vet $pkgs
+		tdir=$(mktemp -d)
+		GOOS=$os GOARCH=$arch go test -c -o "$tdir/" $pkgs >/dev/null
+		rm -rf "$tdir"
+	done
+done
 
 echo "== go generate (the agent, static, for linux/amd64 and linux/arm64)"
 go generate ./internal/agent/dist

@@ -24,6 +24,7 @@ import (
 
 	"github.com/casecap/casecap/internal/agent"
 	"github.com/casecap/casecap/internal/agent/agenttest"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/lab"
 	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/internal/lab/seqcast"
@@ -179,9 +180,9 @@ func runTcpdump(b *testing.B, l *lab.Lab, rate int, d time.Duration) captureRun 
 func runAgent(b *testing.B, l *lab.Lab, bin string, rate int, d time.Duration) captureRun {
 	name := fmt.Sprintf("bench%d-%d", rate, benchRuns)
 	now := time.Now()
-	j := agent.Job{Version: agent.JobVersion, Case: name, Host: "h01",
+	j := agentproto.Job{Version: agentproto.JobVersion, Case: name, Host: "h01",
 		StateDir: filepath.Join(l.Datastore, ".casecap", name), CaseDir: filepath.Join(l.Datastore, "Case_"+name),
-		Captures: []agent.JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+		Captures: []agentproto.JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
 			Filter: filter.Filter{UDPPort: ptr(uint16(9999))}, Snaplen: snaplen, Start: now, Stop: now.Add(10 * time.Minute)}}}
 	raw, _ := json.Marshal(j)
 	jobPath := filepath.Join(l.Datastore, name+".json")

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/hosts"
-	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/plans/filter/bpfgen"
 )
 
@@ -34,13 +34,13 @@ func direction(points []string) bpfgen.Direction {
 }
 
 // job is what the agent on h runs: every capture armed, waiting for begin.
-func (o *Orchestrator) job(h *hostRun) *agent.Job {
+func (o *Orchestrator) job(h *hostRun) *agentproto.Job {
 	p := o.opt.Plan
-	j := &agent.Job{Version: agent.JobVersion, Case: p.Case, Host: h.name(), StateDir: h.stateDir(p), CaseDir: h.caseDir(p)}
+	j := &agentproto.Job{Version: agentproto.JobVersion, Case: p.Case, Host: h.name(), StateDir: h.stateDir(p), CaseDir: h.caseDir(p)}
 	hostNow := time.Now().Add(h.offset)
 	j.ESXi = h.esxi
 	for _, c := range h.captures {
-		jc := agent.JobCapture{
+		jc := agentproto.JobCapture{
 			Name: strings.TrimSuffix(c.File, ".pcapng"), File: c.File,
 			Interface: c.Target.Name, Direction: direction(c.Points),
 			Filter: c.Filter, ExcludeOwnSSH: c.ExcludeOwnSSH, Snaplen: c.Snaplen,

@@ -16,8 +16,8 @@ import (
 	"sync"
 
 	"github.com/casecap/casecap/hosts"
-	"github.com/casecap/casecap/internal/agent/capture"
-	"github.com/casecap/casecap/internal/agent/pktcap"
+	"github.com/casecap/casecap/internal/agentproto"
+	"github.com/casecap/casecap/internal/pcapfile"
 )
 
 // maxDownloads bounds the files downloaded at once.
@@ -91,7 +91,7 @@ func (o *Orchestrator) collect(ctx context.Context) {
 				errs = append(errs, fmt.Errorf("the agent reports a capture file %q that is not in the plan; ignored", cs.File))
 				continue
 			}
-			if cs.StopReason == capture.StopDisarmed {
+			if cs.StopReason == agentproto.StopDisarmed {
 				continue // stopped before it began: no file, nothing to collect
 			}
 			wg.Add(1)
@@ -101,7 +101,7 @@ func (o *Orchestrator) collect(ctx context.Context) {
 				defer func() { <-sem }()
 				// A capture the dead agent never finished has no final
 				// checksum: it comes as it is on the host.
-				asIs := h.agentGone && cs.State != capture.StateStopped && cs.State != capture.StateFailed
+				asIs := h.agentGone && cs.State != agentproto.CaptureStopped && cs.State != agentproto.CaptureFailed
 				sha, err := o.download(ctx, h, cs, name, local, asIs)
 				if err == nil && h.mode == modeSSH {
 					// The script knows the file's size and hash, not its
@@ -134,7 +134,7 @@ type sums struct {
 	crc hash.Hash32
 }
 
-func newSums() *sums { return &sums{sha: sha256.New(), crc: capture.NewCRC32C()} }
+func newSums() *sums { return &sums{sha: sha256.New(), crc: agentproto.NewCRC32C()} }
 
 func (s *sums) Write(p []byte) (int, error) {
 	s.sha.Write(p)
@@ -147,10 +147,10 @@ func (s *sums) reset() { s.sha.Reset(); s.crc.Reset() }
 func (s *sums) sha256() string { return hex.EncodeToString(s.sha.Sum(nil)) }
 
 // check compares the sums with what the host recorded.
-func (s *sums) check(cs *capture.Status) error {
+func (s *sums) check(cs *agentproto.CaptureStatus) error {
 	switch {
 	case cs.CRC32C != "":
-		if got := capture.CRC32CHex(s.crc); got != cs.CRC32C {
+		if got := agentproto.CRC32CHex(s.crc); got != cs.CRC32C {
 			return fmt.Errorf("crc32c %s, the agent's is %s", got, cs.CRC32C)
 		}
 	case cs.SHA256 != "":
@@ -178,7 +178,7 @@ func fileSums(p string) (*sums, error) {
 // download fetches one capture file, resumable and verified, and returns
 // its SHA-256. asIs takes the file as it is on the host, unverified: a
 // capture its agent never finished has no final checksum (or size).
-func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *capture.Status, name, local string, asIs bool) (string, error) {
+func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *agentproto.CaptureStatus, name, local string, asIs bool) (string, error) {
 	remote := path.Join(h.caseDir(o.opt.Plan), name)
 	if asIs {
 		size, err := h.conn.Stat(remote)
@@ -293,13 +293,13 @@ func (x *hashingWriterAt) WriteAt(p []byte, off int64) (int, error) {
 }
 
 // countLocal fills a capture's packets and bytes from its collected file.
-func countLocal(file string, cs *capture.Status) error {
+func countLocal(file string, cs *agentproto.CaptureStatus) error {
 	f, err := os.Open(file)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	packets, bytes, err := pktcap.Count(bufio.NewReaderSize(f, 1<<20))
+	packets, bytes, err := pcapfile.Count(bufio.NewReaderSize(f, 1<<20))
 	if err != nil {
 		return fmt.Errorf("count the packets of %s: %w", file, err)
 	}

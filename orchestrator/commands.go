@@ -9,8 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/casecap/casecap/internal/agent"
-	"github.com/casecap/casecap/internal/agent/capture"
+	"github.com/casecap/casecap/internal/agentproto"
 )
 
 // ErrDetached says casecap stopped waiting (second Ctrl-C): the captures
@@ -145,7 +144,7 @@ func (o *Orchestrator) captureFailures() error {
 		}
 		for _, c := range h.status.Captures {
 			switch name := path.Base(c.File); {
-			case c.State == capture.StateFailed:
+			case c.State == agentproto.CaptureFailed:
 				errs = append(errs, fmt.Errorf("%s: %s: %s", h.name(), name, c.Error))
 			case h.asIs[name]:
 				errs = append(errs, fmt.Errorf("%s: %s: %w", h.name(), name, errAsIs))
@@ -218,7 +217,7 @@ func (o *Orchestrator) agentEnded(ctx context.Context, h *hostRun) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	var st agent.Status
+	var st agentproto.Status
 	if err := json.Unmarshal(out, &st); err != nil {
 		return false, fmt.Errorf("the agent's status: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/casecap/casecap/hosts"
@@ -49,12 +50,19 @@ func expandHome(p string) string {
 	return p
 }
 
+// ErrLocalLinuxOnly: a local host's captures are made by casecap itself
+// (its own agent), which captures on Linux only.
+var ErrLocalLinuxOnly = fmt.Errorf("the local host captures on Linux only (this casecap runs on %s): capture on a remote host instead", runtime.GOOS)
+
 // dial connects to one host: this machine for a local host, SSH otherwise.
 func (o *Orchestrator) dial(ctx context.Context, h *plans.Host) (hosts.Conn, error) {
 	if o.opt.Dial != nil {
 		return o.opt.Dial(ctx, h)
 	}
 	if h.Kind == plans.KindLocal {
+		if runtime.GOOS != "linux" {
+			return nil, ErrLocalLinuxOnly
+		}
 		return hosts.Local(h.Name), nil
 	}
 	kh, err := o.knownHostsFor(h.SSH.KnownHosts)

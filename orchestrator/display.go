@@ -3,7 +3,7 @@ package orchestrator
 import (
 	"time"
 
-	"github.com/casecap/casecap/internal/agent/capture"
+	"github.com/casecap/casecap/internal/agentproto"
 )
 
 // Display shows a command's progress to a person. The orchestrator calls
@@ -25,7 +25,7 @@ type Display interface {
 type Progress struct {
 	Host      string
 	Reachable bool
-	capture.Status
+	agentproto.CaptureStatus
 }
 
 // Transfer is one download's progress.

@@ -3,6 +3,7 @@
 package orchestrator_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/lab"
 	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/orchestrator"
@@ -302,6 +304,12 @@ func testESXiStartStop(t *testing.T, mode string) {
 		t.Fatalf("status: %v", err)
 	}
 	took("status")
+	// The status.json on the datastore, as the agent or the ssh-mode
+	// script wrote it, is agentproto.Status to the letter.
+	statusFile := filepath.Join(l.Datastore, ".casecap", "cases", caseID, h.Name, agentproto.StatusFile)
+	if st := strictStatus(t, statusFile); st.State != agentproto.StateRunning || len(st.Captures) != 3 || st.Captures[0].State != agentproto.CaptureCapturing {
+		t.Errorf("%s while capturing: %+v", statusFile, st)
+	}
 	for _, c := range m.Captures {
 		if c.State != "capturing" || c.Size == 0 {
 			t.Errorf("status of %s: %q, %d bytes", c.File, c.State, c.Size)
@@ -349,21 +357,16 @@ func testESXiStartStop(t *testing.T, mode string) {
 	if _, err := newOrch(t, p, out).Start(context.Background()); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	statusFile := filepath.Join(l.Datastore, ".casecap", "cases", caseID, h.Name, "status.json")
+	statusFile = filepath.Join(l.Datastore, ".casecap", "cases", caseID, h.Name, agentproto.StatusFile)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		raw, _ := os.ReadFile(statusFile)
-		var st struct {
-			State    string `json:"state"`
-			Captures []struct {
-				State      string `json:"state"`
-				StopReason string `json:"stop_reason"`
-			} `json:"captures"`
-		}
-		if json.Unmarshal(raw, &st) == nil && st.State == "done" {
+		var st agentproto.Status
+		if json.Unmarshal(raw, &st) == nil && st.State == agentproto.StateDone {
+			st = strictStatus(t, statusFile)
 			for _, c := range st.Captures {
-				if c.StopReason != "window-end" || c.State != "stopped" {
-					t.Errorf("a capture is %s, ended by %q, want stopped by window-end", c.State, c.StopReason)
+				if c.StopReason != agentproto.StopWindowEnd || c.State != agentproto.CaptureStopped || c.SHA256 == "" || c.Command == "" {
+					t.Errorf("a capture is %s, ended by %q, want stopped by window-end, with its sha256 and command: %+v", c.State, c.StopReason, c)
 				}
 			}
 			break
@@ -618,4 +621,21 @@ func TestNeverChangesExecInstalledOnly(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "noexec") {
 		t.Errorf("the datastore's mount options after the run: %q %v, want noexec still", out, err)
 	}
+}
+
+// strictStatus decodes a status.json as agentproto.Status, refusing any
+// field the protocol does not name.
+func strictStatus(t *testing.T, file string) agentproto.Status {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var st agentproto.Status
+	if err := dec.Decode(&st); err != nil {
+		t.Fatalf("%s is not agentproto.Status: %v\n%s", file, err, raw)
+	}
+	return st
 }

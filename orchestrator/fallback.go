@@ -14,8 +14,9 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/hosts"
-	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/esxi"
+	"github.com/casecap/casecap/plans/filter/bpfgen"
 )
 
 // superviseScript drives pktcap-uw on hosts that refuse to run the agent:
@@ -43,7 +44,7 @@ const (
 // shell by hosts.Quote.
 func (o *Orchestrator) shellJob(h *hostRun) (string, error) {
 	p := o.opt.Plan
-	own, haveOwn := agent.SSHExclusion(h.sshConn)
+	own, haveOwn := bpfgen.ParseSSHConnection(h.sshConn)
 	q := func(s string) string { return hosts.Quote([]string{s}) }
 	jsonInside := func(v any) string {
 		b, _ := json.Marshal(v)
@@ -138,7 +139,7 @@ func (o *Orchestrator) requestStopSSH(h *hostRun) error {
 // sshAlive says whether an ssh-mode host's script still runs: kill -0
 // fails with status 1 for a process that is gone; anything else (no
 // answer) is not known.
-func (o *Orchestrator) sshAlive(ctx context.Context, h *hostRun, st *agent.Status) (bool, error) {
+func (o *Orchestrator) sshAlive(ctx context.Context, h *hostRun, st *agentproto.Status) (bool, error) {
 	if st.PID <= 0 {
 		return false, nil
 	}

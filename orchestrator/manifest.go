@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"time"
 
@@ -94,7 +95,7 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 			mc := ManifestCapture{File: c.File, Host: h.name(), Target: c.Target.String(), Points: c.Points, Filter: c.Filter.Expression(), State: "unknown"}
 			if h.status != nil {
 				for _, s := range h.status.Captures {
-					if filepath.Base(s.File) != c.File {
+					if path.Base(s.File) != c.File {
 						continue
 					}
 					mc.Filter, mc.Start, mc.Stop = s.Filter, s.Start, s.Stop
@@ -103,7 +104,7 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 						m.Begin = b
 					}
 					mc.Packets, mc.Bytes, mc.Drops, mc.Size = s.Packets, s.Bytes, s.Drops, s.Size
-					mc.SHA256, mc.State, mc.StopReason, mc.Error = s.SHA256, s.State, string(s.StopReason), s.Error
+					mc.SHA256, mc.State, mc.StopReason, mc.Error = s.SHA256, string(s.State), string(s.StopReason), s.Error
 				}
 			}
 			if sha, ok := h.collected[c.File]; ok {

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/casecap/casecap/hosts"
-	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/esxi"
 	"github.com/casecap/casecap/plans"
 )
@@ -90,13 +90,13 @@ type hostRun struct {
 	execLat   time.Duration // how long a short agent command takes, end to end
 	lineLat   time.Duration // a line's round trip on the held session, under load
 	held      *held         // the arming session, kept for the begin
-	facts     agent.Facts
+	facts     agentproto.Facts
 	armed     bool // something runs there: clean up if the run aborts
 	record    *Record
 	collected map[string]string // files downloaded and verified (or found here and verified) by this command: their SHA-256
 	asIs      map[string]bool   // of those, the files collected as they were, unverified (the agent died first)
 	agentGone bool              // its agent (or ssh-mode script) ended before its captures did
-	status    *agent.Status
+	status    *agentproto.Status
 }
 
 func (h *hostRun) name() string { return h.plan.Name }

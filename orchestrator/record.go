@@ -6,14 +6,14 @@ import (
 	"path"
 	"time"
 
-	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/plans"
 )
 
 // RecordFile is casecap's note on the run, kept by the agent next to its
 // state on each host, so that later commands (status, stop, collect) know
 // how the run was done.
-const RecordFile = agent.RecordFile
+const RecordFile = agentproto.RecordFile
 
 // Record is one host's run, as casecap saw it when arming.
 type Record struct {

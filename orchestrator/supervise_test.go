@@ -3,6 +3,7 @@
 package orchestrator
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -20,7 +21,10 @@ func TestSuperviseReadsPublicLastWords(t *testing.T) {
 		t.Fatal("supervise.sh has no sed that reads pktcap-uw's summary")
 	}
 	for file, want := range map[string]string{"pktcap-uw.last-words.txt": "10241 0", "pktcap-uw.no-summary.txt": ""} {
-		path := filepath.Join("..", "agent", "pktcap", "testdata", "public", file)
+		path := filepath.Join("..", "internal", "agent", "pktcap", "testdata", "public", file)
+		if _, err := os.Stat(path); err != nil {
+			t.Fatal(err) // sed would read nothing from a missing file, and pass the no-summary case
+		}
 		out, err := exec.Command("sh", "-c", `sed -n "$1" "$2" | tail -n 1`, "sh", m[1], path).Output()
 		if err != nil || strings.TrimSpace(string(out)) != want {
 			t.Errorf("%s: the script reads %q (%v), want %q", file, out, err, want)

@@ -7,14 +7,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/casecap/casecap/internal/agent"
-	"github.com/casecap/casecap/internal/agent/capture"
+	"github.com/casecap/casecap/internal/agentproto"
 )
 
 // readStatus reads a host's status.json (the agent rewrites it twice a
 // second), reconnecting once if the connection has died.
-func (o *Orchestrator) readStatus(ctx context.Context, h *hostRun) (*agent.Status, error) {
-	file := path.Join(h.stateDir(o.opt.Plan), agent.StatusFile)
+func (o *Orchestrator) readStatus(ctx context.Context, h *hostRun) (*agentproto.Status, error) {
+	file := path.Join(h.stateDir(o.opt.Plan), agentproto.StatusFile)
 	b, err := h.conn.ReadFile(file)
 	if err != nil {
 		if c, derr := o.dial(ctx, h.plan); derr == nil {
@@ -26,7 +25,7 @@ func (o *Orchestrator) readStatus(ctx context.Context, h *hostRun) (*agent.Statu
 	if err != nil {
 		return nil, err
 	}
-	var st agent.Status
+	var st agentproto.Status
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, err
 	}
@@ -34,16 +33,16 @@ func (o *Orchestrator) readStatus(ctx context.Context, h *hostRun) (*agent.Statu
 }
 
 // finished reports whether every capture in a status has stopped.
-func finished(st *agent.Status) bool {
-	if st == nil || st.State == agent.StateArming {
+func finished(st *agentproto.Status) bool {
+	if st == nil || st.State == agentproto.StateArming {
 		return false
 	}
 	for _, c := range st.Captures {
-		if c.State != capture.StateStopped && c.State != capture.StateFailed {
+		if c.State != agentproto.CaptureStopped && c.State != agentproto.CaptureFailed {
 			return false
 		}
 	}
-	return st.State == agent.StateDone || st.State == agent.StateFailed
+	return st.State == agentproto.StateDone || st.State == agentproto.StateFailed
 }
 
 // statusEvery is how often the agent rewrites its status.json.
@@ -183,14 +182,14 @@ func (o *Orchestrator) poll(ctx context.Context) []Progress {
 				// Unreachable: its captures go on; show what we knew.
 				if h.status != nil {
 					for _, c := range h.status.Captures {
-						all = append(all, Progress{Host: h.name(), Reachable: false, Status: c})
+						all = append(all, Progress{Host: h.name(), Reachable: false, CaptureStatus: c})
 					}
 				}
 				return
 			}
 			h.status = st
 			for _, c := range st.Captures {
-				all = append(all, Progress{Host: h.name(), Reachable: true, Status: c})
+				all = append(all, Progress{Host: h.name(), Reachable: true, CaptureStatus: c})
 			}
 		}()
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/lab"
 	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/internal/lab/seqcast"
@@ -87,8 +87,8 @@ hosts:
 	killedAt := time.Now()
 	for {
 		st, err := agentStatus(l, caseID, h)
-		if err == nil && (st.State == agent.StateDone || st.State == agent.StateFailed) {
-			if st.State != agent.StateDone || st.Captures[0].StopReason != "window-end" {
+		if err == nil && (st.State == agentproto.StateDone || st.State == agentproto.StateFailed) {
+			if st.State != agentproto.StateDone || st.Captures[0].StopReason != "window-end" {
 				t.Errorf("after casecap was killed: %s, capture stopped by %q; want done at the window's end", st.State, st.Captures[0].StopReason)
 			}
 			break

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/internal/agent"
 	"github.com/casecap/casecap/internal/agent/agenttest"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/lab"
 	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/internal/lab/seqcast"
@@ -99,12 +99,12 @@ func casecap(t *testing.T, dir string, args ...string) (string, string, int) {
 }
 
 // agentStatus reads a host's status.json from the lab's datastore.
-func agentStatus(l *lab.Lab, caseID string, h *lab.Host) (*agent.Status, error) {
-	raw, err := os.ReadFile(filepath.Join(l.Datastore, ".casecap", "cases", caseID, h.Name, agent.StatusFile))
+func agentStatus(l *lab.Lab, caseID string, h *lab.Host) (*agentproto.Status, error) {
+	raw, err := os.ReadFile(filepath.Join(l.Datastore, ".casecap", "cases", caseID, h.Name, agentproto.StatusFile))
 	if err != nil {
 		return nil, err
 	}
-	var st agent.Status
+	var st agentproto.Status
 	return &st, json.Unmarshal(raw, &st)
 }
 
@@ -159,7 +159,7 @@ func TestKilledMidCapture(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for len(pids) < len(l.Hosts) {
 		for _, h := range l.Hosts {
-			if st, err := agentStatus(l, "KILLED", h); err == nil && st.State == agent.StateRunning && len(st.Captures) == 1 && st.Captures[0].State == "capturing" {
+			if st, err := agentStatus(l, "KILLED", h); err == nil && st.State == agentproto.StateRunning && len(st.Captures) == 1 && st.Captures[0].State == "capturing" {
 				pids[h.Name] = st.PID
 			}
 		}
@@ -179,7 +179,7 @@ func TestKilledMidCapture(t *testing.T) {
 	for _, h := range l.Hosts {
 		for !func() bool {
 			st, err := agentStatus(l, "KILLED", h)
-			return err == nil && (st.State == agent.StateDone || st.State == agent.StateFailed)
+			return err == nil && (st.State == agentproto.StateDone || st.State == agentproto.StateFailed)
 		}() {
 			if time.Since(killedAt) > 15*time.Second {
 				t.Fatalf("%s: the capture did not end by itself", h.Name)
@@ -187,7 +187,7 @@ func TestKilledMidCapture(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		st, _ := agentStatus(l, "KILLED", h)
-		if st.State != agent.StateDone || st.Captures[0].StopReason != "window-end" {
+		if st.State != agentproto.StateDone || st.Captures[0].StopReason != "window-end" {
 			t.Errorf("%s: agent %s, capture stopped by %q", h.Name, st.State, st.Captures[0].StopReason)
 		}
 		// Its PID, on its host, is gone (give it a moment to exit).

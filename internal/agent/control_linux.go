@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/internal/agent/hostclock"
+	"github.com/casecap/casecap/internal/agentproto"
 )
 
 // StartDetached starts `self... run JOBFILE` (self is the agent's argv
@@ -22,14 +23,14 @@ import (
 // detached from the SSH session that called it (so it outlives that
 // session), and returns once every capture is armed, or with the reason it
 // could not be.
-func StartDetached(self []string, jobFile string, j *Job, timeout time.Duration) (pid int, err error) {
+func StartDetached(self []string, jobFile string, j *agentproto.Job, timeout time.Duration) (pid int, err error) {
 	if err := os.MkdirAll(j.StateDir, 0o700); err != nil {
 		return 0, err
 	}
-	if pid := runningAgent(j.path(PIDFile)); pid != 0 {
+	if pid := runningAgent(statePath(j, agentproto.PIDFile)); pid != 0 {
 		return 0, fmt.Errorf("an agent (pid %d) already runs case %s on this host: it was started before; stop it first", pid, j.Case)
 	}
-	logf, err := os.OpenFile(j.path(LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logf, err := os.OpenFile(statePath(j, agentproto.LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, err
 	}
@@ -64,10 +65,10 @@ func StartDetached(self []string, jobFile string, j *Job, timeout time.Duration)
 		case strings.HasPrefix(s, "error "):
 			return 0, errors.New(strings.TrimPrefix(s, "error "))
 		}
-		return 0, fmt.Errorf("the agent exited before arming; see %s", j.path(LogFile))
+		return 0, fmt.Errorf("the agent exited before arming; see %s", statePath(j, agentproto.LogFile))
 	case <-time.After(timeout):
 		_ = syscall.Kill(pid, syscall.SIGTERM)
-		return 0, fmt.Errorf("the agent did not arm within %v; see %s", timeout, j.path(LogFile))
+		return 0, fmt.Errorf("the agent did not arm within %v; see %s", timeout, statePath(j, agentproto.LogFile))
 	}
 }
 
@@ -75,7 +76,7 @@ func StartDetached(self []string, jobFile string, j *Job, timeout time.Duration)
 // directory, with the orchestrator's record beside it, and returns the job
 // file's path. It refuses a job whose capture files already exist: an
 // earlier run's files are never clobbered.
-func WriteJob(j *Job) (string, error) {
+func WriteJob(j *agentproto.Job) (string, error) {
 	for _, c := range j.Captures {
 		f := j.CaseDir + "/" + c.File
 		if _, err := os.Stat(f); err == nil {
@@ -86,7 +87,7 @@ func WriteJob(j *Job) (string, error) {
 		return "", err
 	}
 	if len(j.Record) > 0 {
-		if err := writeAtomic(j.path(RecordFile), append(j.Record, '\n'), 0o600); err != nil {
+		if err := writeAtomic(statePath(j, agentproto.RecordFile), append(j.Record, '\n'), 0o600); err != nil {
 			return "", err
 		}
 	}
@@ -94,20 +95,20 @@ func WriteJob(j *Job) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return j.path(JobFile), writeAtomic(j.path(JobFile), raw, 0o600)
+	return statePath(j, agentproto.JobFile), writeAtomic(statePath(j, agentproto.JobFile), raw, 0o600)
 }
 
 // RequestStop asks the agent running in stateDir to stop every capture at
 // at (now if zero). It is idempotent: with no agent running it does nothing
 // and says so.
 func RequestStop(stateDir string, at time.Time) (running bool, err error) {
-	pidPath := stateDir + "/" + PIDFile
+	pidPath := stateDir + "/" + agentproto.PIDFile
 	pid := runningAgent(pidPath)
 	if pid == 0 {
 		return false, nil
 	}
-	b, _ := json.Marshal(stopRequest{At: at})
-	if err := writeAtomic(stateDir+"/"+StopFile, b, 0o600); err != nil {
+	b, _ := json.Marshal(agentproto.Instant{At: at})
+	if err := writeAtomic(stateDir+"/"+agentproto.StopFile, b, 0o600); err != nil {
 		return true, err
 	}
 	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
@@ -119,15 +120,15 @@ func RequestStop(stateDir string, at time.Time) (running bool, err error) {
 // RequestBegin starts the pending captures of the agent in stateDir at at
 // (now if zero), for their durations.
 func RequestBegin(stateDir string, at time.Time) error {
-	pid := runningAgent(stateDir + "/" + PIDFile)
+	pid := runningAgent(stateDir + "/" + agentproto.PIDFile)
 	if pid == 0 {
 		return fmt.Errorf("no agent runs in %s", stateDir)
 	}
 	if at.IsZero() {
 		at = hostclock.Now()
 	}
-	b, _ := json.Marshal(stopRequest{At: at})
-	if err := writeAtomic(stateDir+"/"+BeginFile, b, 0o600); err != nil {
+	b, _ := json.Marshal(agentproto.Instant{At: at})
+	if err := writeAtomic(stateDir+"/"+agentproto.BeginFile, b, 0o600); err != nil {
 		return err
 	}
 	if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
@@ -150,23 +151,23 @@ func Clock(r io.Reader, w io.Writer) error {
 }
 
 // ReadStatus reads status.json and says whether its agent still runs.
-func ReadStatus(stateDir string) (Status, error) {
-	var s Status
-	raw, err := os.ReadFile(stateDir + "/" + StatusFile)
+func ReadStatus(stateDir string) (agentproto.Status, error) {
+	var s agentproto.Status
+	raw, err := os.ReadFile(stateDir + "/" + agentproto.StatusFile)
 	if err != nil {
 		return s, err
 	}
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return s, fmt.Errorf("%s/%s: %w", stateDir, StatusFile, err)
+		return s, fmt.Errorf("%s/%s: %w", stateDir, agentproto.StatusFile, err)
 	}
-	s.Alive = runningAgent(stateDir+"/"+PIDFile) != 0
+	s.Alive = runningAgent(stateDir+"/"+agentproto.PIDFile) != 0
 	return s, nil
 }
 
 // WaitDone waits until the agent in stateDir has exited (or timeout).
 func WaitDone(stateDir string, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
-	for runningAgent(stateDir+"/"+PIDFile) != 0 {
+	for runningAgent(stateDir+"/"+agentproto.PIDFile) != 0 {
 		if time.Now().After(deadline) {
 			return false
 		}

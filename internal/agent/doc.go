@@ -6,11 +6,6 @@
 // itself at each window's end whatever happens to the orchestrator or the
 // network, and leaves each file valid, synced and hashed. Its state lives in
 // the job's state directory on the datastore, so that `casecap status`,
-// `stop` and `collect` work from any later SSH session:
-//
-//	job.json     the job, as the orchestrator wrote it
-//	agent.pid    "PID STARTTIME" of the running agent
-//	status.json  every capture's progress, rewritten atomically twice a second
-//	stop.json    a stop request ({"at": ...}), read on SIGUSR1
-//	agent.log    what the agent had to say
+// `stop` and `collect` work from any later SSH session. What it reads,
+// writes and answers is package agentproto's.
 package agent

@@ -2,118 +2,28 @@ package agent
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
-	"github.com/casecap/casecap/internal/esxi"
-	"github.com/casecap/casecap/plans/filter"
-	"github.com/casecap/casecap/plans/filter/bpfgen"
+	"github.com/casecap/casecap/internal/agentproto"
 )
 
-// JobVersion is the job file format this agent reads.
-const JobVersion = 1
-
-// Job is every capture of one case on one host.
-type Job struct {
-	Version  int          `json:"version"`
-	Case     string       `json:"case"`
-	Host     string       `json:"host"`
-	StateDir string       `json:"state_dir"` // agent.pid, status.json, stop.json, agent.log
-	CaseDir  string       `json:"case_dir"`  // where the capture files go
-	Captures []JobCapture `json:"captures"`
-	// ESXi is the host's release, for pktcap-uw's command lines; nil on Linux.
-	ESXi *esxi.Version `json:"esxi,omitempty"`
-	// Record is the orchestrator's own note on this run (clock offset,
-	// agent path...), kept as run.json in the state directory so that later
-	// commands find it; the agent does not read it.
-	Record json.RawMessage `json:"record,omitempty"`
-}
-
-// JobCapture is one capture of a job.
-type JobCapture struct {
-	Name          string           `json:"name"` // file stem, e.g. kvm01.eth0.RxTx
-	File          string           `json:"file"` // file name inside CaseDir
-	Interface     string           `json:"interface"`
-	Direction     bpfgen.Direction `json:"direction"`
-	Filter        filter.Filter    `json:"filter"`
-	ExcludeOwnSSH bool             `json:"exclude_own_ssh"`
-	Exclude       []bpfgen.Conn    `json:"exclude,omitempty"`
-	Snaplen       int              `json:"snaplen"`
-	// Either a fixed window (Start, Stop, on this host's clock), or a
-	// Duration that begins when `begin` says (two-phase start: every host
-	// armed first, then started at one instant), ending by Stop whatever.
-	Start      time.Time     `json:"start,omitzero"`
-	Stop       time.Time     `json:"stop"`
-	Duration   time.Duration `json:"duration,omitempty"`
-	MaxPackets uint64        `json:"max_packets,omitempty"`
-	MaxBytes   uint64        `json:"max_bytes,omitempty"`
-	MinFree    uint64        `json:"min_free,omitempty"`
-	Buffer     uint64        `json:"buffer,omitempty"` // kernel ring size; 0: the default (4 MiB)
-	// Pktcap, on ESXi, is the pktcap-uw session that makes this capture
-	// (Interface, Direction, Filter and Snaplen are then not used).
-	Pktcap *esxi.Capture `json:"pktcap,omitempty"`
-}
-
 // ReadJob reads and checks a job file.
-func ReadJob(path string) (*Job, error) {
+func ReadJob(path string) (*agentproto.Job, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var j Job
+	var j agentproto.Job
 	if err := json.Unmarshal(raw, &j); err != nil {
 		return nil, fmt.Errorf("job %s: %w", path, err)
 	}
 	return &j, j.Check()
 }
 
-// Check refuses jobs that would write outside their folders or never end.
-func (j *Job) Check() error {
-	var errs []error
-	if j.Version != JobVersion {
-		errs = append(errs, fmt.Errorf("job format %d, this agent reads %d (deploy the matching agent)", j.Version, JobVersion))
-	}
-	if !filepath.IsAbs(j.StateDir) || !filepath.IsAbs(j.CaseDir) {
-		errs = append(errs, errors.New("state_dir and case_dir must be absolute"))
-	}
-	if len(j.Captures) == 0 {
-		errs = append(errs, errors.New("the job has no captures"))
-	}
-	seen := map[string]bool{}
-	for _, c := range j.Captures {
-		switch {
-		case c.File == "" || c.File != filepath.Base(c.File) || c.File[0] == '.':
-			errs = append(errs, fmt.Errorf("capture file %q must be a plain file name", c.File))
-		case seen[c.File]:
-			errs = append(errs, fmt.Errorf("capture file %q appears twice", c.File))
-		case c.Stop.IsZero() || !c.Stop.After(c.Start):
-			errs = append(errs, fmt.Errorf("capture %s: stop %v must be after start %v: nothing runs forever", c.Name, c.Stop, c.Start))
-		case c.Duration < 0 || (c.Duration > 0 && !c.Start.IsZero()):
-			errs = append(errs, fmt.Errorf("capture %s: give a start or a duration, not both", c.Name))
-		case c.Pktcap != nil && j.ESXi == nil:
-			errs = append(errs, fmt.Errorf("capture %s is a pktcap-uw session but the job names no ESXi release", c.Name))
-		}
-		seen[c.File] = true
-	}
-	return errors.Join(errs...)
-}
-
-// Paths of the state files.
-func (j *Job) path(name string) string { return filepath.Join(j.StateDir, name) }
-
-// State file names.
-const (
-	JobFile    = "job.json"
-	PIDFile    = "agent.pid"
-	StatusFile = "status.json"
-	RecordFile = "run.json"
-	StopFile   = "stop.json"
-	BeginFile  = "begin.json"
-	LogFile    = "agent.log"
-)
+// statePath is the path of one of the job's state files.
+func statePath(j *agentproto.Job, name string) string { return filepath.Join(j.StateDir, name) }
 
 // writeAtomic writes a file so that readers see the old or the new
 // content, never half of it.

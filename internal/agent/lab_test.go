@@ -27,8 +27,8 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/casecap/casecap/internal/agent"
 	"github.com/casecap/casecap/internal/agent/agenttest"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/lab"
 	"github.com/casecap/casecap/internal/lab/frames"
 	"github.com/casecap/casecap/internal/lab/labtest"
@@ -88,10 +88,10 @@ func (e *env) ssh(cmd string) (string, error) {
 }
 
 // start writes a job with the given captures and starts the agent on it.
-func (e *env) start(name string, caps ...agent.JobCapture) (stateDir, caseDir string) {
+func (e *env) start(name string, caps ...agentproto.JobCapture) (stateDir, caseDir string) {
 	e.t.Helper()
-	j := agent.Job{
-		Version: agent.JobVersion, Case: name, Host: e.h.Name,
+	j := agentproto.Job{
+		Version: agentproto.JobVersion, Case: name, Host: e.h.Name,
 		StateDir: filepath.Join(e.l.Datastore, ".casecap", "cases", name, e.h.Name),
 		CaseDir:  filepath.Join(e.l.Datastore, "Case_"+name),
 		Captures: caps,
@@ -111,8 +111,8 @@ func (e *env) start(name string, caps ...agent.JobCapture) (stateDir, caseDir st
 
 // status asks the agent for its status over SSH (the agent's PID means
 // something only inside the host's PID namespace).
-func (e *env) status(stateDir string) (agent.Status, error) {
-	var st agent.Status
+func (e *env) status(stateDir string) (agentproto.Status, error) {
+	var st agentproto.Status
 	out, err := e.ssh(e.bin + " status " + stateDir)
 	if err != nil {
 		return st, err
@@ -121,12 +121,12 @@ func (e *env) status(stateDir string) (agent.Status, error) {
 }
 
 // wait waits for the agent to finish and returns its final status.
-func (e *env) wait(stateDir string, timeout time.Duration) agent.Status {
+func (e *env) wait(stateDir string, timeout time.Duration) agentproto.Status {
 	e.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		st, err := e.status(stateDir)
-		if err == nil && (st.State == agent.StateDone || st.State == agent.StateFailed) && !st.Alive {
+		if err == nil && (st.State == agentproto.StateDone || st.State == agentproto.StateFailed) && !st.Alive {
 			return st
 		}
 		if time.Now().After(deadline) {
@@ -211,7 +211,7 @@ func TestWindowExact(t *testing.T) {
 	s := e.send(ctx, interval, 0)
 	start := time.Now().Add(1500 * time.Millisecond)
 	stop := start.Add(2 * time.Second)
-	stateDir, caseDir := e.start("window", agent.JobCapture{
+	stateDir, caseDir := e.start("window", agentproto.JobCapture{
 		Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
 		Filter: filter.Filter{UDPPort: u16(9999)}, ExcludeOwnSSH: true, Start: start, Stop: stop,
 	})
@@ -219,7 +219,7 @@ func TestWindowExact(t *testing.T) {
 	cancel()
 	<-s.done
 	c := st.Captures[0]
-	if c.StopReason != "window-end" || c.Drops != 0 || st.State != agent.StateDone {
+	if c.StopReason != "window-end" || c.Drops != 0 || st.State != agentproto.StateDone {
 		t.Fatalf("status %+v, want a clean window-end with no drops", st)
 	}
 	file := filepath.Join(caseDir, "h01.eth0.RxTx.pcapng")
@@ -397,10 +397,10 @@ func TestFiltersKeepExactlyTheirPackets(t *testing.T) {
 		{"vxlan", filter.Filter{VXLAN: u32(5001)}},
 		{"expr", filter.Filter{Expr: "udp and src port 53"}},
 	}
-	var caps []agent.JobCapture
+	var caps []agentproto.JobCapture
 	start := time.Now()
 	for _, c := range cases {
-		caps = append(caps, agent.JobCapture{
+		caps = append(caps, agentproto.JobCapture{
 			Name: "h01.eth0." + c.name, File: "h01.eth0." + c.name + ".pcapng", Interface: "eth0",
 			Filter: c.f, ExcludeOwnSSH: true, Start: start, Stop: start.Add(time.Minute),
 		})
@@ -468,8 +468,8 @@ func TestSignalLeavesValidFile(t *testing.T) {
 	s := e.send(ctx, 200*time.Microsecond, 0)
 	start := time.Now()
 	stateDir, caseDir := e.start("sigint",
-		agent.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0", ExcludeOwnSSH: true, Start: start, Stop: start.Add(time.Minute)},
-		agent.JobCapture{Name: "h01.any.RxTx", File: "h01.any.RxTx.pcapng", Interface: "any", ExcludeOwnSSH: true, Snaplen: 96, Start: start, Stop: start.Add(time.Minute)},
+		agentproto.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0", ExcludeOwnSSH: true, Start: start, Stop: start.Add(time.Minute)},
+		agentproto.JobCapture{Name: "h01.any.RxTx", File: "h01.any.RxTx.pcapng", Interface: "any", ExcludeOwnSSH: true, Snaplen: 96, Start: start, Stop: start.Add(time.Minute)},
 	)
 	st, err := e.status(stateDir)
 	if err != nil {
@@ -529,13 +529,13 @@ func TestLimitsAndStopReasons(t *testing.T) {
 	start := time.Now()
 	stop := start.Add(30 * time.Second)
 	stateDir, caseDir := e.start("limits",
-		agent.JobCapture{Name: "h01.eth0.count", File: "h01.eth0.count.pcapng", Interface: "eth0", ExcludeOwnSSH: true, MaxPackets: 500, Start: start, Stop: stop},
-		agent.JobCapture{Name: "h01.eth0.bytes", File: "h01.eth0.bytes.pcapng", Interface: "eth0", ExcludeOwnSSH: true, MaxBytes: 256 << 10, Start: start, Stop: stop},
+		agentproto.JobCapture{Name: "h01.eth0.count", File: "h01.eth0.count.pcapng", Interface: "eth0", ExcludeOwnSSH: true, MaxPackets: 500, Start: start, Stop: stop},
+		agentproto.JobCapture{Name: "h01.eth0.bytes", File: "h01.eth0.bytes.pcapng", Interface: "eth0", ExcludeOwnSSH: true, MaxBytes: 256 << 10, Start: start, Stop: stop},
 	)
 	// The free-space capture writes to the small filesystem.
-	j := agent.Job{Version: agent.JobVersion, Case: "limits2", Host: e.h.Name,
+	j := agentproto.Job{Version: agentproto.JobVersion, Case: "limits2", Host: e.h.Name,
 		StateDir: filepath.Join(e.l.Datastore, ".casecap", "cases", "limits2", e.h.Name), CaseDir: small + "/Case_limits2",
-		Captures: []agent.JobCapture{{Name: "h01.eth0.free", File: "h01.eth0.free.pcapng", Interface: "eth0", ExcludeOwnSSH: true, MinFree: 8 << 20, Start: start, Stop: stop}}}
+		Captures: []agentproto.JobCapture{{Name: "h01.eth0.free", File: "h01.eth0.free.pcapng", Interface: "eth0", ExcludeOwnSSH: true, MinFree: 8 << 20, Start: start, Stop: stop}}}
 	raw, _ := json.Marshal(j)
 	jobPath := filepath.Join(e.l.Datastore, "limits2.job.json")
 	if err := os.WriteFile(jobPath, raw, 0o600); err != nil {
@@ -591,10 +591,10 @@ func TestDirectionsAndOwnSSH(t *testing.T) {
 	stop := start.Add(time.Minute)
 	udp := filter.Filter{Proto: u8(17)}
 	stateDir, caseDir := e.start("dirs",
-		agent.JobCapture{Name: "h01.eth0.Rx", File: "h01.eth0.Rx.pcapng", Interface: "eth0", Direction: bpfgen.In, Filter: udp, Start: start, Stop: stop},
-		agent.JobCapture{Name: "h01.eth0.Tx", File: "h01.eth0.Tx.pcapng", Interface: "eth0", Direction: bpfgen.Out, Filter: udp, Start: start, Stop: stop},
-		agent.JobCapture{Name: "h01.eth0.noSSH", File: "h01.eth0.noSSH.pcapng", Interface: "eth0", ExcludeOwnSSH: true, Filter: filter.Filter{TCPPort: u16(22)}, Start: start, Stop: stop},
-		agent.JobCapture{Name: "h01.eth0.SSH", File: "h01.eth0.SSH.pcapng", Interface: "eth0", ExcludeOwnSSH: false, Filter: filter.Filter{TCPPort: u16(22)}, Start: start, Stop: stop},
+		agentproto.JobCapture{Name: "h01.eth0.Rx", File: "h01.eth0.Rx.pcapng", Interface: "eth0", Direction: bpfgen.In, Filter: udp, Start: start, Stop: stop},
+		agentproto.JobCapture{Name: "h01.eth0.Tx", File: "h01.eth0.Tx.pcapng", Interface: "eth0", Direction: bpfgen.Out, Filter: udp, Start: start, Stop: stop},
+		agentproto.JobCapture{Name: "h01.eth0.noSSH", File: "h01.eth0.noSSH.pcapng", Interface: "eth0", ExcludeOwnSSH: true, Filter: filter.Filter{TCPPort: u16(22)}, Start: start, Stop: stop},
+		agentproto.JobCapture{Name: "h01.eth0.SSH", File: "h01.eth0.SSH.pcapng", Interface: "eth0", ExcludeOwnSSH: false, Filter: filter.Filter{TCPPort: u16(22)}, Start: start, Stop: stop},
 	)
 	// In: the lab's broadcast stream (port 9999). Out: the host sends to
 	// the gateway's discard port (9), with bash's /dev/udp.
@@ -645,7 +645,7 @@ func TestStopAtInstant(t *testing.T) {
 	defer cancel()
 	s := e.send(ctx, 500*time.Microsecond, 0)
 	start := time.Now()
-	stateDir, caseDir := e.start("stopat", agent.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+	stateDir, caseDir := e.start("stopat", agentproto.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
 		ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Start: start, Stop: start.Add(time.Minute)})
 	at := time.Now().Add(time.Second)
 	if _, err := e.ssh(e.bin + " stop --at " + at.Format(time.RFC3339Nano) + " " + stateDir); err != nil {
@@ -675,7 +675,7 @@ func TestBeginPending(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := e.send(ctx, 500*time.Microsecond, 0)
-	stateDir, caseDir := e.start("begin", agent.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+	stateDir, caseDir := e.start("begin", agentproto.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
 		ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Duration: time.Second, Stop: time.Now().Add(time.Minute)})
 	st, err := e.status(stateDir)
 	if err != nil || st.Captures[0].State != "armed" || !st.Captures[0].Start.IsZero() {
@@ -717,11 +717,11 @@ func TestHeldBegin(t *testing.T) {
 	defer cancel()
 	s := e.send(ctx, 500*time.Microsecond, 0)
 	held := func(name string) (stateDir, caseDir string, in io.WriteCloser, out *bufio.Reader, sess *ssh.Session) {
-		j := agent.Job{
-			Version: agent.JobVersion, Case: name, Host: e.h.Name,
+		j := agentproto.Job{
+			Version: agentproto.JobVersion, Case: name, Host: e.h.Name,
 			StateDir: filepath.Join(e.l.Datastore, ".casecap", "cases", name, e.h.Name),
 			CaseDir:  filepath.Join(e.l.Datastore, "Case_"+name),
-			Captures: []agent.JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+			Captures: []agentproto.JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
 				ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Duration: time.Second, Stop: time.Now().Add(time.Minute)}},
 		}
 		raw, _ := json.Marshal(j)
@@ -757,7 +757,7 @@ func TestHeldBegin(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		st, err := e.status(stateDir)
 		if err == nil && st.Updated.After(first.Updated) {
-			if st.State != agent.StateArmed || !st.Alive {
+			if st.State != agentproto.StateArmed || !st.Alive {
 				t.Errorf("held, before the begin: %+v, want armed and alive", st)
 			}
 			break
@@ -790,7 +790,7 @@ func TestHeldBegin(t *testing.T) {
 		t.Errorf("a held start whose session ends without a begin should exit quietly: %v", err)
 	}
 	st = e.wait(stateDir, 10*time.Second)
-	if c := st.Captures[0]; st.State != agent.StateDone || c.StopReason != "disarmed" || c.Packets != 0 {
+	if c := st.Captures[0]; st.State != agentproto.StateDone || c.StopReason != "disarmed" || c.Packets != 0 {
 		t.Errorf("after the held session ended without a begin: %+v, want the agent done, its capture disarmed", st)
 	}
 	if _, err := os.Stat(filepath.Join(caseDir, "h01.eth0.RxTx.pcapng")); !errors.Is(err, fs.ErrNotExist) {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/lab"
 	"github.com/casecap/casecap/internal/lab/frames"
 	"github.com/casecap/casecap/internal/lab/seqcast"
@@ -67,7 +67,7 @@ func cpuTime(t *testing.T, h *lab.Host, pid int) time.Duration {
 }
 
 // waitPackets waits until the capture's status shows at least n packets.
-func (e *env) waitPackets(stateDir string, n uint64, within time.Duration) agent.Status {
+func (e *env) waitPackets(stateDir string, n uint64, within time.Duration) agentproto.Status {
 	e.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -96,7 +96,7 @@ func TestInterfaceDownThenGone(t *testing.T) {
 	}
 	defer w.Close()
 	start := time.Now()
-	stateDir, caseDir := e.start("linkgone", agent.JobCapture{Name: "h01.cct0.RxTx", File: "h01.cct0.RxTx.pcapng", Interface: "cct0",
+	stateDir, caseDir := e.start("linkgone", agentproto.JobCapture{Name: "h01.cct0.RxTx", File: "h01.cct0.RxTx.pcapng", Interface: "cct0",
 		Filter: filter.Filter{UDPPort: u16(9999)}, Start: start, Stop: start.Add(2 * time.Minute)})
 	s := sendOnWire(w, time.Millisecond, 0)
 	st := e.waitPackets(stateDir, 200, 10*time.Second)
@@ -133,7 +133,7 @@ func TestInterfaceDownThenGone(t *testing.T) {
 	st = e.wait(stateDir, 5*time.Second)
 	took := time.Since(deleted)
 	c := st.Captures[0]
-	if took > 3*time.Second || c.State != "failed" || c.StopReason != "interface-gone" || !strings.Contains(c.Error, "cct0") || st.State != agent.StateFailed {
+	if took > 3*time.Second || c.State != "failed" || c.StopReason != "interface-gone" || !strings.Contains(c.Error, "cct0") || st.State != agentproto.StateFailed {
 		t.Errorf("after the interface was deleted (%v ago): agent %s, capture %+v; want it ended at once, failed, stop reason interface-gone naming cct0", took, st.State, c)
 	}
 	file := filepath.Join(caseDir, filepath.Base(c.File))
@@ -158,7 +158,7 @@ func TestSIGTERMWhileLinkDown(t *testing.T) {
 	}
 	defer w.Close()
 	start := time.Now()
-	stateDir, caseDir := e.start("linkterm", agent.JobCapture{Name: "h01.cct1.RxTx", File: "h01.cct1.RxTx.pcapng", Interface: "cct1",
+	stateDir, caseDir := e.start("linkterm", agentproto.JobCapture{Name: "h01.cct1.RxTx", File: "h01.cct1.RxTx.pcapng", Interface: "cct1",
 		Filter: filter.Filter{UDPPort: u16(9999)}, Start: start, Stop: start.Add(2 * time.Minute)})
 	s := sendOnWire(w, time.Millisecond, 0)
 	st := e.waitPackets(stateDir, 100, 10*time.Second)
@@ -191,7 +191,7 @@ func TestInterfaceDeletedWhileDown(t *testing.T) {
 	}
 	defer w.Close()
 	start := time.Now()
-	stateDir, caseDir := e.start("linkdowngone", agent.JobCapture{Name: "h01.cct2.RxTx", File: "h01.cct2.RxTx.pcapng", Interface: "cct2",
+	stateDir, caseDir := e.start("linkdowngone", agentproto.JobCapture{Name: "h01.cct2.RxTx", File: "h01.cct2.RxTx.pcapng", Interface: "cct2",
 		Filter: filter.Filter{UDPPort: u16(9999)}, Start: start, Stop: start.Add(2 * time.Minute)})
 	s := sendOnWire(w, time.Millisecond, 0)
 	e.waitPackets(stateDir, 100, 10*time.Second)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/casecap/casecap/internal/agent/capture"
 	"github.com/casecap/casecap/internal/agent/pktcap"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/esxi"
 	"github.com/casecap/casecap/plans/filter/bpfgen"
 
@@ -46,7 +47,7 @@ type Options struct {
 // Run arms every capture of the job, runs them to their ends and keeps
 // status.json current. SIGINT and SIGTERM stop every capture now; SIGUSR1
 // reads stop.json, a stop request for a given instant.
-func Run(ctx context.Context, j *Job, opt Options) (err error) {
+func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 	ready := func(msg string) {
 		if opt.Ready != nil {
 			io.WriteString(opt.Ready, msg+"\n")
@@ -65,38 +66,38 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 	if err := os.MkdirAll(j.CaseDir, 0o750); err != nil {
 		return err
 	}
-	if pid := runningAgent(j.path(PIDFile)); pid != 0 && pid != os.Getpid() {
+	if pid := runningAgent(statePath(j, agentproto.PIDFile)); pid != 0 && pid != os.Getpid() {
 		return fmt.Errorf("an agent (pid %d) already runs case %s on this host; stop it first", pid, j.Case)
 	}
-	if err := writePID(j.path(PIDFile)); err != nil {
+	if err := writePID(statePath(j, agentproto.PIDFile)); err != nil {
 		return err
 	}
 	tcpdump := opt.Tcpdump
 	if tcpdump == "" {
 		tcpdump, _ = exec.LookPath("tcpdump")
 	}
-	own, haveOwn := SSHExclusion(opt.SSHConn)
+	own, haveOwn := bpfgen.ParseSSHConnection(opt.SSHConn)
 	// A session casecap came through but cannot name is not left out: the
 	// capture says so rather than seem to.
 	var ownNote string
 	if !haveOwn && strings.TrimSpace(opt.SSHConn) != "" {
 		ownNote = fmt.Sprintf("casecap's own SSH session could not be left out (SSH_CONNECTION %q is not client-address port server-address port): its packets may appear", opt.SSHConn)
 	}
-	st := Status{Case: j.Case, Host: j.Host, PID: os.Getpid(), Agent: opt.Version, State: StateArming}
+	st := agentproto.Status{Case: j.Case, Host: j.Host, PID: os.Getpid(), Agent: opt.Version, State: agentproto.StateArming}
 
 	caps := make([]engine, 0, len(j.Captures))
 	closeAll := func() {
 		// Arming failed: the armed ones stop now and keep valid (empty) files.
 		for _, c := range caps {
-			c.RequestStop(time.Unix(0, 1), capture.StopError)
+			c.RequestStop(time.Unix(0, 1), agentproto.StopError)
 			c.Run(context.Background())
 		}
 	}
 	// armFailed stops what was armed and records the failure.
 	armFailed := func(name string, err error) error {
 		closeAll()
-		st.State, st.Error = StateFailed, fmt.Sprintf("arm %s: %v", name, err)
-		_ = writeAtomic(j.path(StatusFile), st.marshal(), 0o640)
+		st.State, st.Error = agentproto.StateFailed, fmt.Sprintf("arm %s: %v", name, err)
+		_ = writeAtomic(statePath(j, agentproto.StatusFile), marshalStatus(st), 0o640)
 		return errors.New(st.Error)
 	}
 	for _, jc := range j.Captures {
@@ -130,16 +131,16 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 		}
 		caps = append(caps, c)
 	}
-	snapshot := func(state string) Status {
+	snapshot := func(state agentproto.AgentState) agentproto.Status {
 		s := st
 		s.State, s.Updated = state, hostclock.Now()
-		s.Captures = make([]capture.Status, len(caps))
+		s.Captures = make([]agentproto.CaptureStatus, len(caps))
 		for i, c := range caps {
 			s.Captures[i] = c.Status()
 		}
 		return s
 	}
-	if err := writeAtomic(j.path(StatusFile), snapshot(StateArmed).marshal(), 0o640); err != nil {
+	if err := writeAtomic(statePath(j, agentproto.StatusFile), marshalStatus(snapshot(agentproto.StateArmed)), 0o640); err != nil {
 		closeAll()
 		return err
 	}
@@ -150,7 +151,7 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 	ready("armed")
 
 	var wg sync.WaitGroup
-	final := make([]capture.Status, len(caps))
+	final := make([]agentproto.CaptureStatus, len(caps))
 	for i, c := range caps {
 		wg.Add(1)
 		go func() {
@@ -165,27 +166,27 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 	for {
 		select {
 		case <-done:
-			s := snapshot(StateDone)
+			s := snapshot(agentproto.StateDone)
 			s.Captures = final
 			for _, c := range final {
-				if c.State == capture.StateFailed {
-					s.State = StateFailed
+				if c.State == agentproto.CaptureFailed {
+					s.State = agentproto.StateFailed
 				}
 			}
-			return writeAtomic(j.path(StatusFile), s.marshal(), 0o640)
+			return writeAtomic(statePath(j, agentproto.StatusFile), marshalStatus(s), 0o640)
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGUSR1:
-				at, err := readStop(j.path(StopFile))
+				at, err := readStop(statePath(j, agentproto.StopFile))
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "stop request: %v\n", err)
 					continue
 				}
 				for _, c := range caps {
-					c.RequestStop(at, capture.StopRequest)
+					c.RequestStop(at, agentproto.StopRequest)
 				}
 			case syscall.SIGUSR2:
-				at, err := readStop(j.path(BeginFile))
+				at, err := readStop(statePath(j, agentproto.BeginFile))
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "begin request: %v\n", err)
 					continue
@@ -202,15 +203,15 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 				// The SSH session that started us went away: keep capturing.
 			default:
 				for _, c := range caps {
-					c.RequestStop(hostclock.Now(), capture.StopSignal)
+					c.RequestStop(hostclock.Now(), agentproto.StopSignal)
 				}
 			}
 		case <-ctx.Done():
 			for _, c := range caps {
-				c.RequestStop(hostclock.Now(), capture.StopSignal)
+				c.RequestStop(hostclock.Now(), agentproto.StopSignal)
 			}
 		case <-tick.C:
-			_ = writeAtomic(j.path(StatusFile), snapshot(StateRunning).armedIfAll().marshal(), 0o640)
+			_ = writeAtomic(statePath(j, agentproto.StatusFile), marshalStatus(armedIfAll(snapshot(agentproto.StateRunning))), 0o640)
 		}
 	}
 }
@@ -219,14 +220,14 @@ func Run(ctx context.Context, j *Job, opt Options) (err error) {
 // capture (package capture) on Linux, a pktcap-uw session on ESXi.
 type engine interface {
 	Begin(start time.Time, duration time.Duration) bool
-	RequestStop(at time.Time, reason capture.StopReason)
-	Status() capture.Status
-	Run(ctx context.Context) capture.Status
+	RequestStop(at time.Time, reason agentproto.StopReason)
+	Status() agentproto.CaptureStatus
+	Run(ctx context.Context) agentproto.CaptureStatus
 }
 
 // armPktcap turns a job's pktcap-uw capture into its command line, with
 // casecap's own SSH session left out where the filter could let it in.
-func armPktcap(j *Job, jc JobCapture, opt Options, own bpfgen.Conn, haveOwn bool) (engine, error) {
+func armPktcap(j *agentproto.Job, jc agentproto.JobCapture, opt Options, own bpfgen.Conn, haveOwn bool) (engine, error) {
 	pc := *jc.Pktcap
 	if pc.Count == 0 {
 		pc.Count = jc.MaxPackets // pktcap-uw's -c stops it at the count by itself
@@ -252,17 +253,12 @@ func armPktcap(j *Job, jc JobCapture, opt Options, own bpfgen.Conn, haveOwn bool
 	})
 }
 
-// stopRequest is what stop.json and begin.json hold.
-type stopRequest struct {
-	At time.Time `json:"at"` // zero: now
-}
-
 func readStop(path string) (time.Time, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return time.Time{}, err
 	}
-	var r stopRequest
+	var r agentproto.Instant
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return time.Time{}, err
 	}

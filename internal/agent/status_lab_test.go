@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/lab/seqcast"
 	"github.com/casecap/casecap/plans/filter"
 )
@@ -30,13 +30,13 @@ func TestFinishedCaptureStatusWhileOthersRun(t *testing.T) {
 	start := time.Now()
 	f := filter.Filter{UDPPort: u16(9999)}
 	stateDir, caseDir := e.start("finishedfirst",
-		agent.JobCapture{Name: "h01.eth0.long", File: "h01.eth0.long.pcapng", Interface: "eth0", Filter: f, ExcludeOwnSSH: true, Start: start, Stop: start.Add(time.Minute)},
-		agent.JobCapture{Name: "h01.eth0.short", File: "h01.eth0.short.pcapng", Interface: "eth0", Filter: f, ExcludeOwnSSH: true, MaxPackets: 200, Start: start, Stop: start.Add(time.Minute)},
+		agentproto.JobCapture{Name: "h01.eth0.long", File: "h01.eth0.long.pcapng", Interface: "eth0", Filter: f, ExcludeOwnSSH: true, Start: start, Stop: start.Add(time.Minute)},
+		agentproto.JobCapture{Name: "h01.eth0.short", File: "h01.eth0.short.pcapng", Interface: "eth0", Filter: f, ExcludeOwnSSH: true, MaxPackets: 200, Start: start, Stop: start.Add(time.Minute)},
 	)
 	deadline := time.Now().Add(10 * time.Second)
-	var st agent.Status
+	var st agentproto.Status
 	for {
-		raw, err := os.ReadFile(filepath.Join(stateDir, agent.StatusFile))
+		raw, err := os.ReadFile(filepath.Join(stateDir, agentproto.StatusFile))
 		if err == nil {
 			err = json.Unmarshal(raw, &st)
 		}
@@ -71,7 +71,7 @@ func TestBeginLate(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := e.send(ctx, time.Millisecond, 0)
-	stateDir, caseDir := e.start("late", agent.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+	stateDir, caseDir := e.start("late", agentproto.JobCapture{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
 		ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Duration: 2 * time.Second, Stop: time.Now().Add(time.Minute)})
 	at := time.Now().Add(-300 * time.Millisecond)
 	if _, err := e.ssh(e.bin + " begin --at " + at.Format(time.RFC3339Nano) + " " + stateDir); err != nil {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/casecap/casecap/internal/agent/ring"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/plans/filter"
 	"github.com/casecap/casecap/plans/filter/bpfgen"
 
@@ -47,65 +48,6 @@ type Spec struct {
 	Note        string // what the capture could not honour, for its status
 }
 
-// StopReason says why a capture ended.
-type StopReason string
-
-// Stop reasons.
-const (
-	StopWindowEnd   StopReason = "window-end"
-	StopPacketCount StopReason = "packet-count"
-	StopMaxBytes    StopReason = "max-bytes"
-	StopMinFree     StopReason = "min-free"
-	StopRequest     StopReason = "stop-request"
-	StopSignal      StopReason = "signal"
-	StopError       StopReason = "error"
-	// StopInterfaceGone: the captured interface was removed from the host
-	// (the capture fails: what it had is kept).
-	StopInterfaceGone StopReason = "interface-gone"
-	// StopDisarmed: stopped before its window began (a start that was
-	// called off): it captured nothing and keeps no file, which would only
-	// be in the way of the next start of the case.
-	StopDisarmed StopReason = "disarmed"
-)
-
-// States of a capture.
-const (
-	StateArmed     = "armed"     // ready, waiting for its window
-	StateCapturing = "capturing" // inside its window
-	StateStopped   = "stopped"
-	StateFailed    = "failed"
-)
-
-// Status is a capture's progress, safe to read while it runs.
-type Status struct {
-	Name        string     `json:"name"`
-	File        string     `json:"file"`
-	State       string     `json:"state"`
-	Filter      string     `json:"filter"` // the resolved filter, pcap-filter syntax
-	Start       time.Time  `json:"start"`
-	Stop        time.Time  `json:"stop"`
-	Packets     uint64     `json:"packets"` // written to the file
-	Bytes       uint64     `json:"bytes"`   // captured bytes written
-	Size        int64      `json:"size"`    // file size so far
-	Drops       uint64     `json:"drops"`   // dropped by the kernel (ring full)
-	Received    uint64     `json:"received"`
-	FirstPacket time.Time  `json:"first_packet,omitzero"`
-	LastPacket  time.Time  `json:"last_packet,omitzero"`
-	StoppedAt   time.Time  `json:"stopped_at,omitzero"`
-	StopReason  StopReason `json:"stop_reason,omitempty"`
-	Error       string     `json:"error,omitempty"`
-	// CRC32C is the agent's checksum of the whole file (Castagnoli, hex),
-	// computed as it is written, for casecap to verify its download: at
-	// SHA-NI speed, a SHA-256 of every byte was 40% of the capture's CPU.
-	// SHA256 is set instead where the host computes one (ssh mode on ESXi);
-	// casecap computes the SHA-256 of every file it collects either way.
-	CRC32C string `json:"crc32c,omitempty"`
-	SHA256 string `json:"sha256,omitempty"`
-	// On ESXi: the pktcap-uw command line run, and what it could not honour.
-	Command string `json:"command,omitempty"`
-	Note    string `json:"note,omitempty"`
-}
-
 // counters are the loop goroutine's own.
 type counters struct {
 	packets, bytes uint64
@@ -132,7 +74,7 @@ type Capture struct {
 	n       counters
 
 	mu     sync.Mutex
-	status Status
+	status agentproto.CaptureStatus
 }
 
 // Program compiles the spec's filter: in Go for structured filters, with the
@@ -177,7 +119,7 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 	}
 	c = &Capture{spec: s}
 	c.SetWindow(s.Start, s.Stop, s.Pending)
-	c.status = Status{Name: s.Name, File: s.File, State: StateArmed, Filter: expr, Stop: s.Stop, Note: s.Note}
+	c.status = agentproto.CaptureStatus{Name: s.Name, File: s.File, State: agentproto.CaptureArmed, Filter: expr, Stop: s.Stop, Note: s.Note}
 	if !s.Pending {
 		c.status.Start = s.Start
 	}
@@ -214,7 +156,7 @@ func (c *Capture) abandon() {
 }
 
 // Status returns a snapshot of the capture's progress.
-func (c *Capture) Status() Status {
+func (c *Capture) Status() agentproto.CaptureStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.status
@@ -235,7 +177,7 @@ func (c *Capture) publish() {
 }
 
 // fill copies the published counters into a status.
-func (c *Capture) fill(st *Status) {
+func (c *Capture) fill(st *agentproto.CaptureStatus) {
 	st.Packets, st.Bytes = c.packets.Load(), c.bytes.Load()
 	if t := c.first.Load(); t != 0 {
 		st.FirstPacket, st.LastPacket = time.Unix(0, t), time.Unix(0, c.last.Load())
@@ -261,7 +203,7 @@ const guardInterval = 200 * time.Millisecond
 // Run reads packets until the window ends, a limit is reached, ctx is
 // cancelled (a signal) or a stop is requested, then closes the file. It
 // returns the final status; the file is valid pcapng whatever happened.
-func (c *Capture) Run(ctx context.Context) Status {
+func (c *Capture) Run(ctx context.Context) agentproto.CaptureStatus {
 	reason, runErr := c.loop(ctx)
 	return c.finish(reason, runErr)
 }
@@ -280,7 +222,7 @@ const (
 	stampEvery = 50 * time.Millisecond
 )
 
-func (c *Capture) loop(ctx context.Context) (StopReason, error) {
+func (c *Capture) loop(ctx context.Context) (agentproto.StopReason, error) {
 	var (
 		lastGuard   time.Time
 		lastWritten int64
@@ -294,7 +236,7 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 		if sinceClock >= clockEvery {
 			sinceClock = 0
 			if ctx.Err() != nil {
-				c.RequestStop(hostclock.Now(), StopSignal)
+				c.RequestStop(hostclock.Now(), agentproto.StopSignal)
 				stopAt = c.stopAt.Load()
 			}
 			now := hostclock.Now()
@@ -304,7 +246,7 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 			wait = max(min(100*time.Millisecond, time.Duration(stopAt-now.UnixNano())), time.Millisecond)
 			if !inWindow && now.UnixNano() >= start {
 				inWindow = true
-				c.setState(StateCapturing)
+				c.setState(agentproto.CaptureCapturing)
 			}
 			if now.Sub(lastGuard) >= guardInterval {
 				if c.ring.Gone() {
@@ -331,7 +273,7 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 			if errors.Is(err, ring.ErrInterfaceGone) {
 				return c.gone()
 			}
-			return StopError, err
+			return agentproto.StopError, err
 		}
 		t := p.Nanos
 		if t >= stopAt {
@@ -346,7 +288,7 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 		}
 		written, r, err := c.write(&p)
 		if err != nil {
-			return StopError, err
+			return agentproto.StopError, err
 		}
 		if r != "" {
 			// A limit: the window now ends at this packet (after it, if it
@@ -364,13 +306,13 @@ func (c *Capture) loop(ctx context.Context) (StopReason, error) {
 // gone ends a capture whose interface was removed: it keeps what the
 // kernel stamped before now (handed over, or in the block it still fills),
 // and fails, saying so.
-func (c *Capture) gone() (StopReason, error) {
+func (c *Capture) gone() (agentproto.StopReason, error) {
 	at := hostclock.Now()
-	c.RequestStop(at, StopInterfaceGone)
+	c.RequestStop(at, agentproto.StopInterfaceGone)
 	if _, err := c.drain(c.stopAt.Load()); err != nil {
-		return StopError, err
+		return agentproto.StopError, err
 	}
-	return StopInterfaceGone, fmt.Errorf("interface %s was removed from the host at %s; the capture kept what it had",
+	return agentproto.StopInterfaceGone, fmt.Errorf("interface %s was removed from the host at %s; the capture kept what it had",
 		c.spec.Interface, at.UTC().Format(time.RFC3339Nano))
 }
 
@@ -388,7 +330,7 @@ const drainQuiet = 55 * time.Millisecond
 // only at its block timeout, which a quiet period alone could miss under
 // load (the last 40 ms of a capture were once lost so). A backlog of
 // in-window packets is still read to its end.
-func (c *Capture) drain(stopAt int64) (StopReason, error) {
+func (c *Capture) drain(stopAt int64) (agentproto.StopReason, error) {
 	start := c.startAt.Load()
 	// Bound the wait for a block the kernel should hand over within one
 	// block timeout, should it never come.
@@ -409,7 +351,7 @@ func (c *Capture) drain(stopAt int64) (StopReason, error) {
 		if t >= start && t < stopAt {
 			written, r, err := c.write(&p)
 			if err != nil {
-				return StopError, err
+				return agentproto.StopError, err
 			}
 			if r != "" && !written {
 				return r, nil
@@ -426,7 +368,7 @@ func (c *Capture) blockTimeout() time.Duration {
 	return 50 * time.Millisecond
 }
 
-func (c *Capture) setState(s string) {
+func (c *Capture) setState(s agentproto.CaptureState) {
 	c.mu.Lock()
 	c.status.State = s
 	c.mu.Unlock()
@@ -435,7 +377,7 @@ func (c *Capture) setState(s string) {
 // guard refreshes the kernel counters and checks free space: it stops the
 // capture before the filesystem's free space falls under MinFree, keeping a
 // margin for what may be written before the next check and what is buffered.
-func (c *Capture) guard(since time.Duration, written int64) StopReason {
+func (c *Capture) guard(since time.Duration, written int64) agentproto.StopReason {
 	if recv, drops, err := c.ring.Stats(); err == nil {
 		c.mu.Lock()
 		c.status.Received, c.status.Drops = recv, drops
@@ -452,21 +394,21 @@ func (c *Capture) guard(since time.Duration, written int64) StopReason {
 	rate := float64(written) / max(since.Seconds(), 0.001)
 	margin := uint64(2*rate*guardInterval.Seconds()) + uint64(cap(c.w.buf)) + 1<<20
 	if free < c.spec.MinFree+margin {
-		return StopMinFree
+		return agentproto.StopMinFree
 	}
 	return ""
 }
 
 // disarmed ends a capture whose window never began: its file (headers
 // only) is removed.
-func (c *Capture) disarmed() Status {
+func (c *Capture) disarmed() agentproto.CaptureStatus {
 	err := errors.Join(c.file.Close(), os.Remove(c.spec.File))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.status.StoppedAt, c.status.StopReason, c.status.State = hostclock.Now(), StopDisarmed, StateStopped
+	c.status.StoppedAt, c.status.StopReason, c.status.State = hostclock.Now(), agentproto.StopDisarmed, agentproto.CaptureStopped
 	c.status.Start, c.status.Note = time.Time{}, strings.TrimPrefix(c.status.Note+"; stopped before its window began: nothing captured, no file kept", "; ")
 	if err != nil {
-		c.status.State, c.status.Error = StateFailed, strings.TrimSpace(err.Error())
+		c.status.State, c.status.Error = agentproto.CaptureFailed, strings.TrimSpace(err.Error())
 	}
 	st := c.status
 	c.fill(&st)
@@ -477,16 +419,16 @@ func (c *Capture) disarmed() Status {
 // write appends one packet to the file, unless a limit forbids it. It
 // returns the limit's stop reason when no packet may follow (or this one
 // was refused).
-func (c *Capture) write(p *ring.Packet) (written bool, limit StopReason, err error) {
+func (c *Capture) write(p *ring.Packet) (written bool, limit agentproto.StopReason, err error) {
 	if m := c.spec.MaxPackets; m > 0 && c.n.packets >= m {
-		return false, StopPacketCount, nil
+		return false, agentproto.StopPacketCount, nil
 	}
 	data, length := c.w.frame(p)
 	if m := c.spec.MaxBytes; m > 0 && uint64(c.w.size())+recordSize(len(data))+statsSize > m {
-		return false, StopMaxBytes, nil
+		return false, agentproto.StopMaxBytes, nil
 	}
 	if err := c.w.writeFrame(p, data, length); err != nil {
-		return false, StopError, fmt.Errorf("write %s: %w", c.spec.File, err)
+		return false, agentproto.StopError, fmt.Errorf("write %s: %w", c.spec.File, err)
 	}
 	c.n.packets++
 	c.n.bytes += uint64(len(data))
@@ -495,14 +437,14 @@ func (c *Capture) write(p *ring.Packet) (written bool, limit StopReason, err err
 	}
 	c.n.last = p.Nanos
 	if m := c.spec.MaxPackets; m > 0 && c.n.packets >= m {
-		return true, StopPacketCount, nil
+		return true, agentproto.StopPacketCount, nil
 	}
 	return true, "", nil
 }
 
 // finish ends the file with an interface statistics block, flushes, syncs
 // and closes it, and records the stop.
-func (c *Capture) finish(reason StopReason, runErr error) Status {
+func (c *Capture) finish(reason agentproto.StopReason, runErr error) agentproto.CaptureStatus {
 	c.publish()
 	recv, drops, _ := c.ring.Stats()
 	c.ring.Close()
@@ -515,11 +457,11 @@ func (c *Capture) finish(reason StopReason, runErr error) Status {
 	defer c.mu.Unlock()
 	c.status.Received, c.status.Drops = recv, drops
 	c.status.StoppedAt, c.status.StopReason = hostclock.Now(), reason
-	c.status.State = StateStopped
+	c.status.State = agentproto.CaptureStopped
 	if err != nil {
-		c.status.State, c.status.Error = StateFailed, strings.TrimSpace(err.Error())
+		c.status.State, c.status.Error = agentproto.CaptureFailed, strings.TrimSpace(err.Error())
 		if runErr == nil || reason == "" {
-			c.status.StopReason = StopError
+			c.status.StopReason = agentproto.StopError
 		}
 	}
 	c.status.CRC32C = c.w.sum()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/casecap/casecap/internal/agent/capture"
 	"github.com/casecap/casecap/internal/agent/ring"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/internal/lab/seqcast"
 	"github.com/casecap/casecap/plans/filter"
@@ -62,7 +63,7 @@ func TestDrainWaitsForTheLastBlock(t *testing.T) {
 	if err := <-done; err != nil && ctx.Err() == nil {
 		t.Fatal(err)
 	}
-	if st.StopReason != capture.StopWindowEnd || st.Error != "" {
+	if st.StopReason != agentproto.StopWindowEnd || st.Error != "" {
 		t.Fatalf("status %+v, want a clean window-end", st)
 	}
 	got, err := seqcast.ReadFile(file, 3)

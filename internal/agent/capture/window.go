@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/internal/agent/hostclock"
+	"github.com/casecap/casecap/internal/agentproto"
 )
 
 // Window is when a capture keeps packets, [start, stop): a start that may
@@ -34,13 +35,13 @@ func (w *Window) BeginWindow(start time.Time, duration time.Duration) bool {
 	if !w.startAt.CompareAndSwap(math.MaxInt64, start.UnixNano()) {
 		return false
 	}
-	w.RequestStop(start.Add(duration), StopWindowEnd)
+	w.RequestStop(start.Add(duration), agentproto.StopWindowEnd)
 	return true
 }
 
 // RequestStop moves the end of the window earlier (never later): to at, or
 // to now when at is zero.
-func (w *Window) RequestStop(at time.Time, reason StopReason) {
+func (w *Window) RequestStop(at time.Time, reason agentproto.StopReason) {
 	if at.IsZero() {
 		at = hostclock.Now()
 	}
@@ -50,7 +51,7 @@ func (w *Window) RequestStop(at time.Time, reason StopReason) {
 			return
 		}
 		if w.stopAt.CompareAndSwap(cur, at.UnixNano()) {
-			if reason != StopWindowEnd {
+			if reason != agentproto.StopWindowEnd {
 				w.stopReason.Store(reason)
 			}
 			return
@@ -66,9 +67,9 @@ func (w *Window) StopNanos() int64 { return w.stopAt.Load() }
 
 // Reason says why the window ended: the early stop's reason, or
 // StopWindowEnd.
-func (w *Window) Reason() StopReason {
-	if r, ok := w.stopReason.Load().(StopReason); ok {
+func (w *Window) Reason() agentproto.StopReason {
+	if r, ok := w.stopReason.Load().(agentproto.StopReason); ok {
 		return r
 	}
-	return StopWindowEnd
+	return agentproto.StopWindowEnd
 }

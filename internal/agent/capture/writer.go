@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"io"
 	"runtime"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/casecap/casecap/internal/agent/ring"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/plans/filter/bpfgen"
 
 	"github.com/casecap/casecap/internal/agent/hostclock"
@@ -156,7 +156,7 @@ func (k *block) bytes() []byte {
 }
 
 func newFileWriter(w io.Writer, h header, cooked bool) (*fileWriter, error) {
-	f := &fileWriter{out: &countingWriter{w: w, h: crc32.New(castagnoli)}, buf: make([]byte, 0, bufSize), cooked: cooked, scratch: make([]byte, 0, bpfgen.WholePacket+64)}
+	f := &fileWriter{out: &countingWriter{w: w, h: agentproto.NewCRC32C()}, buf: make([]byte, 0, bufSize), cooked: cooked, scratch: make([]byte, 0, bpfgen.WholePacket+64)}
 	link := uint16(linkEthernet)
 	if cooked {
 		link = linkLinuxSLL
@@ -312,15 +312,5 @@ func (f *fileWriter) close(start, end time.Time, received, dropped uint64) error
 	return f.flush()
 }
 
-// castagnoli is CRC-32C's table: the polynomial CPUs compute in hardware
-// (SSE 4.2, ARMv8), some 20 GB/s here.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // sum is the CRC-32C of everything written, in hex.
-func (f *fileWriter) sum() string { return CRC32CHex(f.out.h) }
-
-// CRC32CHex formats a CRC-32C as status files carry it.
-func CRC32CHex(h hash.Hash32) string { return fmt.Sprintf("%08x", h.Sum32()) }
-
-// NewCRC32C returns a CRC-32C (Castagnoli) hash.
-func NewCRC32C() hash.Hash32 { return crc32.New(castagnoli) }
+func (f *fileWriter) sum() string { return agentproto.CRC32CHex(f.out.h) }

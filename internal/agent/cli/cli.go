@@ -24,11 +24,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/casecap/casecap/internal/agent"
+	"github.com/casecap/casecap/internal/agentproto"
 
 	"github.com/casecap/casecap/internal/agent/hostclock"
 )
@@ -47,21 +47,21 @@ func Main(self []string, args []string, version string, stdout, stderr io.Writer
 		return enc.Encode(v)
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
-	case "start":
+	case agentproto.CmdStart:
 		err = start(self, rest, out, stdout)
-	case "run":
+	case agentproto.CmdRun:
 		err = run(rest, version)
-	case "begin":
+	case agentproto.CmdBegin:
 		err = begin(rest, out)
-	case "stop":
+	case agentproto.CmdStop:
 		err = stop(rest, out)
-	case "status":
+	case agentproto.CmdStatus:
 		err = status(rest, out)
-	case "check":
+	case agentproto.CmdCheck:
 		err = check(rest, version, stdout)
-	case "clock":
+	case agentproto.CmdClock:
 		err = agent.Clock(os.Stdin, stdout)
-	case "version":
+	case agentproto.CmdVersion:
 		fmt.Fprintln(stdout, version)
 	default:
 		fmt.Fprintf(stderr, "casecap-agent: unknown command %q\n", cmd)
@@ -97,7 +97,7 @@ func start(self []string, args []string, out func(any) error, stdout io.Writer) 
 		return errors.New("start --hold reads its job from stdin (-)")
 	}
 	in := bufio.NewReader(os.Stdin)
-	var j *agent.Job
+	var j *agentproto.Job
 	if path == "-" {
 		// One round trip for the whole arm: the job comes on stdin and is
 		// stored in its state directory here.
@@ -110,7 +110,7 @@ func start(self []string, args []string, out func(any) error, stdout io.Writer) 
 		if err != nil && (!errors.Is(err, io.EOF) || len(raw) == 0) {
 			return fmt.Errorf("job on stdin: %w", err)
 		}
-		j = new(agent.Job)
+		j = new(agentproto.Job)
 		if err := json.Unmarshal(raw, j); err != nil {
 			return fmt.Errorf("job on stdin: %w", err)
 		}
@@ -128,7 +128,7 @@ func start(self []string, args []string, out func(any) error, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
-	ans := map[string]any{"pid": pid, "state": agent.StateArmed, "arming_ns": time.Since(began)}
+	ans := agentproto.Armed{PID: pid, State: agentproto.StateArmed, Arming: time.Since(began)}
 	if !*hold {
 		return out(ans)
 	}
@@ -163,22 +163,19 @@ func serveBegin(dir string, in *bufio.Reader, w io.Writer) error {
 			_, serr := agent.RequestStop(dir, time.Time{})
 			return serr
 		}
-		switch f := strings.Fields(s); {
-		case len(f) == 1 && f[0] == "ping":
-			if _, err := io.WriteString(w, "pong\n"); err != nil {
+		req, err := agentproto.ParseRequest(s)
+		switch {
+		case err != nil:
+			return err
+		case req.Ping:
+			if _, err := io.WriteString(w, agentproto.LinePong+"\n"); err != nil {
 				return err
 			}
-		case len(f) == 2 && f[0] == "begin":
-			at, err := time.Parse(time.RFC3339Nano, f[1])
-			if err != nil {
-				return fmt.Errorf("begin: %w", err)
-			}
-			if err := agent.RequestBegin(dir, at); err != nil {
-				return err
-			}
-			return line(w, map[string]any{"begun": true, "now": hostclock.Now()})
 		default:
-			return fmt.Errorf("held start: unexpected %q", strings.TrimSpace(s))
+			if err := agent.RequestBegin(dir, req.Begin); err != nil {
+				return err
+			}
+			return line(w, agentproto.Begun{Begun: true, Now: hostclock.Now()})
 		}
 	}
 }
@@ -241,7 +238,7 @@ func dirAt(fs *flag.FlagSet, args []string) (string, time.Time, error) {
 	if err != nil || *at == "" {
 		return dir, time.Time{}, err
 	}
-	t, err := time.Parse(time.RFC3339Nano, *at)
+	t, err := agentproto.ParseTime(*at)
 	if err != nil {
 		return dir, t, fmt.Errorf("--at: %w", err)
 	}
@@ -256,7 +253,7 @@ func begin(args []string, out func(any) error) error {
 	if err := agent.RequestBegin(dir, t); err != nil {
 		return err
 	}
-	return out(map[string]any{"begun": true, "now": hostclock.Now()})
+	return out(agentproto.Begun{Begun: true, Now: hostclock.Now()})
 }
 
 func stop(args []string, out func(any) error) error {
@@ -273,7 +270,7 @@ func stop(args []string, out func(any) error) error {
 	if running && *wait > 0 {
 		running = !agent.WaitDone(dir, *wait)
 	}
-	return out(map[string]any{"running": running, "now": hostclock.Now()})
+	return out(agentproto.StopAnswer{Running: running, Now: hostclock.Now()})
 }
 
 func status(args []string, out func(any) error) error {

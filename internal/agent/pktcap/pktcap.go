@@ -23,6 +23,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/casecap/casecap/internal/agent/capture"
+	"github.com/casecap/casecap/internal/agentproto"
+	"github.com/casecap/casecap/internal/pcapfile"
 )
 
 // Spec is one pktcap-uw session, as the agent is told to run it.
@@ -57,7 +59,7 @@ type Capture struct {
 	wake chan struct{}
 
 	mu     sync.Mutex
-	status capture.Status
+	status agentproto.CaptureStatus
 }
 
 // Arm checks that the tool exists and that the file is not there yet, so
@@ -83,7 +85,7 @@ func Arm(s Spec) (*Capture, error) {
 	}
 	c := &Capture{spec: s, wake: make(chan struct{}, 1)}
 	c.SetWindow(s.Start, s.Stop, s.Pending)
-	c.status = capture.Status{Name: s.Name, File: s.File, State: capture.StateArmed, Stop: s.Stop,
+	c.status = agentproto.CaptureStatus{Name: s.Name, File: s.File, State: agentproto.CaptureArmed, Stop: s.Stop,
 		Command: strings.Join(append([]string{filepath.Base(tool)}, s.Argv[1:]...), " "), Note: s.Note}
 	if !s.Pending {
 		c.status.Start = s.Start
@@ -106,7 +108,7 @@ func (c *Capture) Begin(start time.Time, duration time.Duration) bool {
 
 // RequestStop moves the end earlier (never later): to at, or now when
 // zero, and wakes Run to act on it.
-func (c *Capture) RequestStop(at time.Time, reason capture.StopReason) {
+func (c *Capture) RequestStop(at time.Time, reason agentproto.StopReason) {
 	c.Window.RequestStop(at, reason)
 	c.poke()
 }
@@ -119,7 +121,7 @@ func (c *Capture) poke() {
 }
 
 // Status returns a snapshot of the session's progress.
-func (c *Capture) Status() capture.Status {
+func (c *Capture) Status() agentproto.CaptureStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.status
@@ -127,7 +129,7 @@ func (c *Capture) Status() capture.Status {
 	return st
 }
 
-func (c *Capture) update(f func(*capture.Status)) {
+func (c *Capture) update(f func(*agentproto.CaptureStatus)) {
 	c.mu.Lock()
 	f(&c.status)
 	c.mu.Unlock()
@@ -136,7 +138,7 @@ func (c *Capture) update(f func(*capture.Status)) {
 // Run waits for the start, runs pktcap-uw until the end, a limit or a stop
 // request, stops it by its PID and returns the final status, with the
 // file's packets counted and hashed.
-func (c *Capture) Run(ctx context.Context) capture.Status {
+func (c *Capture) Run(ctx context.Context) agentproto.CaptureStatus {
 	if !c.waitStart(ctx) {
 		return c.never()
 	}
@@ -145,9 +147,9 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 		return c.fail(fmt.Errorf("start %s: %w", filepath.Base(c.spec.Argv[0]), err))
 	}
 	started := time.Now()
-	c.update(func(s *capture.Status) { s.State, s.Start = capture.StateCapturing, started })
+	c.update(func(s *agentproto.CaptureStatus) { s.State, s.Start = agentproto.CaptureCapturing, started })
 
-	f := &follower{path: c.spec.File, h: capture.NewCRC32C()}
+	f := &follower{path: c.spec.File, h: agentproto.NewCRC32C()}
 	defer f.close()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
@@ -157,7 +159,7 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 		signalled    bool
 		lastSize     int64
 		lastPoll     = started
-		reason       capture.StopReason
+		reason       agentproto.StopReason
 		escalateAt   time.Time
 		escalateStep int
 	)
@@ -165,7 +167,7 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 		now := time.Now()
 		if !signalled {
 			if ctx.Err() != nil {
-				c.RequestStop(now, capture.StopSignal)
+				c.RequestStop(now, agentproto.StopSignal)
 			}
 			if now.UnixNano() >= c.StopNanos() {
 				signalled, escalateAt = true, now.Add(c.spec.Grace)
@@ -200,7 +202,7 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 		timer.Stop()
 		f.follow()
 		size := f.offset
-		c.update(func(s *capture.Status) { s.Packets, s.Bytes, s.Size = f.count.packets, f.count.bytes, size })
+		c.update(func(s *agentproto.CaptureStatus) { s.Packets, s.Bytes, s.Size = f.count.Packets, f.count.Bytes, size })
 		if !signalled && !gone {
 			since := time.Since(lastPoll)
 			if r := c.guard(size, size-lastSize, since); r != "" {
@@ -220,29 +222,29 @@ func (c *Capture) Run(ctx context.Context) capture.Status {
 	case signalled && escalateStep == 2:
 		runErr = fmt.Errorf("pktcap-uw did not exit on SIGINT nor SIGTERM and was killed; its file may lack its last packets: %s", tail(out))
 	case !signalled && c.spec.MaxPackets > 0 && exitErr == nil:
-		reason = capture.StopPacketCount
+		reason = agentproto.StopPacketCount
 	case !signalled:
 		runErr = fmt.Errorf("pktcap-uw ended by itself (%v): %s", exitStatus(exitErr), tail(out))
 	}
 	if f.err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("read %s: %w", c.spec.File, f.err))
-	} else if f.count.err != nil {
-		runErr = errors.Join(runErr, fmt.Errorf("%s: %w", c.spec.File, f.count.err))
+	} else if f.count.Err() != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("%s: %w", c.spec.File, f.count.Err()))
 	}
 	dumped, dropped, haveDrops := parseSummary(out.String())
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.status.Packets, c.status.Bytes, c.status.Size = f.count.packets, f.count.bytes, f.offset
-	c.status.Received, c.status.Drops = f.count.packets, 0
+	c.status.Packets, c.status.Bytes, c.status.Size = f.count.Packets, f.count.Bytes, f.offset
+	c.status.Received, c.status.Drops = f.count.Packets, 0
 	if haveDrops {
 		c.status.Received, c.status.Drops = dumped+dropped, dropped
 	}
-	c.status.StoppedAt, c.status.StopReason, c.status.State = stoppedAt, reason, capture.StateStopped
+	c.status.StoppedAt, c.status.StopReason, c.status.State = stoppedAt, reason, agentproto.CaptureStopped
 	if f.offset > 0 && f.err == nil {
-		c.status.CRC32C = capture.CRC32CHex(f.h)
+		c.status.CRC32C = agentproto.CRC32CHex(f.h)
 	}
 	if runErr != nil {
-		c.status.State, c.status.StopReason, c.status.Error = capture.StateFailed, capture.StopError, runErr.Error()
+		c.status.State, c.status.StopReason, c.status.Error = agentproto.CaptureFailed, agentproto.StopError, runErr.Error()
 	}
 	st := c.status
 	st.Stop = time.Unix(0, c.StopNanos())
@@ -259,7 +261,7 @@ func (c *Capture) waitStart(ctx context.Context) bool {
 			return false
 		}
 		if ctx.Err() != nil {
-			c.RequestStop(time.Now(), capture.StopSignal)
+			c.RequestStop(time.Now(), agentproto.StopSignal)
 			return false
 		}
 		if start <= now {
@@ -306,16 +308,16 @@ func (c *Capture) spawn() (*exec.Cmd, *capped, <-chan error, error) {
 // its own, so the file is watched: it stops once the file, grown at the
 // rate seen, could pass max_bytes (or free space fall under min_free)
 // before the next look.
-func (c *Capture) guard(size, grown int64, since time.Duration) capture.StopReason {
+func (c *Capture) guard(size, grown int64, since time.Duration) agentproto.StopReason {
 	margin := uint64(2*float64(max(grown, 0))/max(since.Seconds(), 0.001)*pollInterval.Seconds()) + 64<<10
 	if m := c.spec.MaxBytes; m > 0 && uint64(size)+margin >= m {
-		return capture.StopMaxBytes
+		return agentproto.StopMaxBytes
 	}
 	if c.spec.MinFree > 0 {
 		var st unix.Statfs_t
 		if unix.Statfs(filepath.Dir(c.spec.File), &st) == nil {
 			if free := st.Bavail * uint64(st.Bsize); free < c.spec.MinFree+margin+1<<20 {
-				return capture.StopMinFree
+				return agentproto.StopMinFree
 			}
 		}
 	}
@@ -325,20 +327,20 @@ func (c *Capture) guard(size, grown int64, since time.Duration) capture.StopReas
 // never records a session that ended before it started (disarmed): no
 // pktcap-uw ran, and no file is left, which would only be in the way of
 // the next start of the case.
-func (c *Capture) never() capture.Status {
+func (c *Capture) never() agentproto.CaptureStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.status.StoppedAt, c.status.StopReason, c.status.State = time.Now(), capture.StopDisarmed, capture.StateStopped
+	c.status.StoppedAt, c.status.StopReason, c.status.State = time.Now(), agentproto.StopDisarmed, agentproto.CaptureStopped
 	c.status.Note = strings.TrimPrefix(c.status.Note+"; stopped before its window began: nothing captured, no file kept", "; ")
 	st := c.status
 	st.Stop = time.Unix(0, c.StopNanos())
 	return st
 }
 
-func (c *Capture) fail(err error) capture.Status {
+func (c *Capture) fail(err error) agentproto.CaptureStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.status.State, c.status.StopReason, c.status.Error, c.status.StoppedAt = capture.StateFailed, capture.StopError, err.Error(), time.Now()
+	c.status.State, c.status.StopReason, c.status.Error, c.status.StoppedAt = agentproto.CaptureFailed, agentproto.StopError, err.Error(), time.Now()
 	st := c.status
 	st.Stop = time.Unix(0, c.StopNanos())
 	return st
@@ -350,7 +352,7 @@ type follower struct {
 	f      *os.File
 	offset int64
 	h      hash.Hash32
-	count  counter
+	count  pcapfile.Counter
 	buf    []byte
 	err    error
 }
@@ -373,7 +375,7 @@ func (f *follower) follow() {
 		n, err := f.f.Read(f.buf)
 		if n > 0 {
 			f.h.Write(f.buf[:n])
-			f.count.feed(f.buf[:n])
+			f.count.Feed(f.buf[:n])
 			f.offset += int64(n)
 		}
 		if err == io.EOF || n == 0 {
@@ -399,7 +401,7 @@ func (f *follower) finish() {
 	}
 	if st, err := f.f.Stat(); err == nil && st.Size() != f.offset {
 		f.f.Close()
-		*f = follower{path: f.path, h: capture.NewCRC32C()}
+		*f = follower{path: f.path, h: agentproto.NewCRC32C()}
 		f.follow()
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,11 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
-
-	"github.com/casecap/casecap/internal/agent/capture"
 )
 
 // The test binary doubles as a fake pktcap-uw (FAKE_PKTCAP=mode): it
@@ -136,11 +134,11 @@ func TestRunToWindowEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := c.Status(); st.State != capture.StateArmed || !strings.Contains(st.Command, "--switchport 5") {
+	if st := c.Status(); st.State != agentproto.CaptureArmed || !strings.Contains(st.Command, "--switchport 5") {
 		t.Fatalf("armed status %+v", st)
 	}
 	st := c.Run(context.Background())
-	if st.State != capture.StateStopped || st.StopReason != capture.StopWindowEnd || st.Error != "" {
+	if st.State != agentproto.CaptureStopped || st.StopReason != agentproto.StopWindowEnd || st.Error != "" {
 		t.Fatalf("status %+v", st)
 	}
 	if st.Start.Before(s.Start) || st.Start.Sub(s.Start) > 50*time.Millisecond {
@@ -166,7 +164,7 @@ func TestPendingBeginAndStopRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan capture.Status)
+	done := make(chan agentproto.CaptureStatus)
 	go func() { done <- c.Run(context.Background()) }()
 	time.Sleep(150 * time.Millisecond)
 	if _, err := os.Stat(s.File); err == nil {
@@ -174,12 +172,12 @@ func TestPendingBeginAndStopRequest(t *testing.T) {
 	}
 	c.Begin(time.Now().Add(50*time.Millisecond), time.Minute)
 	time.Sleep(400 * time.Millisecond)
-	if st := c.Status(); st.State != capture.StateCapturing || st.Packets == 0 {
+	if st := c.Status(); st.State != agentproto.CaptureCapturing || st.Packets == 0 {
 		t.Errorf("running status %+v", st)
 	}
-	c.RequestStop(time.Time{}, capture.StopRequest)
+	c.RequestStop(time.Time{}, agentproto.StopRequest)
 	st := <-done
-	if st.StopReason != capture.StopRequest || st.State != capture.StateStopped || int(st.Packets) != packets(t, s.File) {
+	if st.StopReason != agentproto.StopRequest || st.State != agentproto.CaptureStopped || int(st.Packets) != packets(t, s.File) {
 		t.Fatalf("status %+v", st)
 	}
 }
@@ -193,9 +191,9 @@ func TestNeverBegun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.RequestStop(time.Now(), capture.StopRequest)
+	c.RequestStop(time.Now(), agentproto.StopRequest)
 	st := c.Run(context.Background())
-	if st.State != capture.StateStopped || st.StopReason != capture.StopDisarmed || st.Packets != 0 || st.Size != 0 || st.CRC32C != "" {
+	if st.State != agentproto.CaptureStopped || st.StopReason != agentproto.StopDisarmed || st.Packets != 0 || st.Size != 0 || st.CRC32C != "" {
 		t.Fatalf("status %+v, want stopped, disarmed, nothing", st)
 	}
 	if _, err := os.Lstat(s.File); !errors.Is(err, fs.ErrNotExist) {
@@ -212,7 +210,7 @@ func TestDeafToolIsKilled(t *testing.T) {
 	}
 	t0 := time.Now()
 	st := c.Run(context.Background())
-	if st.State != capture.StateFailed || !strings.Contains(st.Error, "killed") {
+	if st.State != agentproto.CaptureFailed || !strings.Contains(st.Error, "killed") {
 		t.Fatalf("status %+v", st)
 	}
 	if d := time.Since(t0); d > 2*time.Second {
@@ -230,7 +228,7 @@ func TestToolDiesEarly(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := c.Run(context.Background())
-	if st.State != capture.StateFailed || !strings.Contains(st.Error, "lost the port") || !strings.Contains(st.Error, "exit status 3") {
+	if st.State != agentproto.CaptureFailed || !strings.Contains(st.Error, "lost the port") || !strings.Contains(st.Error, "exit status 3") {
 		t.Fatalf("status %+v", st)
 	}
 	if st.Packets != 3 {
@@ -247,7 +245,7 @@ func TestCountEndsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := c.Run(context.Background())
-	if st.State != capture.StateStopped || st.StopReason != capture.StopPacketCount || st.Packets != 5 {
+	if st.State != agentproto.CaptureStopped || st.StopReason != agentproto.StopPacketCount || st.Packets != 5 {
 		t.Fatalf("status %+v", st)
 	}
 }
@@ -260,7 +258,7 @@ func TestMaxBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := c.Run(context.Background())
-	if st.StopReason != capture.StopMaxBytes || st.Size > int64(s.MaxBytes) {
+	if st.StopReason != agentproto.StopMaxBytes || st.Size > int64(s.MaxBytes) {
 		t.Fatalf("status %+v", st)
 	}
 }
@@ -274,7 +272,7 @@ func TestContextCancelStops(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	st := c.Run(ctx)
-	if st.StopReason != capture.StopSignal || st.State != capture.StateStopped {
+	if st.StopReason != agentproto.StopSignal || st.State != agentproto.CaptureStopped {
 		t.Fatalf("status %+v", st)
 	}
 }
@@ -289,42 +287,6 @@ func TestArmRefuses(t *testing.T) {
 	s.Argv[0] = "no-such-pktcap-uw"
 	if _, err := Arm(s); err == nil || !strings.Contains(err.Error(), "no-such-pktcap-uw") {
 		t.Errorf("missing tool: %v", err)
-	}
-}
-
-// The counter is fed files in random pieces, as pktcap-uw writes them.
-func TestCounterPieces(t *testing.T) {
-	var ng, pc bytes.Buffer
-	nw, _ := pcapgo.NewNgWriter(&ng, layers.LinkTypeEthernet)
-	pw := pcapgo.NewWriter(&pc)
-	pw.WriteFileHeader(65535, layers.LinkTypeEthernet)
-	var want uint64
-	for i := range 300 {
-		data := bytes.Repeat([]byte{byte(i)}, 14+i*7%1500)
-		ci := gopacket.CaptureInfo{Timestamp: time.Now(), CaptureLength: len(data), Length: len(data)}
-		nw.WritePacket(ci, data)
-		pw.WritePacket(ci, data)
-		want += uint64(len(data))
-	}
-	nw.Flush()
-	for name, raw := range map[string][]byte{"pcapng": ng.Bytes(), "pcap": pc.Bytes()} {
-		for seed := range 20 {
-			r := rand.New(rand.NewPCG(uint64(seed), 1))
-			var c counter
-			for b := raw; len(b) > 0; {
-				n := min(len(b), 1+r.IntN(3000))
-				c.feed(b[:n])
-				b = b[n:]
-			}
-			if c.err != nil || c.packets != 300 || c.bytes != want || len(c.pending) != 0 {
-				t.Fatalf("%s seed %d: %d packets %d bytes, %v, %d pending", name, seed, c.packets, c.bytes, c.err, len(c.pending))
-			}
-		}
-	}
-	var c counter
-	c.feed([]byte("this is not a capture file at all"))
-	if c.err == nil {
-		t.Error("garbage counted")
 	}
 }
 

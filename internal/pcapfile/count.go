@@ -1,4 +1,4 @@
-package pktcap
+package pcapfile
 
 import (
 	"encoding/binary"
@@ -7,20 +7,28 @@ import (
 	"io"
 )
 
-// counter counts the packets of a pcapng (or pcap) file fed to it in
+// Counter counts the packets of a pcapng (or pcap) file fed to it in
 // order, in pieces as it grows: whole blocks only, the rest kept for the
-// next piece.
-type counter struct {
-	pending        []byte
-	format         int // 0 unknown, 1 pcapng, 2 pcap
-	order          binary.ByteOrder
-	packets, bytes uint64
-	err            error
+// next piece. Its zero value is ready.
+type Counter struct {
+	Packets uint64 // whole packet blocks seen
+	Bytes   uint64 // their captured bytes
+	pending []byte
+	format  int // 0 unknown, 1 pcapng, 2 pcap
+	order   binary.ByteOrder
+	err     error
 }
+
+// Err is why counting stopped: the data is neither pcapng nor pcap.
+func (c *Counter) Err() error { return c.err }
+
+// Pending is how many bytes fed so far are not yet a whole block.
+func (c *Counter) Pending() int { return len(c.pending) }
 
 var errFormat = errors.New("neither pcapng nor pcap")
 
-func (c *counter) feed(p []byte) {
+// Feed counts the next piece of the file.
+func (c *Counter) Feed(p []byte) {
 	if c.err != nil {
 		return
 	}
@@ -73,12 +81,12 @@ func (c *counter) feed(p []byte) {
 			switch typ {
 			case 6: // enhanced packet block
 				if size >= 32 {
-					c.packets++
-					c.bytes += uint64(c.order.Uint32(b[20:]))
+					c.Packets++
+					c.Bytes += uint64(c.order.Uint32(b[20:]))
 				}
 			case 3: // simple packet block
-				c.packets++
-				c.bytes += uint64(size - 16)
+				c.Packets++
+				c.Bytes += uint64(size - 16)
 			}
 			b = b[size:]
 		} else {
@@ -93,8 +101,8 @@ func (c *counter) feed(p []byte) {
 			if uint32(len(b)) < 16+n {
 				break
 			}
-			c.packets++
-			c.bytes += uint64(n)
+			c.Packets++
+			c.Bytes += uint64(n)
 			b = b[16+n:]
 		}
 	}
@@ -104,23 +112,23 @@ func (c *counter) feed(p []byte) {
 // Count reads a whole pcapng or pcap file and counts its packets and their
 // captured bytes.
 func Count(r io.Reader) (packets, bytes uint64, err error) {
-	var c counter
+	var c Counter
 	buf := make([]byte, 256<<10)
 	for {
 		n, rerr := r.Read(buf)
-		c.feed(buf[:n])
+		c.Feed(buf[:n])
 		if c.err != nil {
-			return c.packets, c.bytes, c.err
+			return c.Packets, c.Bytes, c.err
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			return c.packets, c.bytes, rerr
+			return c.Packets, c.Bytes, rerr
 		}
 	}
 	if len(c.pending) > 0 {
-		return c.packets, c.bytes, fmt.Errorf("the file ends inside a block (%d bytes left over)", len(c.pending))
+		return c.Packets, c.Bytes, fmt.Errorf("the file ends inside a block (%d bytes left over)", len(c.pending))
 	}
-	return c.packets, c.bytes, nil
+	return c.Packets, c.Bytes, nil
 }

@@ -1,0 +1,26 @@
+package agentproto
+
+import "time"
+
+// The files of a state directory (<datastore>/.casecap/cases/CASE/HOST/).
+const (
+	JobFile    = "job.json"    // the job, as casecap sent it
+	PIDFile    = "agent.pid"   // "PID STARTTIME" of the running agent
+	StatusFile = "status.json" // Status, rewritten atomically twice a second
+	RecordFile = "run.json"    // casecap's own record of the run (Job.Record)
+	StopFile   = "stop.json"   // an Instant: stop then, read on SIGUSR1
+	BeginFile  = "begin.json"  // an Instant: begin then, read on SIGUSR2
+	LogFile    = "agent.log"   // what the agent had to say
+
+	// Ssh mode (ESXi hosts that refuse to run the uploaded agent): casecap's
+	// script drives pktcap-uw and keeps StatusFile, PIDFile and RecordFile
+	// the same way.
+	SuperviseFile = "supervise.sh" // the script
+	ShellJobFile  = "job.sh"       // the job as shell variables and functions
+	StopNowFile   = "stop"         // its presence stops every capture now
+)
+
+// Instant is what StopFile and BeginFile hold.
+type Instant struct {
+	At time.Time `json:"at"` // zero: now
+}

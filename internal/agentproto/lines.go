@@ -1,0 +1,62 @@
+package agentproto
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The held session (Argv.StartHeld, and supervise.sh's "hold"): casecap
+// sends the job as one line and reads an Armed line; it may then send
+// "ping" (answered "pong") to measure the session's latency, and finally
+// "begin TIME" (answered by a Begun line), after which the session ends.
+// The session's end before a begin disarms the host's captures.
+const (
+	LinePing = "ping"
+	LinePong = "pong"
+	// LineBegin, followed by a space and FormatTime's instant.
+	LineBegin = "begin"
+)
+
+// Armed is the answer to a held start once every capture is armed.
+type Armed struct {
+	PID    int           `json:"pid,omitempty"`
+	State  AgentState    `json:"state,omitempty"`
+	Arming time.Duration `json:"arming_ns"` // how long arming took on the host
+}
+
+// Begun answers a begin.
+type Begun struct {
+	Begun bool      `json:"begun"`
+	Now   time.Time `json:"now,omitzero"` // the host's clock
+}
+
+// StopAnswer answers a stop.
+type StopAnswer struct {
+	Running bool      `json:"running"` // an agent still runs there
+	Now     time.Time `json:"now,omitzero"`
+}
+
+// BeginLine is the begin request for the instant (host clock), newline ended.
+func BeginLine(at time.Time) []byte { return []byte(LineBegin + " " + FormatTime(at) + "\n") }
+
+// Request is one line casecap sent on a held session.
+type Request struct {
+	Ping  bool
+	Begin time.Time // set for a begin
+}
+
+// ParseRequest reads one line of a held session.
+func ParseRequest(line string) (Request, error) {
+	switch f := strings.Fields(line); {
+	case len(f) == 1 && f[0] == LinePing:
+		return Request{Ping: true}, nil
+	case len(f) == 2 && f[0] == LineBegin:
+		at, err := ParseTime(f[1])
+		if err != nil {
+			return Request{}, fmt.Errorf("begin: %w", err)
+		}
+		return Request{Begin: at}, nil
+	}
+	return Request{}, fmt.Errorf("held start: unexpected %q", strings.TrimSpace(line))
+}
