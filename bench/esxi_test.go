@@ -77,7 +77,7 @@ func BenchmarkESXi(b *testing.B) {
 					files = append(files, filepath.Join(out, p.CaseDir(), c.File))
 				}
 				for _, h := range m.Hosts {
-					if h.Mode != mode {
+					if string(h.Mode) != mode {
 						b.Fatalf("%s captured in %s mode, want %s", h.Name, h.Mode, mode)
 					}
 				}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/hosts"
-	"github.com/casecap/casecap/plans"
+	"github.com/casecap/casecap/internal/agentproto"
 )
 
 // clockProbes is how many round trips measure a host's clock; the fastest
@@ -24,24 +24,24 @@ const clockProbes = 8
 // check asks the agent what it can do on the host (interfaces, tcpdump,
 // root) and measures the host's clock offset and the round trip.
 func (o *Orchestrator) check(ctx context.Context) {
-	o.each(ctx, "check", func(ctx context.Context, h *hostRun) error {
+	o.each(ctx, phaseCheck, func(ctx context.Context, h *hostRun) error {
 		// One session: the agent verified by its hash, its facts, then the
 		// clock exchange.
 		p, r, line, err := o.startCheck(ctx, h)
 		if errors.Is(err, errAgentMismatch) {
 			// A copy that is not the agent (damaged, or another file under
 			// its name): upload it again, and verify again.
-			if err := o.upload(h, agentDir(h.plan.Datastore), h.agent[0], h.agentBlob); err != nil {
+			if err := o.upload(h, agentDir(h.plan.Datastore), h.facts.agent[0], h.facts.agentBlob); err != nil {
 				return err
 			}
 			p, r, line, err = o.startCheck(ctx, h)
 		}
 		if err != nil {
-			if h.kind == plans.KindESXi && execRefused(err) {
+			if fb := fallbackDriver(h.drv); fb != nil && execRefused(err) {
 				// execInstalledOnly: the host runs only what VMware
 				// installed. casecap never turns that off; it drives
 				// pktcap-uw with shell commands instead.
-				h.mode = modeSSH
+				h.drv = fb
 				o.disp.HostPhase(h.name(), "the host refuses to run the agent (execInstalledOnly): capturing over SSH with shell commands")
 				o.log.Warn("agent refused, ssh mode", "host", h.name(), "err", err)
 				return nil
@@ -49,38 +49,20 @@ func (o *Orchestrator) check(ctx context.Context) {
 			return err
 		}
 		defer p.Stdin().Close()
-		if err := json.Unmarshal(line, &h.facts); err != nil {
+		if err := json.Unmarshal(line, &h.facts.checked); err != nil {
 			return fmt.Errorf("the agent's check: %w", err)
 		}
-		var errs []error
-		if h.facts.UID != 0 {
-			errs = append(errs, fmt.Errorf("capturing needs root; casecap runs as uid %d there (set ssh.user: root)", h.facts.UID))
-		}
-		names := map[string]bool{"any": true}
-		var all []string
-		for _, i := range h.facts.Interfaces {
-			names[i.Name] = true
-			all = append(all, i.Name)
-		}
-		for _, c := range h.captures {
-			if c.Target.Kind == plans.TargetInterface && !names[c.Target.Name] {
-				errs = append(errs, fmt.Errorf("%s: no interface %q on this host; it has %s", c.File, c.Target.Name, strings.Join(all, ", ")))
-			}
-			if c.Filter.Expr != "" && h.facts.Tcpdump == "" && h.kind != plans.KindESXi {
-				errs = append(errs, fmt.Errorf("%s: the filter's expr needs tcpdump on the host to compile it, and there is none; install tcpdump or use structured filter keys", c.File))
-			}
-		}
-		if err := errors.Join(errs...); err != nil {
+		if err := h.drv.checkFacts(h); err != nil {
 			return err
 		}
-		if h.offset, h.rtt, err = clockExchange(p.Stdin(), r); err != nil {
+		if h.facts.offset, h.facts.rtt, err = clockExchange(p.Stdin(), r); err != nil {
 			return fmt.Errorf("measure the clock: %w", err)
 		}
 		p.Stdin().Close()
 		if err := p.Wait(); err != nil {
 			return fmt.Errorf("the agent's check: %w", err)
 		}
-		o.disp.HostPhase(h.name(), fmt.Sprintf("clock offset %v, rtt %v", h.offset.Round(time.Microsecond), h.rtt.Round(time.Microsecond)))
+		o.disp.HostPhase(h.name(), fmt.Sprintf("clock offset %v, rtt %v", h.facts.offset.Round(time.Microsecond), h.facts.rtt.Round(time.Microsecond)))
 		return nil
 	})
 }
@@ -97,9 +79,9 @@ var errAgentMismatch = errors.New("the agent on the datastore is not the one cas
 
 // startCheck starts the check session and reads the agent's facts line.
 func (o *Orchestrator) startCheck(ctx context.Context, h *hostRun) (hosts.Process, *bufio.Reader, []byte, error) {
-	argv := append(slices.Clone(h.agent), "check", "--clock")
-	if !h.verified {
-		argv = append([]string{"sh", "-c", verifyAndCheck, "verify", h.agent[0], h.agentBlob.sum}, argv[1:]...)
+	argv := h.facts.agent.Check(true)
+	if !h.facts.verified {
+		argv = append([]string{"sh", "-c", verifyAndCheck, "verify", h.facts.agent[0], h.facts.agentBlob.sum}, argv[1:]...)
 	}
 	p, err := h.conn.Start(ctx, argv)
 	if err != nil {
@@ -120,7 +102,7 @@ func (o *Orchestrator) startCheck(ctx context.Context, h *hostRun) (hosts.Proces
 
 // measureClock runs the agent's clock responder on its own.
 func measureClock(ctx context.Context, h *hostRun) (offset, rtt time.Duration, err error) {
-	p, err := h.conn.Start(ctx, append(slices.Clone(h.agent), "clock"))
+	p, err := h.conn.Start(ctx, append(slices.Clone(h.facts.agent), agentproto.CmdClock))
 	if err != nil {
 		return 0, 0, err
 	}

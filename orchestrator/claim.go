@@ -117,7 +117,7 @@ func (o *Orchestrator) claim(ctx context.Context) {
 	}
 	o.mine = caseClaim{Run: o.runID, Command: o.command, By: whoAmI(), PID: os.Getpid(), Plan: o.opt.Plan.File, At: time.Now()}
 	first := live[0]
-	o.each(ctx, "claim", func(ctx context.Context, h *hostRun) error {
+	o.each(ctx, phaseClaim, func(ctx context.Context, h *hostRun) error {
 		if h != first {
 			return nil
 		}
@@ -126,7 +126,7 @@ func (o *Orchestrator) claim(ctx context.Context) {
 	if first.err != nil {
 		return
 	}
-	o.each(ctx, "claim", func(ctx context.Context, h *hostRun) error {
+	o.each(ctx, phaseClaim, func(ctx context.Context, h *hostRun) error {
 		if h == first {
 			return nil
 		}
@@ -167,9 +167,9 @@ func (o *Orchestrator) claimOn(h *hostRun) error {
 		c, err := readClaim(h, p)
 		switch {
 		case err == nil && c.Run == o.runID:
-			h.claim = p // shared storage: claimed by another host of this run
+			h.run.claim = p // shared storage: claimed by another host of this run
 			return nil
-		case err == nil && c.Begun.IsZero() && time.Now().Add(h.hostClock).Sub(lastAt) > claimTTL:
+		case err == nil && c.Begun.IsZero() && time.Now().Add(h.facts.hostClock).Sub(lastAt) > claimTTL:
 			o.log.Warn("taking over a stale claim", "host", h.name(), "claim", p, "holder", c.By, "at", c.At)
 		case errors.Is(err, fs.ErrNotExist):
 			// Released since the listing: claim over it.
@@ -185,12 +185,12 @@ func (o *Orchestrator) claimOn(h *hostRun) error {
 		}
 		c, _ := readClaim(h, p)
 		if c.Run == o.runID {
-			h.claim = p
+			h.run.claim = p
 			return nil
 		}
 		return &claimedError{Case: o.opt.Plan.Case, Dir: dir, Holder: c, Path: p}
 	}
-	h.claim, h.claimMine = p, true
+	h.run.claim, h.run.claimMine = p, true
 	// Claims taken over stay until now, so that no racing start could miss
 	// the newest; they are of no use any more.
 	for n := 1; n <= last; n++ {
@@ -228,11 +228,11 @@ func (o *Orchestrator) markBegun(ctx context.Context, at time.Time) {
 	o.mine.Begun = at
 	data, _ := json.Marshal(o.mine)
 	o.eachQuiet(ctx, o.hosts, func(h *hostRun) {
-		if !h.claimMine {
+		if !h.run.claimMine {
 			return
 		}
-		if err := h.conn.WriteFile(h.claim, strings.NewReader(string(data)), 0o600); err != nil {
-			o.log.Error("could not mark the case's claim begun", "host", h.name(), "claim", h.claim, "err", err)
+		if err := h.conn.WriteFile(h.run.claim, strings.NewReader(string(data)), 0o600); err != nil {
+			o.log.Error("could not mark the case's claim begun", "host", h.name(), "claim", h.run.claim, "err", err)
 		}
 	})
 }
@@ -241,13 +241,13 @@ func (o *Orchestrator) markBegun(ctx context.Context, at time.Time) {
 // capture began, and the case is free again.
 func (o *Orchestrator) releaseClaims() {
 	o.eachQuiet(context.Background(), o.hosts, func(h *hostRun) {
-		if !h.claimMine || h.conn == nil {
+		if !h.run.claimMine || h.conn == nil {
 			return
 		}
-		if err := h.conn.Remove(h.claim); err != nil {
-			o.log.Error("could not release the case's claim", "host", h.name(), "claim", h.claim, "err", err)
+		if err := h.conn.Remove(h.run.claim); err != nil {
+			o.log.Error("could not release the case's claim", "host", h.name(), "claim", h.run.claim, "err", err)
 			return
 		}
-		h.claim, h.claimMine = "", false
+		h.run.claim, h.run.claimMine = "", false
 	})
 }

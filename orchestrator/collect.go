@@ -49,21 +49,21 @@ func (o *Orchestrator) collect(ctx context.Context) {
 	local := o.LocalCaseDir()
 	if err := os.MkdirAll(local, 0o750); err != nil {
 		for _, h := range o.live() {
-			o.fail(h, "collect", err)
+			o.fail(h, phaseCollect, err)
 		}
 		return
 	}
 	sem := make(chan struct{}, maxDownloads)
-	o.each(ctx, "collect", func(ctx context.Context, h *hostRun) error {
-		if h.status == nil {
+	o.each(ctx, phaseCollect, func(ctx context.Context, h *hostRun) error {
+		if h.run.status == nil {
 			st, err := o.readStatus(ctx, h)
 			if err != nil {
 				return fmt.Errorf("no capture status on the host (was the case started there?): %w", err)
 			}
-			h.status = st
+			h.run.status = st
 		}
-		if !finished(h.status) {
-			ended, err := o.agentEnded(ctx, h)
+		if !finished(h.run.status) {
+			ended, err := h.drv.ended(ctx, o, h)
 			if err != nil {
 				return fmt.Errorf("its captures have not finished, and whether its agent still runs could not be told: %w", err)
 			}
@@ -72,20 +72,20 @@ func (o *Orchestrator) collect(ctx context.Context) {
 			}
 			// The agent died first: take what is there, the finished
 			// captures verified, the others as they are.
-			h.agentGone = true
+			h.run.agentGone = true
 			o.log.Warn("the agent ended before its captures: collecting what is there", "host", h.name())
 		}
 		// Names come from the plan, never from what a host says: a host
 		// cannot make casecap write outside the case folder.
 		want := map[string]bool{}
-		for _, c := range h.captures {
+		for _, c := range h.facts.captures {
 			want[c.File] = true
 		}
 		var errs []error
 		var wg sync.WaitGroup
 		var mu sync.Mutex
-		for i := range h.status.Captures {
-			cs := &h.status.Captures[i]
+		for i := range h.run.status.Captures {
+			cs := &h.run.status.Captures[i]
 			name := path.Base(cs.File)
 			if !want[name] {
 				errs = append(errs, fmt.Errorf("the agent reports a capture file %q that is not in the plan; ignored", cs.File))
@@ -101,12 +101,10 @@ func (o *Orchestrator) collect(ctx context.Context) {
 				defer func() { <-sem }()
 				// A capture the dead agent never finished has no final
 				// checksum: it comes as it is on the host.
-				asIs := h.agentGone && cs.State != agentproto.CaptureStopped && cs.State != agentproto.CaptureFailed
+				asIs := h.run.agentGone && cs.State != agentproto.CaptureStopped && cs.State != agentproto.CaptureFailed
 				sha, err := o.download(ctx, h, cs, name, local, asIs)
-				if err == nil && h.mode == modeSSH {
-					// The script knows the file's size and hash, not its
-					// packets: count them here, in the verified copy.
-					err = countLocal(filepath.Join(local, name), cs)
+				if err == nil {
+					err = h.drv.collected(filepath.Join(local, name), cs)
 				}
 				mu.Lock()
 				defer mu.Unlock()
@@ -114,11 +112,11 @@ func (o *Orchestrator) collect(ctx context.Context) {
 					errs = append(errs, fmt.Errorf("%s: %w", name, err))
 					return
 				}
-				if h.collected == nil {
-					h.collected, h.asIs = map[string]string{}, map[string]bool{}
+				if h.run.collected == nil {
+					h.run.collected, h.run.asIs = map[string]string{}, map[string]bool{}
 				}
-				h.collected[name] = sha
-				h.asIs[name] = asIs
+				h.run.collected[name] = sha
+				h.run.asIs[name] = asIs
 			}()
 		}
 		wg.Wait()

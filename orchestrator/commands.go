@@ -2,11 +2,9 @@ package orchestrator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
-	"slices"
 	"time"
 
 	"github.com/casecap/casecap/internal/agentproto"
@@ -34,7 +32,7 @@ func (o *Orchestrator) prepare(ctx context.Context) bool {
 func (o *Orchestrator) window() time.Duration {
 	var w time.Duration
 	for _, h := range o.live() {
-		for _, c := range h.captures {
+		for _, c := range h.facts.captures {
 			w = max(w, c.Duration)
 		}
 	}
@@ -139,14 +137,14 @@ func (o *Orchestrator) Start(ctx context.Context) (*Manifest, error) {
 func (o *Orchestrator) captureFailures() error {
 	var errs []error
 	for _, h := range o.live() {
-		if h.status == nil {
+		if h.run.status == nil {
 			continue
 		}
-		for _, c := range h.status.Captures {
+		for _, c := range h.run.status.Captures {
 			switch name := path.Base(c.File); {
 			case c.State == agentproto.CaptureFailed:
 				errs = append(errs, fmt.Errorf("%s: %s: %s", h.name(), name, c.Error))
-			case h.asIs[name]:
+			case h.run.asIs[name]:
 				errs = append(errs, fmt.Errorf("%s: %s: %w", h.name(), name, errAsIs))
 			}
 		}
@@ -158,24 +156,24 @@ func (o *Orchestrator) captureFailures() error {
 // there (agent, clock offset) and the captures' status.
 func (o *Orchestrator) attach(ctx context.Context) {
 	o.connect(ctx)
-	o.each(ctx, "attach", func(ctx context.Context, h *hostRun) error {
+	o.each(ctx, phaseAttach, func(ctx context.Context, h *hostRun) error {
 		r, err := o.readRecord(h)
 		if err != nil {
 			return fmt.Errorf("no run of case %s was started on this host: %w", o.opt.Plan.Case, err)
 		}
-		h.record, h.agent, h.kind, h.os, h.arch = r, r.Agent, r.Kind, r.OS, r.Arch
-		h.offset, h.rtt = r.ClockOffset, r.RTT
-		if r.Mode != "" {
-			h.mode = r.Mode
+		h.run.record, h.facts.agent, h.facts.kind, h.facts.os, h.facts.arch = r, r.Agent, r.Kind, r.OS, r.Arch
+		h.facts.offset, h.facts.rtt = r.ClockOffset, r.RTT
+		if h.drv, err = chooseDriver(r.Kind, r.Mode); err != nil {
+			return err
 		}
-		if h.captures, err = resolvedCaptures(h, r); err != nil {
+		if h.facts.captures, err = resolvedCaptures(h, r); err != nil {
 			return err
 		}
 		st, err := o.readStatus(ctx, h)
 		if err != nil {
 			return fmt.Errorf("read the agent's status: %w", err)
 		}
-		h.status = st
+		h.run.status = st
 		return nil
 	})
 }
@@ -185,12 +183,12 @@ func (o *Orchestrator) Status(ctx context.Context) (*Manifest, error) {
 	defer o.disp.Close()
 	defer o.closeAll()
 	o.attach(ctx)
-	o.each(ctx, "status", func(ctx context.Context, h *hostRun) error {
-		if finished(h.status) {
+	o.each(ctx, phaseStatus, func(ctx context.Context, h *hostRun) error {
+		if finished(h.run.status) {
 			return nil
 		}
 		// Whether the agent still runs is known only on the host.
-		ended, err := o.agentEnded(ctx, h)
+		ended, err := h.drv.ended(ctx, o, h)
 		if err != nil {
 			return err
 		}
@@ -206,25 +204,6 @@ func (o *Orchestrator) Status(ctx context.Context) (*Manifest, error) {
 // captures did.
 var errAgentGone = errors.New("the agent is gone but its captures did not finish (it was killed, or the host rebooted): collect what is there with casecap collect PLAN")
 
-// agentEnded asks the host whether its agent (in ssh mode, its script) has
-// ended, and refreshes the host's status from the agent's answer.
-func (o *Orchestrator) agentEnded(ctx context.Context, h *hostRun) (bool, error) {
-	if h.mode == modeSSH {
-		alive, err := o.sshAlive(ctx, h, h.status)
-		return !alive, err
-	}
-	out, err := h.conn.Run(ctx, append(slices.Clone(h.agent), "status", h.stateDir(o.opt.Plan)), nil)
-	if err != nil {
-		return false, err
-	}
-	var st agentproto.Status
-	if err := json.Unmarshal(out, &st); err != nil {
-		return false, fmt.Errorf("the agent's status: %w", err)
-	}
-	h.status = &st
-	return !st.Alive && !finished(&st), nil
-}
-
 // Stop stops every capture together and waits for the agents to close
 // their files. Stopping captures that already stopped is not an error.
 func (o *Orchestrator) Stop(ctx context.Context) (*Manifest, error) {
@@ -232,13 +211,8 @@ func (o *Orchestrator) Stop(ctx context.Context) (*Manifest, error) {
 	defer o.closeAll()
 	o.attach(ctx)
 	// Clocks drift: measure them again before agreeing on an instant.
-	o.each(ctx, "stop", func(ctx context.Context, h *hostRun) error {
-		if h.mode == modeSSH {
-			return nil // no agent to measure the clock with; the stop file acts on arrival
-		}
-		var err error
-		h.offset, h.rtt, err = measureClock(ctx, h)
-		return err
+	o.each(ctx, phaseStop, func(ctx context.Context, h *hostRun) error {
+		return h.drv.measureClock(ctx, h)
 	})
 	o.stopTogether(ctx)
 	deadline := time.Now().Add(o.opt.StopWait)
@@ -246,7 +220,7 @@ func (o *Orchestrator) Stop(ctx context.Context) (*Manifest, error) {
 		o.poll(ctx)
 		done := true
 		for _, h := range o.live() {
-			done = done && (finished(h.status) || h.agentGone)
+			done = done && (finished(h.run.status) || h.run.agentGone)
 		}
 		if done {
 			break
@@ -257,11 +231,11 @@ func (o *Orchestrator) Stop(ctx context.Context) (*Manifest, error) {
 	// stop says so rather than succeed (it may be stuck, or unreachable).
 	for _, h := range o.live() {
 		switch {
-		case finished(h.status):
-		case h.agentGone:
-			o.fail(h, "stop", errAgentGone)
+		case finished(h.run.status):
+		case h.run.agentGone:
+			o.fail(h, phaseStop, errAgentGone)
 		default:
-			o.fail(h, "stop", fmt.Errorf("its captures are still running %v after the stop was sent (see casecap status); the agent ends them at their window's end", o.opt.StopWait))
+			o.fail(h, phaseStop, fmt.Errorf("its captures are still running %v after the stop was sent (see casecap status); the agent ends them at their window's end", o.opt.StopWait))
 		}
 	}
 	return o.manifest("stop"), o.failures()

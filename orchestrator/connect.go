@@ -90,7 +90,7 @@ func (o *Orchestrator) dial(ctx context.Context, h *plans.Host) (hosts.Conn, err
 }
 
 func (o *Orchestrator) connect(ctx context.Context) {
-	o.each(ctx, "connect", func(ctx context.Context, h *hostRun) error {
+	o.each(ctx, phaseConnect, func(ctx context.Context, h *hostRun) error {
 		c, err := o.dial(ctx, h.plan)
 		if err != nil {
 			return unreachable(err)

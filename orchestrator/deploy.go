@@ -87,10 +87,10 @@ func (o *Orchestrator) deploy(ctx context.Context) {
 	var order []string
 	for _, h := range o.live() {
 		if h.plan.Kind == plans.KindLocal {
-			h.agent, h.verified = self, true // casecap is its own agent here
+			h.facts.agent, h.facts.verified = self, true // casecap is its own agent here
 			continue
 		}
-		key := h.plan.Datastore + "\x00" + h.arch
+		key := h.plan.Datastore + "\x00" + h.facts.arch
 		if groups[key] == nil {
 			order = append(order, key)
 		}
@@ -126,17 +126,17 @@ func remoteSum(ctx context.Context, h *hostRun, file string) string {
 }
 
 func (o *Orchestrator) deployGroup(ctx context.Context, group []*hostRun, sem chan struct{}) {
-	blob, err := o.agentFor(group[0].arch)
+	blob, err := o.agentFor(group[0].facts.arch)
 	if err != nil {
 		for _, h := range group {
-			o.fail(h, "deploy", err)
+			o.fail(h, phaseDeploy, err)
 		}
 		return
 	}
 	dir := agentDir(group[0].plan.Datastore)
-	file := agentPath(group[0].plan.Datastore, group[0].arch, blob)
+	file := agentPath(group[0].plan.Datastore, group[0].facts.arch, blob)
 	for _, h := range group {
-		h.agent, h.agentBlob = []string{file}, blob
+		h.facts.agent, h.facts.agentBlob = []string{file}, blob
 	}
 	// The first host: the nonce, then a verified agent.
 	first := group[0]
@@ -158,12 +158,12 @@ func (o *Orchestrator) deployGroup(ctx context.Context, group []*hostRun, sem ch
 				return fmt.Errorf("the agent at %s has sha256 %q after upload, want %s", file, got, blob.sum)
 			}
 		}
-		first.verified = true
+		first.facts.verified = true
 		o.disp.HostPhase(first.name(), "agent verified")
 		return nil
 	}()
 	if err != nil {
-		o.fail(first, "deploy", err)
+		o.fail(first, phaseDeploy, err)
 	}
 	defer first.conn.Run(context.Background(), []string{"rm", "-f", nonce}, nil)
 	var wg sync.WaitGroup
@@ -173,15 +173,15 @@ func (o *Orchestrator) deployGroup(ctx context.Context, group []*hostRun, sem ch
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if _, err := h.conn.Stat(nonce); err == nil && first.verified {
-				h.verified = true // the same storage: the same verified file
+			if _, err := h.conn.Stat(nonce); err == nil && first.facts.verified {
+				h.facts.verified = true // the same storage: the same verified file
 				o.disp.HostPhase(h.name(), "agent verified (shared datastore)")
 				return
 			}
 			// Storage of its own: a copy of its own, verified by check.
 			if size, err := h.conn.Stat(file); err != nil || size != int64(len(blob.data)) {
 				if err := o.upload(h, dir, file, blob); err != nil {
-					o.fail(h, "deploy", err)
+					o.fail(h, phaseDeploy, err)
 					return
 				}
 			}

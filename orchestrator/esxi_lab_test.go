@@ -178,7 +178,7 @@ func testESXiRun(t *testing.T, mode string) {
 		}
 	}
 	for _, mh := range m.Hosts {
-		if mh.Mode != mode || mh.Kind != plans.KindESXi || !strings.HasPrefix(mh.OS, "VMware ESXi 8.0.2") || (mode == "ssh") != strings.Contains(mh.Note, "execInstalledOnly") {
+		if string(mh.Mode) != mode || mh.Kind != plans.KindESXi || !strings.HasPrefix(mh.OS, "VMware ESXi 8.0.2") || (mode == "ssh") != strings.Contains(mh.Note, "execInstalledOnly") {
 			t.Errorf("host %s: mode %q kind %q os %q, want mode %s on ESXi 8.0.2", mh.Name, mh.Mode, mh.Kind, mh.OS, mode)
 		}
 	}
@@ -282,7 +282,7 @@ func testESXiStartStop(t *testing.T, mode string) {
 		t.Fatalf("start: %v", err)
 	}
 	took("start")
-	if len(m.Captures) != 3 || m.Hosts[0].Mode != mode {
+	if len(m.Captures) != 3 || string(m.Hosts[0].Mode) != mode {
 		t.Fatalf("start: %d captures, mode %q", len(m.Captures), m.Hosts[0].Mode)
 	}
 	// Started, or about to: a loaded machine may take a moment to exec them.

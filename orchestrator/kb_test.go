@@ -54,9 +54,10 @@ func kbHost(t *testing.T) (*plans.Plan, *hostRun) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hostRun{plan: p.Hosts[0], kind: plans.KindESXi, esxi: &v, mode: modeAgent}
+	d := &esxiAgent{}
+	h := &hostRun{plan: p.Hosts[0], drv: d, facts: hostFacts{kind: plans.KindESXi, esxi: &v}}
 	inv := &esxi.Inventory{Host: h.name(), Version: v, Ports: ports}
-	h.captures, h.pktcaps, err = resolveESXi(p.File, inv, h.plan.Captures, func(p esxi.Port) (string, error) { return "vmnic0", nil })
+	h.facts.captures, d.sessions, err = resolveESXi(p.File, inv, h.plan.Captures, func(p esxi.Port) (string, error) { return "vmnic0", nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,8 +70,8 @@ func kbHost(t *testing.T) (*plans.Plan, *hostRun) {
 func TestKBCommands(t *testing.T) {
 	p, h := kbHost(t)
 	var lines []string
-	for _, c := range h.captures {
-		argv, note, err := esxi.Argv(h.pktcaps[c.File], path.Join(h.caseDir(p), c.File), *h.esxi)
+	for _, c := range h.facts.captures {
+		argv, note, err := esxi.Argv(h.drv.(*esxiAgent).sessions[c.File], path.Join(h.caseDir(p), c.File), *h.facts.esxi)
 		if err != nil || note != "" {
 			t.Fatalf("%s: %v %q", c.File, err, note)
 		}
@@ -85,9 +86,9 @@ func TestKBCommands(t *testing.T) {
 // unfiltered uplink capture.
 func TestKBShellJob(t *testing.T) {
 	_, h := kbHost(t)
-	h.mode, h.sshConn = modeSSH, "198.51.100.7 50022 192.0.2.50 22"
+	h.drv, h.facts.sshConn = fallbackDriver(h.drv), "198.51.100.7 50022 192.0.2.50 22"
 	o := &Orchestrator{opt: Options{Plan: mustPlan(t, "testdata/kb/plan.yaml")}}
-	job, err := o.shellJob(h)
+	job, err := h.drv.(*esxiSSH).shellJob(o, h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,15 +132,16 @@ func TestREADMECommandLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, _ := esxi.ParseVersion("VMware ESXi 8.0.2 build-22380479")
-	h := &hostRun{plan: p.Hosts[0], kind: plans.KindESXi, esxi: &v, mode: modeAgent}
+	d := &esxiAgent{}
+	h := &hostRun{plan: p.Hosts[0], drv: d, facts: hostFacts{kind: plans.KindESXi, esxi: &v}}
 	inv := &esxi.Inventory{Host: h.name(), Version: v, Ports: ports}
-	h.captures, h.pktcaps, err = resolveESXi(p.File, inv, h.plan.Captures, func(esxi.Port) (string, error) { return "vmnic0", nil })
+	h.facts.captures, d.sessions, err = resolveESXi(p.File, inv, h.plan.Captures, func(esxi.Port) (string, error) { return "vmnic0", nil })
 	if err != nil {
 		t.Fatal(err)
 	}
 	var want []string
-	for _, c := range h.captures {
-		argv, _, err := esxi.Argv(h.pktcaps[c.File], path.Join(h.caseDir(p), c.File), *h.esxi)
+	for _, c := range h.facts.captures {
+		argv, _, err := esxi.Argv(d.sessions[c.File], path.Join(h.caseDir(p), c.File), *h.facts.esxi)
 		if err != nil {
 			t.Fatalf("%s: %v", c.File, err)
 		}

@@ -34,7 +34,7 @@ type ManifestHost struct {
 	Kind          plans.Kind    `json:"kind"`
 	OS            string        `json:"os,omitempty"`
 	Arch          string        `json:"arch,omitempty"`
-	Mode          string        `json:"mode,omitempty"` // how it captured: agent, or ssh (ESXi refused the agent)
+	Mode          Mode          `json:"mode,omitempty"` // how it captured: agent, or ssh (ESXi refused the agent)
 	ClockOffsetNs time.Duration `json:"clock_offset_ns"`
 	RTTNs         time.Duration `json:"rtt_ns"`
 	BeginLateNs   time.Duration `json:"begin_late_ns,omitempty"`
@@ -73,28 +73,27 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 	p := o.opt.Plan
 	m := &Manifest{Case: p.Case, Casecap: o.opt.Version, Command: command}
 	for _, h := range o.hosts {
-		mh := ManifestHost{Name: h.name(), Address: h.plan.Address, Kind: h.kind, OS: h.os, Arch: h.arch,
-			ClockOffsetNs: h.offset, RTTNs: h.rtt, Reachable: h.conn != nil && h.status != nil}
-		if r := h.record; r != nil {
-			mh.Mode = h.mode
-			if h.mode == modeSSH {
-				mh.Note = "the host refused to run the agent (execInstalledOnly): casecap drove pktcap-uw with shell commands; the host's clock was not measured (clock_offset_ns 0)"
+		mh := ManifestHost{Name: h.name(), Address: h.plan.Address, Kind: h.facts.kind, OS: h.facts.os, Arch: h.facts.arch,
+			ClockOffsetNs: h.facts.offset, RTTNs: h.facts.rtt, Reachable: h.conn != nil && h.run.status != nil}
+		if r := h.run.record; r != nil {
+			if h.drv != nil {
+				mh.Mode, mh.Note = h.drv.mode(), h.drv.note()
 			}
 			mh.OS, mh.Arch, mh.Kind = r.OS, r.Arch, r.Kind
 			mh.ClockOffsetNs, mh.RTTNs = r.ClockOffset, r.RTT
 		}
-		if h.status != nil {
-			mh.BeginLateNs = h.status.BeginLate
+		if h.run.status != nil {
+			mh.BeginLateNs = h.run.status.BeginLate
 		}
 		if h.err != nil {
-			mh.Phase, mh.Error = h.err.Phase, h.err.Err.Error()
+			mh.Phase, mh.Error = string(h.err.Phase), h.err.Err.Error()
 			m.Errors = append(m.Errors, h.err.Error())
 		}
 		m.Hosts = append(m.Hosts, mh)
-		for _, c := range h.captures {
+		for _, c := range h.facts.captures {
 			mc := ManifestCapture{File: c.File, Host: h.name(), Target: c.Target.String(), Points: c.Points, Filter: c.Filter.Expression(), State: "unknown"}
-			if h.status != nil {
-				for _, s := range h.status.Captures {
+			if h.run.status != nil {
+				for _, s := range h.run.status.Captures {
 					if path.Base(s.File) != c.File {
 						continue
 					}
@@ -107,11 +106,11 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 					mc.SHA256, mc.State, mc.StopReason, mc.Error = s.SHA256, string(s.State), string(s.StopReason), s.Error
 				}
 			}
-			if sha, ok := h.collected[c.File]; ok {
+			if sha, ok := h.run.collected[c.File]; ok {
 				// The manifest's SHA-256 is of the file as collected and
 				// verified against the host's checksum.
-				mc.Collected, mc.Verified, mc.SHA256 = true, !h.asIs[c.File], sha
-				if h.asIs[c.File] {
+				mc.Collected, mc.Verified, mc.SHA256 = true, !h.run.asIs[c.File], sha
+				if h.run.asIs[c.File] {
 					mc.StopReason, mc.Error = agentGoneReason, errAsIs.Error()
 				}
 			}

@@ -16,8 +16,8 @@ func TestManifestCarriesBeginLate(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := New(Options{Plan: p})
-	o.hosts[0].status = &agentproto.Status{BeginLate: 42 * time.Millisecond}
-	o.hosts[1].status = &agentproto.Status{}
+	o.hosts[0].run.status = &agentproto.Status{BeginLate: 42 * time.Millisecond}
+	o.hosts[1].run.status = &agentproto.Status{}
 	m := o.manifest("run")
 	if m.Hosts[0].BeginLateNs != 42*time.Millisecond || m.Hosts[1].BeginLateNs != 0 {
 		t.Errorf("begin_late_ns %v and %v, want 42ms and 0", m.Hosts[0].BeginLateNs, m.Hosts[1].BeginLateNs)

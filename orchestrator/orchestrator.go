@@ -50,53 +50,61 @@ type Options struct {
 // HostError is one host's failure in one phase.
 type HostError struct {
 	Host  string
-	Phase string
+	Phase Phase
 	Err   error
 }
 
 func (e *HostError) Error() string { return fmt.Sprintf("%s: %s: %v", e.Host, e.Phase, e.Err) }
 func (e *HostError) Unwrap() error { return e.Err }
 
-// hostRun is one host's state during a command.
+// hostRun is one host during a command: its part of the plan, the
+// connection, the driver that makes its captures, what casecap learned of
+// it, what this command did there, and its failure.
 type hostRun struct {
-	plan *plans.Host
-	conn hosts.Conn
-	err  *HostError
+	plan  *plans.Host
+	conn  hosts.Conn
+	drv   driver // chosen by chooseDriver; nil until the host's kind is known
+	facts hostFacts
+	run   hostProgress
+	err   *HostError
+}
+
+// hostFacts are what casecap learned of a host before arming it.
+type hostFacts struct {
+	kind   plans.Kind
+	os     string // "Linux 6.1.0-13-amd64" or "VMware ESXi 8.0.2"
+	arch   string
+	freeKB uint64
+	// On ESXi: the release, and SSH_CONNECTION as the host sees casecap's
+	// session (left out of pktcap-uw's captures where asked).
+	esxi    *esxi.Version
+	sshConn string
 	// captures are the host's captures as resolved: the plan's, and on ESXi
 	// the uplinks that `uplink: auto` found; later commands read them from
 	// the run's record.
-	captures []*plans.Capture
-	// On ESXi: the release, the pktcap-uw session of each capture (by
-	// file), and the mode: "agent", or "ssh" where the host refuses to run
-	// the uploaded agent (execInstalledOnly) and casecap drives pktcap-uw
-	// with shell commands instead.
-	esxi    *esxi.Version
-	pktcaps map[string]esxi.Capture
-	mode    string
-	sshConn string // SSH_CONNECTION as the host sees casecap's session
-
-	kind      plans.Kind
-	arch      string
-	os        string // "Linux 6.1.0-13-amd64" or "VMware ESXi 8.0.2"
-	freeKB    uint64
-	agent     []string      // argv that runs the agent there
-	agentBlob agentBlob     // the agent it must be (empty for the local host)
-	verified  bool          // its copy was verified by hash in this run (or is casecap itself)
-	offset    time.Duration // host clock minus ours
-	hostClock time.Duration // the same, to the second, from preflight (before the agent can measure it)
-	claim     string        // this run's claim of the case on the host's datastore, once made
-	claimMine bool          // made by this host (not found, made by another of this run's hosts on shared storage)
+	captures  []*plans.Capture
+	agent     agentproto.Argv  // what runs the agent there
+	agentBlob agentBlob        // the agent it must be (empty for the local host)
+	verified  bool             // its copy was verified by hash in this run (or is casecap itself)
+	checked   agentproto.Facts // the agent's check
+	offset    time.Duration    // host clock minus ours
+	hostClock time.Duration    // the same, to the second, from preflight (before the agent can measure it)
 	rtt       time.Duration
-	execLat   time.Duration // how long a short agent command takes, end to end
+}
+
+// hostProgress is what a command did on a host.
+type hostProgress struct {
+	claim     string // this run's claim of the case on the host's datastore, once made
+	claimMine bool   // made by this host (not found, made by another of this run's hosts on shared storage)
+	armed     bool   // something runs there: clean up if the run aborts
+	held      *held  // the arming session, kept for the begin
+	execLat   time.Duration
 	lineLat   time.Duration // a line's round trip on the held session, under load
-	held      *held         // the arming session, kept for the begin
-	facts     agentproto.Facts
-	armed     bool // something runs there: clean up if the run aborts
 	record    *Record
+	status    *agentproto.Status
+	agentGone bool              // its agent (or ssh-mode script) ended before its captures did
 	collected map[string]string // files downloaded and verified (or found here and verified) by this command: their SHA-256
 	asIs      map[string]bool   // of those, the files collected as they were, unverified (the agent died first)
-	agentGone bool              // its agent (or ssh-mode script) ended before its captures did
-	status    *agentproto.Status
 }
 
 func (h *hostRun) name() string { return h.plan.Name }
@@ -149,7 +157,7 @@ func New(opt Options) *Orchestrator {
 		o.disp = nopDisplay{}
 	}
 	for _, h := range opt.Plan.Hosts {
-		o.hosts = append(o.hosts, &hostRun{plan: h, kind: h.Kind, captures: h.Captures, mode: modeAgent})
+		o.hosts = append(o.hosts, &hostRun{plan: h, facts: hostFacts{kind: h.Kind, captures: h.Captures}})
 	}
 	return o
 }
@@ -182,7 +190,7 @@ func (o *Orchestrator) failed() []*hostRun {
 // failure ends the phase for every host: those not started yet are never
 // tried, those in flight are cut short (and are not counted as failed:
 // the run failed because of the first).
-func (o *Orchestrator) each(ctx context.Context, phase string, fn func(ctx context.Context, h *hostRun) error) {
+func (o *Orchestrator) each(ctx context.Context, phase Phase, fn func(ctx context.Context, h *hostRun) error) {
 	began := time.Now()
 	defer func() { o.log.Info("phase done", "phase", phase, "took", time.Since(began)) }()
 	pctx, cancel := context.WithCancel(ctx)
@@ -201,9 +209,9 @@ func (o *Orchestrator) each(ctx context.Context, phase string, fn func(ctx conte
 			err := fn(pctx, h)
 			switch {
 			case err != nil && pctx.Err() != nil && ctx.Err() == nil:
-				o.log.Info(phase+" cut short: another host failed first", "host", h.name(), "err", err)
+				o.log.Info(string(phase)+" cut short: another host failed first", "host", h.name(), "err", err)
 			case err != nil && ctx.Err() != nil:
-				o.log.Info(phase+" interrupted", "host", h.name(), "err", err)
+				o.log.Info(string(phase)+" interrupted", "host", h.name(), "err", err)
 				o.fail(h, phase, errInterrupted)
 			case err != nil:
 				o.fail(h, phase, err)
@@ -211,7 +219,7 @@ func (o *Orchestrator) each(ctx context.Context, phase string, fn func(ctx conte
 					cancel()
 				}
 			default:
-				o.log.Debug(phase, "host", h.name(), "took", time.Since(start))
+				o.log.Debug(string(phase), "host", h.name(), "took", time.Since(start))
 			}
 			return nil
 		})
@@ -238,13 +246,13 @@ func (o *Orchestrator) eachQuiet(ctx context.Context, hs []*hostRun, fn func(h *
 	_ = g.Wait()
 }
 
-func (o *Orchestrator) fail(h *hostRun, phase string, err error) {
+func (o *Orchestrator) fail(h *hostRun, phase Phase, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if h.err == nil {
 		h.err = &HostError{Host: h.name(), Phase: phase, Err: err}
-		o.log.Error(phase+" failed", "host", h.name(), "err", err)
-		o.disp.HostFailed(h.name(), phase, err)
+		o.log.Error(string(phase)+" failed", "host", h.name(), "err", err)
+		o.disp.HostFailed(h.name(), string(phase), err)
 	}
 }
 

@@ -39,7 +39,7 @@ func goArch(machine string) (string, bool) {
 }
 
 func (o *Orchestrator) preflight(ctx context.Context) {
-	o.each(ctx, "preflight", func(ctx context.Context, h *hostRun) error {
+	o.each(ctx, phasePreflight, func(ctx context.Context, h *hostRun) error {
 		create := "check"
 		if h.plan.Kind != plans.KindESXi {
 			// On Linux a datastore is just a directory: make it. On ESXi it
@@ -58,15 +58,15 @@ func (o *Orchestrator) preflight(ctx context.Context) {
 		// The host's clock, to the second: enough to age files on its
 		// storage (claims) by its own clock.
 		if secs, err := strconv.ParseInt(lines[4], 10, 64); err == nil {
-			h.hostClock = time.Unix(secs, 0).Sub(time.Now())
+			h.facts.hostClock = time.Unix(secs, 0).Sub(time.Now())
 		}
 		lines = append(lines[:4], lines[5:]...)
 		switch sys {
 		case "VMkernel":
-			h.kind = plans.KindESXi
+			h.facts.kind = plans.KindESXi
 		case "Linux":
-			if h.kind == plans.KindAuto {
-				h.kind = plans.KindLinux
+			if h.facts.kind == plans.KindAuto {
+				h.facts.kind = plans.KindLinux
 			}
 		default:
 			return fmt.Errorf("%s is neither Linux nor ESXi; casecap captures on those", sys)
@@ -74,22 +74,27 @@ func (o *Orchestrator) preflight(ctx context.Context) {
 		if h.plan.Kind == plans.KindLinux && sys != "Linux" || h.plan.Kind == plans.KindESXi && sys != "VMkernel" {
 			return fmt.Errorf("the plan says kind %s, but the host runs %s", h.plan.Kind, sys)
 		}
-		h.os = sys + " " + release
+		h.facts.os = sys + " " + release
 		if len(lines) > 6 && strings.HasPrefix(lines[6], "VMware ESXi") {
-			h.os = lines[6]
+			h.facts.os = lines[6]
 		}
-		if h.kind == plans.KindESXi {
-			v, err := esxi.ParseVersion(h.os)
+		if h.facts.kind == plans.KindESXi {
+			v, err := esxi.ParseVersion(h.facts.os)
 			if err != nil {
 				return err
 			}
-			h.esxi = &v
+			h.facts.esxi = &v
 		}
 		if err := targetsFit(o.opt.Plan.File, h); err != nil {
 			return err
 		}
+		// A new run starts in agent mode; check falls back to ssh mode
+		// where the host refuses the agent.
+		if h.drv, err = chooseDriver(h.facts.kind, ModeAgent); err != nil {
+			return err
+		}
 		var ok bool
-		if h.arch, ok = goArch(machine); !ok {
+		if h.facts.arch, ok = goArch(machine); !ok {
 			return fmt.Errorf("unsupported architecture %s (the agent exists for x86_64 and aarch64)", machine)
 		}
 		if lines[4] != "yes" {
@@ -99,17 +104,17 @@ func (o *Orchestrator) preflight(ctx context.Context) {
 		if len(df) < 4 {
 			return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, lines[5])
 		}
-		if h.freeKB, err = strconv.ParseUint(df[3], 10, 64); err != nil {
+		if h.facts.freeKB, err = strconv.ParseUint(df[3], 10, 64); err != nil {
 			return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, lines[5])
 		}
 		need := uint64(reserve)
-		for _, c := range h.captures {
+		for _, c := range h.facts.captures {
 			need = max(need, c.MinFree+reserve)
 		}
-		if free := h.freeKB << 10; free < need {
+		if free := h.facts.freeKB << 10; free < need {
 			return fmt.Errorf("only %s free on %s; the plan keeps %s free (min_free + %s)", humanize.IBytes(free), h.plan.Datastore, humanize.IBytes(need), humanize.IBytes(reserve))
 		}
-		o.disp.HostPhase(h.name(), "preflight ok: "+h.os+" "+machine)
+		o.disp.HostPhase(h.name(), "preflight ok: "+h.facts.os+" "+machine)
 		return nil
 	})
 }
@@ -119,17 +124,17 @@ func (o *Orchestrator) preflight(ctx context.Context) {
 // uplinks, vmks and VMs exist only on ESXi, interfaces only on Linux.
 func targetsFit(planFile string, h *hostRun) error {
 	var errs []error
-	for _, c := range h.captures {
+	for _, c := range h.facts.captures {
 		onESXi := c.Target.Kind != plans.TargetInterface
 		switch {
-		case onESXi && h.kind != plans.KindESXi:
+		case onESXi && h.facts.kind != plans.KindESXi:
 			what := string(c.Target.Kind) + " capture"
 			if c.Target.Kind == plans.TargetNone {
 				what = "standalone point (" + strings.Join(c.Points, ",") + ")"
 			}
-			errs = append(errs, fmt.Errorf("%s (%s:%d %s): a %s is for ESXi hosts, and this one runs %s; capture an interface (casecap targets PLAN lists them)", c.File, planFile, c.Line, c.Path, what, h.os))
-		case !onESXi && h.kind == plans.KindESXi:
-			errs = append(errs, fmt.Errorf("%s (%s:%d %s): an interface capture is for Linux hosts, and this one runs %s; capture a VM, switchport, uplink or vmk (casecap targets PLAN lists them)", c.File, planFile, c.Line, c.Path, h.os))
+			errs = append(errs, fmt.Errorf("%s (%s:%d %s): a %s is for ESXi hosts, and this one runs %s; capture an interface (casecap targets PLAN lists them)", c.File, planFile, c.Line, c.Path, what, h.facts.os))
+		case !onESXi && h.facts.kind == plans.KindESXi:
+			errs = append(errs, fmt.Errorf("%s (%s:%d %s): an interface capture is for Linux hosts, and this one runs %s; capture a VM, switchport, uplink or vmk (casecap targets PLAN lists them)", c.File, planFile, c.Line, c.Path, h.facts.os))
 		}
 	}
 	return errors.Join(errs...)

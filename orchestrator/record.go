@@ -17,20 +17,20 @@ const RecordFile = agentproto.RecordFile
 
 // Record is one host's run, as casecap saw it when arming.
 type Record struct {
-	Casecap     string        `json:"casecap"`
-	Case        string        `json:"case"`
-	Host        string        `json:"host"`
-	Address     string        `json:"address,omitempty"`
-	Kind        plans.Kind    `json:"kind"`
-	OS          string        `json:"os"`
-	Arch        string        `json:"arch"`
-	Agent       []string      `json:"agent"`
-	ClockOffset time.Duration `json:"clock_offset_ns"` // host clock minus casecap's
-	RTT         time.Duration `json:"rtt_ns"`
-	ArmedAt     time.Time     `json:"armed_at"`
+	Casecap     string          `json:"casecap"`
+	Case        string          `json:"case"`
+	Host        string          `json:"host"`
+	Address     string          `json:"address,omitempty"`
+	Kind        plans.Kind      `json:"kind"`
+	OS          string          `json:"os"`
+	Arch        string          `json:"arch"`
+	Agent       agentproto.Argv `json:"agent"`
+	ClockOffset time.Duration   `json:"clock_offset_ns"` // host clock minus casecap's
+	RTT         time.Duration   `json:"rtt_ns"`
+	ArmedAt     time.Time       `json:"armed_at"`
 	// Mode is how the host captures: "agent", or "ssh" (ESXi hosts that
 	// refuse to run the agent; then ClockOffset was not measured).
-	Mode string `json:"mode,omitempty"`
+	Mode Mode `json:"mode,omitempty"`
 	// Captures are the host's captures as resolved when arming (with the
 	// uplinks `uplink: auto` added).
 	Captures []*plans.Capture `json:"captures,omitempty"`

@@ -71,7 +71,7 @@ func (o *Orchestrator) Targets(ctx context.Context, only []string) ([]HostTarget
 		out[i] = HostTargets{Host: h.name(), Kind: h.plan.Kind}
 	}
 	o.connect(ctx)
-	o.each(ctx, "targets", func(ctx context.Context, h *hostRun) error {
+	o.each(ctx, phaseTargets, func(ctx context.Context, h *hostRun) error {
 		raw, err := h.conn.Run(ctx, []string{"sh", "-c", targetsScript}, nil)
 		if err != nil {
 			return err

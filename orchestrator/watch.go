@@ -94,7 +94,7 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 		o.disp.Captures(window, time.Since(t0), all)
 		done := true
 		for _, h := range o.live() {
-			if !finished(h.status) {
+			if !finished(h.run.status) {
 				done = false
 			}
 		}
@@ -123,8 +123,8 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 				continue
 			}
 			for _, h := range o.live() {
-				if !finished(h.status) {
-					o.fail(h, "watch", errUnfinished)
+				if !finished(h.run.status) {
+					o.fail(h, phaseWatch, errUnfinished)
 				}
 			}
 			return false
@@ -180,14 +180,14 @@ func (o *Orchestrator) poll(ctx context.Context) []Progress {
 			defer mu.Unlock()
 			if err != nil {
 				// Unreachable: its captures go on; show what we knew.
-				if h.status != nil {
-					for _, c := range h.status.Captures {
+				if h.run.status != nil {
+					for _, c := range h.run.status.Captures {
 						all = append(all, Progress{Host: h.name(), Reachable: false, CaptureStatus: c})
 					}
 				}
 				return
 			}
-			h.status = st
+			h.run.status = st
 			for _, c := range st.Captures {
 				all = append(all, Progress{Host: h.name(), Reachable: true, CaptureStatus: c})
 			}

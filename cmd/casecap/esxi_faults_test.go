@@ -109,7 +109,7 @@ hosts:
 		t.Fatalf("collect after the kill: exit %d\n%s", code, stderr)
 	}
 	var m orchestrator.Manifest
-	if err := json.Unmarshal([]byte(out), &m); err != nil || len(m.Captures) != 1 || m.Hosts[0].Mode != mode {
+	if err := json.Unmarshal([]byte(out), &m); err != nil || len(m.Captures) != 1 || string(m.Hosts[0].Mode) != mode {
 		t.Fatalf("collect: %v, %d captures, mode %q", err, len(m.Captures), m.Hosts[0].Mode)
 	}
 	caseDir := filepath.Join(work, "Case_"+caseID)

@@ -12,8 +12,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -102,7 +100,7 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 	}
 	for _, jc := range j.Captures {
 		if jc.Pktcap != nil {
-			c, err := armPktcap(j, jc, opt, own, haveOwn)
+			c, err := armPktcap(j, jc, opt)
 			if err != nil {
 				return armFailed(jc.Name, err)
 			}
@@ -225,23 +223,13 @@ type engine interface {
 	Run(ctx context.Context) agentproto.CaptureStatus
 }
 
-// armPktcap turns a job's pktcap-uw capture into its command line, with
-// casecap's own SSH session left out where the filter could let it in.
-func armPktcap(j *agentproto.Job, jc agentproto.JobCapture, opt Options, own bpfgen.Conn, haveOwn bool) (engine, error) {
-	pc := *jc.Pktcap
-	if pc.Count == 0 {
-		pc.Count = jc.MaxPackets // pktcap-uw's -c stops it at the count by itself
-	}
-	if jc.ExcludeOwnSSH && haveOwn {
-		pc.Exclude = append(slices.Clone(pc.Exclude), own)
-	}
+// armPktcap arms a job's pktcap-uw capture: its command line as casecap
+// runs it (esxi.Session), run and followed by package pktcap.
+func armPktcap(j *agentproto.Job, jc agentproto.JobCapture, opt Options) (engine, error) {
 	file := filepath.Join(j.CaseDir, jc.File)
-	argv, note, err := esxi.Argv(pc, file, *j.ESXi)
+	argv, note, err := esxi.Session(*jc.Pktcap, file, *j.ESXi, jc.MaxPackets, jc.ExcludeOwnSSH, opt.SSHConn)
 	if err != nil {
 		return nil, err
-	}
-	if jc.ExcludeOwnSSH && !haveOwn && strings.TrimSpace(opt.SSHConn) != "" {
-		note = strings.TrimPrefix(note+"; casecap's own SSH session could not be left out (SSH_CONNECTION "+strconv.Quote(opt.SSHConn)+" unreadable): its packets may appear", "; ")
 	}
 	if opt.Pktcap != "" {
 		argv[0] = opt.Pktcap

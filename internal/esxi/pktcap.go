@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -217,4 +218,28 @@ func tcpFrame(src, dst netip.AddrPort) []byte {
 	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
 	tcp[12], tcp[13] = 5<<4, 0x18
 	return b
+}
+
+// Session is the pktcap-uw command line of one capture as casecap runs it,
+// whichever drives it (the agent on the host, or ssh mode's script): the
+// capture's packet limit as pktcap-uw's own -c where the session has no
+// count, and, when asked, the SSH session casecap came through
+// (SSH_CONNECTION as the host saw it) left out. A session that cannot be
+// named is not left out, and the note says so.
+func Session(c Capture, out string, v Version, maxPackets uint64, excludeOwnSSH bool, sshConnection string) (argv []string, note string, err error) {
+	if c.Count == 0 {
+		c.Count = maxPackets
+	}
+	own, haveOwn := bpfgen.ParseSSHConnection(sshConnection)
+	if excludeOwnSSH && haveOwn {
+		c.Exclude = append(slices.Clone(c.Exclude), own)
+	}
+	argv, note, err = Argv(c, out, v)
+	if err != nil {
+		return nil, "", err
+	}
+	if excludeOwnSSH && !haveOwn && strings.TrimSpace(sshConnection) != "" {
+		note = strings.TrimPrefix(note+"; casecap's own SSH session could not be left out (SSH_CONNECTION "+strconv.Quote(sshConnection)+" unreadable): its packets may appear", "; ")
+	}
+	return argv, note, nil
 }

@@ -11,50 +11,45 @@ import (
 	"github.com/casecap/casecap/plans"
 )
 
-// Capture modes of a host.
-const (
-	modeAgent = "agent" // the uploaded agent runs the captures
-	modeSSH   = "ssh"   // ESXi refuses to run it: shell commands drive pktcap-uw
-)
+// esxiPorts are an ESXi host's captures as pktcap-uw sessions, by file:
+// what both ESXi drivers (agent and ssh mode) run.
+type esxiPorts struct {
+	sessions map[string]esxi.Capture
+}
 
 // inventoryScript lists an ESXi host's ports, then says how the host sees
 // casecap's session (for leaving it out of captures in ssh mode).
 const inventoryScript = `net-stats -l || exit
 echo "casecap-ssh-connection $SSH_CONNECTION"`
 
-// inventory reads each ESXi host's ports and resolves its captures to
-// pktcap-uw sessions: a VM's vNIC to its switchport, `uplink: auto` to the
-// port's team uplink (a capture added beside it). A name that matches
-// nothing fails the host with the candidates, before anything is uploaded.
-func (o *Orchestrator) inventory(ctx context.Context) {
-	o.each(ctx, "inventory", func(ctx context.Context, h *hostRun) error {
-		if h.kind != plans.KindESXi {
-			return nil
-		}
-		out, err := h.conn.Run(ctx, []string{"sh", "-c", inventoryScript}, nil)
-		if err != nil {
-			return err
-		}
-		text := string(out)
-		if i := strings.LastIndex(text, "casecap-ssh-connection "); i >= 0 {
-			h.sshConn = strings.TrimSpace(text[i+len("casecap-ssh-connection "):])
-			text = text[:i]
-		}
-		ports, err := esxi.ParseNetStats(text)
-		if err != nil {
-			return err
-		}
-		inv := &esxi.Inventory{Host: h.name(), Version: *h.esxi, Ports: ports}
-		caps, pcs, err := resolveESXi(o.opt.Plan.File, inv, h.plan.Captures, func(p esxi.Port) (string, error) {
-			return teamUplink(ctx, h.conn, p)
-		})
-		if err != nil {
-			return err
-		}
-		h.captures, h.pktcaps = caps, pcs
-		o.disp.HostPhase(h.name(), fmt.Sprintf("resolved %d captures on %d ports", len(caps), len(ports)))
-		return nil
+// resolve reads the host's ports and resolves its captures to pktcap-uw
+// sessions: a VM's vNIC to its switchport, `uplink: auto` to the port's
+// team uplink (a capture added beside it). A name that matches nothing
+// fails the host with the candidates, before anything is uploaded.
+func (e *esxiPorts) resolve(ctx context.Context, o *Orchestrator, h *hostRun) error {
+	out, err := h.conn.Run(ctx, []string{"sh", "-c", inventoryScript}, nil)
+	if err != nil {
+		return err
+	}
+	text := string(out)
+	if i := strings.LastIndex(text, "casecap-ssh-connection "); i >= 0 {
+		h.facts.sshConn = strings.TrimSpace(text[i+len("casecap-ssh-connection "):])
+		text = text[:i]
+	}
+	ports, err := esxi.ParseNetStats(text)
+	if err != nil {
+		return err
+	}
+	inv := &esxi.Inventory{Host: h.name(), Version: *h.facts.esxi, Ports: ports}
+	caps, pcs, err := resolveESXi(o.opt.Plan.File, inv, h.plan.Captures, func(p esxi.Port) (string, error) {
+		return teamUplink(ctx, h.conn, p)
 	})
+	if err != nil {
+		return err
+	}
+	h.facts.captures, e.sessions = caps, pcs
+	o.disp.HostPhase(h.name(), fmt.Sprintf("resolved %d captures on %d ports", len(caps), len(ports)))
+	return nil
 }
 
 // resolveESXi turns a host's planned captures into pktcap-uw sessions.

@@ -1,0 +1,207 @@
+package orchestrator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/casecap/casecap/internal/agentproto"
+	"github.com/casecap/casecap/internal/esxi"
+	"github.com/casecap/casecap/plans"
+	"github.com/casecap/casecap/plans/filter/bpfgen"
+)
+
+// armSlack is how long armed captures wait for their begin before their
+// hard deadline ends them anyway (if casecap died in between).
+const armSlack = 2 * time.Minute
+
+// linuxAgent: the agent captures from AF_PACKET rings on a Linux host.
+type linuxAgent struct{ agentCmds }
+
+func (linuxAgent) resolve(context.Context, *Orchestrator, *hostRun) error { return nil }
+
+// checkFacts: root, each captured interface, and tcpdump where a raw
+// filter expression needs compiling.
+func (linuxAgent) checkFacts(h *hostRun) error {
+	errs := []error{checkRoot(h.facts.checked)}
+	names := map[string]bool{"any": true}
+	var all []string
+	for _, i := range h.facts.checked.Interfaces {
+		names[i.Name] = true
+		all = append(all, i.Name)
+	}
+	for _, c := range h.facts.captures {
+		if c.Target.Kind == plans.TargetInterface && !names[c.Target.Name] {
+			errs = append(errs, fmt.Errorf("%s: no interface %q on this host; it has %s", c.File, c.Target.Name, strings.Join(all, ", ")))
+		}
+		if c.Filter.Expr != "" && h.facts.checked.Tcpdump == "" {
+			errs = append(errs, fmt.Errorf("%s: the filter's expr needs tcpdump on the host to compile it, and there is none; install tcpdump or use structured filter keys", c.File))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d linuxAgent) arm(ctx context.Context, o *Orchestrator, h *hostRun, record []byte) error {
+	return d.armJob(ctx, o, h, o.job(h, record, nil))
+}
+
+// esxiAgent: the agent runs and follows pktcap-uw sessions on an ESXi host.
+type esxiAgent struct {
+	agentCmds
+	esxiPorts
+}
+
+// checkFacts: pktcap-uw needs root; what it captures was resolved from
+// net-stats.
+func (*esxiAgent) checkFacts(h *hostRun) error { return checkRoot(h.facts.checked) }
+
+func (d *esxiAgent) arm(ctx context.Context, o *Orchestrator, h *hostRun, record []byte) error {
+	return d.armJob(ctx, o, h, o.job(h, record, d.sessions))
+}
+
+func checkRoot(f agentproto.Facts) error {
+	if f.UID != 0 {
+		return fmt.Errorf("capturing needs root; casecap runs as uid %d there (set ssh.user: root)", f.UID)
+	}
+	return nil
+}
+
+// direction maps Linux points to the agent's direction.
+func direction(points []string) bpfgen.Direction {
+	rx, tx := slices.Contains(points, "Rx"), slices.Contains(points, "Tx")
+	switch {
+	case rx && !tx:
+		return bpfgen.In
+	case tx && !rx:
+		return bpfgen.Out
+	}
+	return bpfgen.Both
+}
+
+// job is what the agent on h runs: every capture armed, waiting for begin;
+// on ESXi, each a pktcap-uw session (by file).
+func (o *Orchestrator) job(h *hostRun, record []byte, sessions map[string]esxi.Capture) *agentproto.Job {
+	p := o.opt.Plan
+	j := &agentproto.Job{Version: agentproto.JobVersion, Case: p.Case, Host: h.name(), StateDir: h.stateDir(p), CaseDir: h.caseDir(p),
+		ESXi: h.facts.esxi, Record: record}
+	hostNow := time.Now().Add(h.facts.offset)
+	for _, c := range h.facts.captures {
+		jc := agentproto.JobCapture{
+			Name: strings.TrimSuffix(c.File, ".pcapng"), File: c.File,
+			Interface: c.Target.Name, Direction: direction(c.Points),
+			Filter: c.Filter, ExcludeOwnSSH: c.ExcludeOwnSSH, Snaplen: c.Snaplen,
+			Duration: c.Duration, Stop: hostNow.Add(c.Duration + armSlack),
+			MaxPackets: c.MaxPackets, MaxBytes: c.MaxBytes, MinFree: c.MinFree, Buffer: c.Buffer,
+		}
+		if pc, ok := sessions[c.File]; ok {
+			jc.Pktcap = &pc
+		}
+		j.Captures = append(j.Captures, jc)
+	}
+	return j
+}
+
+// agentCmds is what both agent drivers do the same way: the agent's
+// commands (agentproto.Argv) over the host's connection.
+type agentCmds struct{}
+
+func (agentCmds) mode() Mode   { return ModeAgent }
+func (agentCmds) note() string { return "" }
+
+// armJob starts the host's agent on its job, sent on stdin with casecap's
+// record of the run: one round trip per host. The agent stores both on the
+// datastore, refuses to clobber an earlier run's files, and answers once
+// every capture is armed. The session stays open for the begin (see held).
+func (agentCmds) armJob(ctx context.Context, o *Orchestrator, h *hostRun, j *agentproto.Job) error {
+	raw, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	began := time.Now()
+	hs, err := startHeld(ctx, h.conn, h.facts.agent.StartHeld())
+	if err != nil {
+		return err
+	}
+	// From here on something may run there, answer or not: an aborted
+	// start stops it.
+	h.run.armed = true
+	ans, err := hs.send(append(raw, '\n'))
+	if err != nil {
+		return err
+	}
+	var armed agentproto.Armed
+	if err := json.Unmarshal(ans, &armed); err != nil {
+		hs.close()
+		return fmt.Errorf("the agent's answer to start: %q: %w", bytes.TrimSpace(ans), err)
+	}
+	// The round trip of a short command, for the stop margin: this
+	// one's, less the time the agent spent arming.
+	h.run.execLat = max(time.Since(began)-armed.Arming, 0)
+	return h.hold(hs)
+}
+
+// begin tells the agent the instant on its own clock: on the held session,
+// or, with none, by a begin command.
+func (agentCmds) begin(ctx context.Context, o *Orchestrator, h *hostRun, t0 time.Time) error {
+	at := t0.Add(h.facts.offset)
+	if hs := h.run.held; hs != nil {
+		h.run.held = nil
+		if _, err := hs.send(agentproto.BeginLine(at)); err != nil {
+			return err
+		}
+		return hs.close()
+	}
+	_, err := h.conn.Run(ctx, h.facts.agent.Begin(at, h.stateDir(o.opt.Plan)), nil)
+	return err
+}
+
+// stop tells the agent the instant on its own clock. No agent there to
+// stop: it ended; if its captures had not, it died.
+func (agentCmds) stop(ctx context.Context, o *Orchestrator, h *hostRun, t1 time.Time) error {
+	out, err := h.conn.Run(ctx, h.facts.agent.Stop(t1.Add(h.facts.offset), h.stateDir(o.opt.Plan)), nil)
+	if err != nil {
+		return err
+	}
+	var ans agentproto.StopAnswer
+	if json.Unmarshal(out, &ans) == nil && !ans.Running {
+		h.run.agentGone = !finished(h.run.status)
+	}
+	return nil
+}
+
+// disarm stops the agent now and waits for it to end: captures that never
+// began leave no file, so that nothing of this start is in the way of the
+// next.
+func (agentCmds) disarm(ctx context.Context, o *Orchestrator, h *hostRun) error {
+	_, err := h.conn.Run(ctx, h.facts.agent.StopWait(10*time.Second, h.stateDir(o.opt.Plan)), nil)
+	return err
+}
+
+// ended asks the agent for its status: whether it still runs is known
+// only on the host.
+func (agentCmds) ended(ctx context.Context, o *Orchestrator, h *hostRun) (bool, error) {
+	out, err := h.conn.Run(ctx, h.facts.agent.Status(h.stateDir(o.opt.Plan)), nil)
+	if err != nil {
+		return false, err
+	}
+	var st agentproto.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		return false, fmt.Errorf("the agent's status: %w", err)
+	}
+	h.run.status = &st
+	return !st.Alive && !finished(&st), nil
+}
+
+func (agentCmds) measureClock(ctx context.Context, h *hostRun) error {
+	var err error
+	h.facts.offset, h.facts.rtt, err = measureClock(ctx, h)
+	return err
+}
+
+// collected: the agent's status counted every file's packets.
+func (agentCmds) collected(string, *agentproto.CaptureStatus) error { return nil }
