@@ -59,6 +59,9 @@ go generate ./internal/agent/dist
 echo "== go test"
 go test -count=1 -timeout 20m ./...
 
+echo "== go test -race: concurrent Close of an SSH connection"
+go test -race -count=1 -run '^TestSSHCloseTwiceAtOnce$' ./hosts
+
 echo "== load: casecap run on 100 lab hosts (fails on any failure or a peak RSS over 200 MiB)"
 go test -run='^$' -bench='^BenchmarkHundredHosts$/^casecap$' -benchtime=1x ./bench
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -266,6 +267,10 @@ func scpArgs(l *lab.Lab) []string {
 // collect's code in the benchmark's process.
 func BenchmarkCollect(b *testing.B) {
 	labtest.Require(b)
+	// The collector as casecap run and collect set it (cmd/casecap,
+	// tuneGCForDownloads): this runs their download code in process.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(160 << 20))
 	n := benchHosts()
 	l := labtest.Start(b, n)
 	dst := b.TempDir()

@@ -2,8 +2,6 @@ package hosts
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"strings"
@@ -63,17 +61,6 @@ type Process interface {
 	Wait() error
 }
 
-// tempName is a hidden temporary name beside a file, unique to one write:
-// writers that share the storage (several runs, several hosts, one
-// directory by two paths) never open each other's half-written file, or a
-// file another writer has already renamed into place and someone runs
-// ("text file busy"). Each renames its own whole file into place.
-func tempName(base string) string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return "." + base + "." + hex.EncodeToString(b[:]) + ".tmp"
-}
-
 // stderrCap bounds the stderr kept from a started command: enough for any
 // message, not a whole log.
 const stderrCap = 64 << 10
@@ -116,7 +103,7 @@ func (e *RunError) Error() string {
 	if msg == "" && e.Err != nil {
 		msg = e.Err.Error()
 	}
-	return fmt.Sprintf("%s: %s failed (exit %d): %s", e.Host, e.Argv[0], e.Status, msg)
+	return fmt.Sprintf("%s failed (exit %d): %s", e.Argv[0], e.Status, msg)
 }
 
 func (e *RunError) Unwrap() error { return e.Err }

@@ -9,7 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
+
+	"github.com/casecap/casecap/internal/atomicfile"
 )
 
 // LocalConn is this machine: commands run as processes (no shell), files
@@ -85,21 +86,7 @@ func (c *LocalConn) ReadFile(p string) ([]byte, error) { return os.ReadFile(p) }
 
 // WriteFile writes a local file atomically.
 func (c *LocalConn) WriteFile(p string, r io.Reader, mode uint32) error {
-	tmp := filepath.Join(filepath.Dir(p), tempName(filepath.Base(p)))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fs.FileMode(mode))
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := errors.Join(f.Chmod(fs.FileMode(mode)), f.Close()); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, p)
+	return atomicfile.Write(p, r, fs.FileMode(mode))
 }
 
 // CreateExclusive creates a new local file with data.

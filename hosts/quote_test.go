@@ -1,10 +1,11 @@
 package hosts
 
 import (
-	"github.com/casecap/casecap/internal/lab/ciskip"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/casecap/casecap/internal/lab/ciskip"
 )
 
 // TestQuote pins the quoting of every awkward argument, and runs the result

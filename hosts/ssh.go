@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/casecap/casecap/internal/atomicfile"
 	"github.com/kevinburke/ssh_config"
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
@@ -50,7 +51,9 @@ type SSHConn struct {
 	mu   sync.Mutex
 	sftp *sftp.Client
 
-	stop chan struct{}
+	stop      chan struct{} // closed by Close: ends keepalive
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var userConfig = sync.OnceValue(func() *ssh_config.Config {
@@ -70,8 +73,9 @@ var userConfig = sync.OnceValue(func() *ssh_config.Config {
 	return cfg
 })
 
-// expandHome expands a leading ~/ (ssh_config does not).
-func expandHome(p string) string {
+// ExpandHome expands a leading ~/ to the user's home directory (ssh_config
+// does not, and neither does a plan's identity_file or known_hosts).
+func ExpandHome(p string) string {
 	if rest, ok := strings.CutPrefix(p, "~/"); ok {
 		if home, err := os.UserHomeDir(); err == nil {
 			return filepath.Join(home, rest)
@@ -121,20 +125,20 @@ func (o SSHOptions) resolve() resolved {
 		}
 	}
 	for _, f := range o.IdentityFiles {
-		r.identities = append(r.identities, expandHome(f))
+		r.identities = append(r.identities, ExpandHome(f))
 	}
 	if cfg != nil {
 		if all, err := cfg.GetAll(o.Address, "IdentityFile"); err == nil {
 			for _, f := range all {
 				if f != "~/.ssh/identity" { // ssh_config's obsolete built-in default
-					r.identities = append(r.identities, expandHome(strings.ReplaceAll(f, "%h", o.Address)))
+					r.identities = append(r.identities, ExpandHome(strings.ReplaceAll(f, "%h", o.Address)))
 				}
 			}
 		}
 	}
 	// OpenSSH's defaults, ECDSA and RSA first: FIPS-mode ESXi refuses ed25519.
 	for _, f := range []string{"~/.ssh/id_ecdsa", "~/.ssh/id_rsa", "~/.ssh/id_ed25519"} {
-		r.identities = append(r.identities, expandHome(f))
+		r.identities = append(r.identities, ExpandHome(f))
 	}
 	return r
 }
@@ -162,13 +166,16 @@ func signers(files []string) []ssh.Signer {
 	return out
 }
 
-func (o SSHOptions) auth(r resolved) []ssh.AuthMethod {
-	var methods []ssh.AuthMethod
+// auth is how casecap authenticates to one host; done closes what the
+// handshake needed (the ssh-agent connection) once it is over.
+func (o SSHOptions) auth(r resolved) (methods []ssh.AuthMethod, done func()) {
 	keys := signers(r.identities)
 	var ag agent.ExtendedAgent
+	done = func() {}
 	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" && !o.NoAgent {
 		if c, err := net.Dial("unix", sock); err == nil {
 			ag = agent.NewClient(c)
+			done = func() { c.Close() }
 		}
 	}
 	methods = append(methods, ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
@@ -198,7 +205,7 @@ func (o SSHOptions) auth(r resolved) []ssh.AuthMethod {
 				return answers, nil
 			}))
 	}
-	return methods
+	return methods, done
 }
 
 // DialSSH connects to a host, checking its key strictly.
@@ -214,7 +221,7 @@ func DialSSH(ctx context.Context, o SSHOptions) (*SSHConn, error) {
 	var err error
 	if r.jump != "" {
 		if c.jump, err = dialJump(ctx, o, r.jump, r.identities); err != nil {
-			return nil, fmt.Errorf("%s: through jump host %s: %w", o.Name, r.jump, err)
+			return nil, fmt.Errorf("through jump host %s: %w", r.jump, err)
 		}
 	}
 	if c.client, err = dialOne(ctx, o, r, c.jump); err != nil {
@@ -250,9 +257,11 @@ func dialJump(ctx context.Context, o SSHOptions, spec string, identities []strin
 
 func dialOne(ctx context.Context, o SSHOptions, r resolved, via *ssh.Client) (*ssh.Client, error) {
 	addr := net.JoinHostPort(r.host, strconv.Itoa(r.port))
+	auth, authDone := o.auth(r)
+	defer authDone()
 	cfg := &ssh.ClientConfig{
 		User:              r.user,
-		Auth:              o.auth(r),
+		Auth:              auth,
 		HostKeyCallback:   o.KnownHosts.Callback(),
 		HostKeyAlgorithms: o.KnownHosts.Algorithms(addr),
 		Timeout:           o.ConnectTimeout,
@@ -267,7 +276,7 @@ func dialOne(ctx context.Context, o SSHOptions, r resolved, via *ssh.Client) (*s
 		conn, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: connect to %s: %w", o.Name, addr, err)
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
 	deadline, _ := ctx.Deadline()
 	_ = conn.SetDeadline(deadline)
@@ -286,11 +295,11 @@ func dialOne(ctx context.Context, o SSHOptions, r resolved, via *ssh.Client) (*s
 		var changed *ChangedHostKeyError
 		switch {
 		case errors.As(err, &unknown):
-			return nil, fmt.Errorf("%s: %w", o.Name, unknown)
+			return nil, unknown
 		case errors.As(err, &changed):
-			return nil, fmt.Errorf("%s: %w", o.Name, changed)
+			return nil, changed
 		}
-		return nil, fmt.Errorf("%s: ssh handshake with %s@%s: %w", o.Name, r.user, addr, err)
+		return nil, fmt.Errorf("ssh handshake with %s@%s: %w", r.user, addr, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return ssh.NewClient(sc, chans, reqs), nil
@@ -392,7 +401,7 @@ func exitStatus(err error) int {
 func (c *SSHConn) Start(ctx context.Context, argv []string) (Process, error) {
 	s, err := c.client.NewSession()
 	if err != nil {
-		return nil, fmt.Errorf("%s: open a session: %w", c.name, err)
+		return nil, fmt.Errorf("open a session: %w", err)
 	}
 	p := &sshProcess{host: c.name, argv: argv, s: s}
 	s.Stderr = &p.stderr
@@ -405,7 +414,7 @@ func (c *SSHConn) Start(ctx context.Context, argv []string) (Process, error) {
 	p.in, p.out = in, out
 	if err := s.Start(Quote(argv)); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("%s: start %s: %w", c.name, argv[0], err)
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	context.AfterFunc(ctx, func() { s.Close() })
 	return p, nil
@@ -428,7 +437,7 @@ func (c *SSHConn) SFTP() (*sftp.Client, error) {
 		sftp.MaxPacketUnchecked(maxSFTPPacket),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("%s: start sftp: %w", c.name, err)
+		return nil, fmt.Errorf("start sftp: %w", err)
 	}
 	c.sftp = sc
 	return sc, nil
@@ -455,15 +464,15 @@ func (c *SSHConn) WriteFile(p string, r io.Reader, mode uint32) error {
 	if err != nil {
 		return err
 	}
-	tmp := path.Join(path.Dir(p), tempName(path.Base(p)))
+	tmp := path.Join(path.Dir(p), atomicfile.TempName(path.Base(p)))
 	f, err := sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 	if err != nil {
-		return fmt.Errorf("%s: create %s: %w", c.name, tmp, err)
+		return fmt.Errorf("create %s: %w", tmp, err)
 	}
 	if _, err := f.ReadFrom(r); err != nil {
 		f.Close()
 		sc.Remove(tmp)
-		return fmt.Errorf("%s: write %s: %w", c.name, tmp, err)
+		return fmt.Errorf("write %s: %w", tmp, err)
 	}
 	if err := f.Chmod(fs.FileMode(mode)); err != nil {
 		f.Close()
@@ -477,7 +486,7 @@ func (c *SSHConn) WriteFile(p string, r io.Reader, mode uint32) error {
 	if err := sc.PosixRename(tmp, p); err != nil {
 		if err := sc.Rename(tmp, p); err != nil {
 			sc.Remove(tmp)
-			return fmt.Errorf("%s: rename %s: %w", c.name, tmp, err)
+			return fmt.Errorf("rename %s: %w", tmp, err)
 		}
 	}
 	return nil
@@ -496,12 +505,12 @@ func (c *SSHConn) CreateExclusive(p string, data []byte, mode uint32) error {
 		if _, serr := sc.Lstat(p); serr == nil {
 			return &fs.PathError{Op: "create", Path: p, Err: fs.ErrExist}
 		}
-		return fmt.Errorf("%s: create %s: %w", c.name, p, err)
+		return fmt.Errorf("create %s: %w", p, err)
 	}
 	_, werr := f.Write(data)
 	err = errors.Join(werr, f.Chmod(fs.FileMode(mode)), f.Close())
 	if err != nil {
-		return fmt.Errorf("%s: write %s: %w", c.name, p, err)
+		return fmt.Errorf("write %s: %w", p, err)
 	}
 	return nil
 }
@@ -533,7 +542,7 @@ func (c *SSHConn) Remove(p string) error {
 		if _, serr := sc.Lstat(p); errors.Is(serr, fs.ErrNotExist) {
 			return nil
 		}
-		return fmt.Errorf("%s: remove %s: %w", c.name, p, err)
+		return fmt.Errorf("remove %s: %w", p, err)
 	}
 	return nil
 }
@@ -602,22 +611,19 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 
 // Close ends SFTP, the connection and its jump host.
 func (c *SSHConn) Close() error {
-	select {
-	case <-c.stop:
-		return nil
-	default:
+	c.closeOnce.Do(func() {
 		close(c.stop)
-	}
-	c.mu.Lock()
-	if c.sftp != nil {
-		c.sftp.Close()
-	}
-	c.mu.Unlock()
-	err := c.client.Close()
-	if c.jump != nil {
-		c.jump.Close()
-	}
-	return err
+		c.mu.Lock()
+		if c.sftp != nil {
+			c.sftp.Close()
+		}
+		c.mu.Unlock()
+		c.closeErr = c.client.Close()
+		if c.jump != nil {
+			c.jump.Close()
+		}
+	})
+	return c.closeErr
 }
 
 // maxSFTPPacket is the largest SFTP read OpenSSH's server answers in full.

@@ -9,13 +9,16 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/kevinburke/ssh_config"
+	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/casecap/casecap/hosts"
@@ -246,5 +249,64 @@ func TestAcceptNewIntoHashedKnownHosts(t *testing.T) {
 			t.Errorf("hashed %v: the recorded key does not let the host in: %v", hashed, err)
 		}
 		c.Close()
+	}
+}
+
+// TestSSHCloseTwiceAtOnce: two Closes at once (a cleanup racing a
+// keepalive that gave up) close once, and neither panics; run with -race by
+// test.sh.
+func TestSSHCloseTwiceAtOnce(t *testing.T) {
+	l := labtest.Start(t, 1)
+	for range 20 {
+		c, err := hosts.DialSSH(context.Background(), labOptions(t, l, l.Hosts[0], false, l.KnownHosts))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 3)
+		for i := range errs {
+			wg.Go(func() { errs[i] = c.Close() })
+		}
+		wg.Wait()
+		if errs[0] != errs[1] || errs[1] != errs[2] {
+			t.Errorf("three Closes at once returned %v", errs)
+		}
+		if _, err := c.Run(context.Background(), []string{"true"}, nil); err == nil {
+			t.Fatal("a closed connection still runs commands")
+		}
+	}
+}
+
+// TestSSHAgentConnectionClosed: the connection to ssh-agent serves the
+// handshake and is closed after it, not kept open for the life of the
+// host's connection (one per host: 100 hosts held 100 agent sockets).
+func TestSSHAgentConnectionClosed(t *testing.T) {
+	l := labtest.Start(t, 1)
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ended := make(chan struct{}, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_ = agent.ServeAgent(agent.NewKeyring(), c) // returns once casecap closes its end
+		ended <- struct{}{}
+	}()
+	t.Setenv("SSH_AUTH_SOCK", sock)
+	o := labOptions(t, l, l.Hosts[0], false, l.KnownHosts)
+	o.NoAgent = false
+	c := dial(t, o)
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the ssh-agent connection is still open 5 s after the handshake")
+	}
+	if out, err := c.Run(context.Background(), []string{"hostname"}, nil); err != nil || len(out) == 0 {
+		t.Errorf("the connection after the handshake: %q %v", out, err)
 	}
 }

@@ -14,22 +14,20 @@ import (
 
 // arm makes every capture ready on every host, each host's driver its own
 // way, with casecap's record of the run stored beside the captures' state.
-func (o *Orchestrator) arm(ctx context.Context) {
+func (o *Orchestrator) armHost(ctx context.Context, h *hostRun) error {
 	p := o.opt.Plan
-	o.each(ctx, phaseArm, func(ctx context.Context, h *hostRun) error {
-		h.run.record = &Record{Casecap: o.opt.Version, Case: p.Case, Host: h.name(), Address: h.plan.Address, Kind: h.facts.kind,
-			OS: h.facts.os, Arch: h.facts.arch, Agent: h.facts.agent, ClockOffset: h.facts.offset, RTT: h.facts.rtt, ArmedAt: time.Now(),
-			Mode: h.drv.mode(), Captures: h.facts.captures}
-		record, err := json.Marshal(h.run.record)
-		if err != nil {
-			return err
-		}
-		if err := h.drv.arm(ctx, o, h, record); err != nil {
-			return err
-		}
-		o.disp.HostPhase(h.name(), "armed"+map[bool]string{true: " (ssh mode)"}[h.drv.mode() == ModeSSH])
-		return nil
-	})
+	h.run.record = &Record{Casecap: o.opt.Version, Case: p.Case, Host: h.name(), Address: h.plan.Address, Kind: h.facts.kind,
+		OS: h.facts.os, Arch: h.facts.arch, Agent: h.facts.agent, ClockOffset: h.facts.offset, RTT: h.facts.rtt, ArmedAt: time.Now(),
+		Mode: h.drv.mode(), Captures: h.facts.captures}
+	record, err := json.Marshal(h.run.record)
+	if err != nil {
+		return err
+	}
+	if err := h.drv.arm(ctx, o, h, record); err != nil {
+		return err
+	}
+	o.disp.HostPhase(h.name(), "armed ("+string(h.drv.mode())+" mode)")
+	return nil
 }
 
 // hold keeps an armed host's session for its begin, once it has measured

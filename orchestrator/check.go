@@ -23,48 +23,46 @@ const clockProbes = 8
 
 // check asks the agent what it can do on the host (interfaces, tcpdump,
 // root) and measures the host's clock offset and the round trip.
-func (o *Orchestrator) check(ctx context.Context) {
-	o.each(ctx, phaseCheck, func(ctx context.Context, h *hostRun) error {
-		// One session: the agent verified by its hash, its facts, then the
-		// clock exchange.
-		p, r, line, err := o.startCheck(ctx, h)
-		if errors.Is(err, errAgentMismatch) {
-			// A copy that is not the agent (damaged, or another file under
-			// its name): upload it again, and verify again.
-			if err := o.upload(h, agentDir(h.plan.Datastore), h.facts.agent[0], h.facts.agentBlob); err != nil {
-				return err
-			}
-			p, r, line, err = o.startCheck(ctx, h)
-		}
-		if err != nil {
-			if fb := fallbackDriver(h.drv); fb != nil && execRefused(err) {
-				// execInstalledOnly: the host runs only what VMware
-				// installed. casecap never turns that off; it drives
-				// pktcap-uw with shell commands instead.
-				h.drv = fb
-				o.disp.HostPhase(h.name(), "the host refuses to run the agent (execInstalledOnly): capturing over SSH with shell commands")
-				o.log.Warn("agent refused, ssh mode", "host", h.name(), "err", err)
-				return nil
-			}
+func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) error {
+	// One session: the agent verified by its hash, its facts, then the
+	// clock exchange.
+	p, r, line, err := o.startCheck(ctx, h)
+	if errors.Is(err, errAgentMismatch) {
+		// A copy that is not the agent (damaged, or another file under
+		// its name): upload it again, and verify again.
+		if err := o.upload(h, agentDir(h.plan.Datastore), h.facts.agent[0], h.facts.agentBlob); err != nil {
 			return err
 		}
-		defer p.Stdin().Close()
-		if err := json.Unmarshal(line, &h.facts.checked); err != nil {
-			return fmt.Errorf("the agent's check: %w", err)
+		p, r, line, err = o.startCheck(ctx, h)
+	}
+	if err != nil {
+		if fb := fallbackDriver(h.drv); fb != nil && execRefused(err) {
+			// execInstalledOnly: the host runs only what VMware
+			// installed. casecap never turns that off; it drives
+			// pktcap-uw with shell commands instead.
+			h.drv = fb
+			o.disp.HostPhase(h.name(), "the host refuses to run the agent (execInstalledOnly): capturing over SSH with shell commands")
+			o.log.Warn("agent refused, ssh mode", "host", h.name(), "err", err)
+			return nil
 		}
-		if err := h.drv.checkFacts(h); err != nil {
-			return err
-		}
-		if h.facts.offset, h.facts.rtt, err = clockExchange(p.Stdin(), r); err != nil {
-			return fmt.Errorf("measure the clock: %w", err)
-		}
-		p.Stdin().Close()
-		if err := p.Wait(); err != nil {
-			return fmt.Errorf("the agent's check: %w", err)
-		}
-		o.disp.HostPhase(h.name(), fmt.Sprintf("clock offset %v, rtt %v", h.facts.offset.Round(time.Microsecond), h.facts.rtt.Round(time.Microsecond)))
-		return nil
-	})
+		return err
+	}
+	defer p.Stdin().Close()
+	if err := json.Unmarshal(line, &h.facts.checked); err != nil {
+		return fmt.Errorf("the agent's check: %w", err)
+	}
+	if err := h.drv.checkFacts(h); err != nil {
+		return err
+	}
+	if h.facts.offset, h.facts.rtt, err = clockExchange(p.Stdin(), r); err != nil {
+		return fmt.Errorf("measure the clock: %w", err)
+	}
+	p.Stdin().Close()
+	if err := p.Wait(); err != nil {
+		return fmt.Errorf("the agent's check: %w", err)
+	}
+	o.disp.HostPhase(h.name(), fmt.Sprintf("clock offset %v, rtt %v", h.facts.offset.Round(time.Microsecond), h.facts.rtt.Round(time.Microsecond)))
+	return nil
 }
 
 // verifyAndCheck verifies the agent by its sha256 and, only if it matches,

@@ -121,7 +121,7 @@ func (o *Orchestrator) claim(ctx context.Context) {
 		if h != first {
 			return nil
 		}
-		return o.claimOn(h)
+		return o.claimOn(ctx, h)
 	})
 	if first.err != nil {
 		return
@@ -130,7 +130,7 @@ func (o *Orchestrator) claim(ctx context.Context) {
 		if h == first {
 			return nil
 		}
-		return o.claimOn(h)
+		return o.claimOn(ctx, h)
 	})
 }
 
@@ -147,7 +147,7 @@ func (o *Orchestrator) claimRefused() bool {
 }
 
 // claimOn claims the case on one host's datastore.
-func (o *Orchestrator) claimOn(h *hostRun) error {
+func (o *Orchestrator) claimOn(ctx context.Context, h *hostRun) error {
 	dir := o.claimDir(h)
 	if err := h.conn.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
@@ -164,7 +164,7 @@ func (o *Orchestrator) claimOn(h *hostRun) error {
 	}
 	if last > 0 {
 		p := path.Join(dir, claimName(last))
-		c, err := readClaim(h, p)
+		c, err := readClaim(ctx, h, p)
 		switch {
 		case err == nil && c.Run == o.runID:
 			h.run.claim = p // shared storage: claimed by another host of this run
@@ -183,7 +183,7 @@ func (o *Orchestrator) claimOn(h *hostRun) error {
 		if !errors.Is(err, fs.ErrExist) {
 			return err
 		}
-		c, _ := readClaim(h, p)
+		c, _ := readClaim(ctx, h, p)
 		if c.Run == o.runID {
 			h.run.claim = p
 			return nil
@@ -204,7 +204,7 @@ func (o *Orchestrator) claimOn(h *hostRun) error {
 // run) is read again before it counts as held by someone unknown.
 const claimWritten = time.Second
 
-func readClaim(h *hostRun, p string) (caseClaim, error) {
+func readClaim(ctx context.Context, h *hostRun, p string) (caseClaim, error) {
 	deadline := time.Now().Add(claimWritten)
 	for {
 		var c caseClaim
@@ -215,10 +215,9 @@ func readClaim(h *hostRun, p string) (caseClaim, error) {
 		if json.Unmarshal(b, &c) == nil {
 			return c, nil
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || !sleep(ctx, 20*time.Millisecond) {
 			return caseClaim{}, nil // still being written: someone's, held
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 
 	"github.com/casecap/casecap/hosts"
@@ -22,18 +21,6 @@ import (
 
 // maxDownloads bounds the files downloaded at once.
 const maxDownloads = 16
-
-// collectGC is the GC percent while collecting: downloads churn through
-// SFTP buffers while the live heap stays small (tens of MiB), and fewer GC
-// cycles were worth 5 to 10% of throughput on the lab (BENCHMARKS.md).
-const collectGC = 400
-
-// lessGC raises the GC percent for a download-heavy stretch; it returns the
-// restore.
-func lessGC() func() {
-	old := debug.SetGCPercent(collectGC)
-	return func() { debug.SetGCPercent(old) }
-}
 
 // LocalCaseDir is the case folder on this machine.
 func (o *Orchestrator) LocalCaseDir() string {
@@ -45,7 +32,6 @@ func (o *Orchestrator) LocalCaseDir() string {
 // against the checksum its agent recorded (CRC-32C; SHA-256 from ESXi's ssh
 // mode). The manifest gets the SHA-256 of every file collected.
 func (o *Orchestrator) collect(ctx context.Context) {
-	defer lessGC()()
 	local := o.LocalCaseDir()
 	if err := os.MkdirAll(local, 0o750); err != nil {
 		for _, h := range o.live() {
@@ -261,7 +247,6 @@ func fetch(ctx context.Context, c hosts.Conn, remote string, f io.WriterAt, offs
 // (concurrent SFTP reads, checksummed on the way) and returns its sha256
 // and size: for the benchmarks, which measure collect's own path.
 func Fetch(ctx context.Context, c hosts.Conn, remote, local string) (string, int64, error) {
-	defer lessGC()()
 	f, err := os.OpenFile(local, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return "", 0, err

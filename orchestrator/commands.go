@@ -19,13 +19,14 @@ var ErrDetached = errors.New("stopped waiting")
 // are not allowed, or the case is another run's, or the start was called
 // off).
 func (o *Orchestrator) prepare(ctx context.Context) bool {
-	for _, phase := range []func(context.Context){o.connect, o.preflight, o.claim, o.inventory, o.deploy, o.check} {
-		phase(ctx)
-		if ctx.Err() != nil || !o.ready() || o.claimRefused() {
-			return false
-		}
-	}
-	return true
+	return o.runPhases(ctx,
+		phase{name: phaseConnect, host: o.connectHost},
+		phase{name: phasePreflight, host: o.preflightHost},
+		phase{name: phaseClaim, all: o.claim},
+		phase{name: phaseInventory, host: o.inventoryHost},
+		phase{name: phaseDeploy, all: o.deploy},
+		phase{name: phaseCheck, host: o.checkHost},
+	)
 }
 
 // window is the longest capture duration of the live hosts.
@@ -60,8 +61,7 @@ func (o *Orchestrator) startAll(ctx context.Context) (time.Time, []signal, error
 	if !o.prepare(sctx) {
 		return abort(o.failures())
 	}
-	o.arm(sctx)
-	if sctx.Err() != nil || !o.ready() {
+	if !o.runPhases(sctx, phase{name: phaseArm, host: o.armHost}) {
 		return abort(o.failures())
 	}
 	if g.commit() {
@@ -126,7 +126,7 @@ func (o *Orchestrator) Start(ctx context.Context) (*Manifest, error) {
 	}
 	// Return once every capture is running: past the agreed instant, and
 	// one round of the agents' status later.
-	time.Sleep(time.Until(t0) + 2*statusEvery)
+	sleep(ctx, time.Until(t0)+2*agentproto.StatusEvery)
 	o.poll(ctx)
 	return o.manifest("start"), errors.Join(o.failures(), o.captureFailures())
 }
@@ -154,28 +154,33 @@ func (o *Orchestrator) captureFailures() error {
 
 // attach connects to every host and reads what an earlier start recorded
 // there (agent, clock offset) and the captures' status.
+// Every host that answers is attached, whatever the others do: these
+// commands report on each.
 func (o *Orchestrator) attach(ctx context.Context) {
-	o.connect(ctx)
-	o.each(ctx, phaseAttach, func(ctx context.Context, h *hostRun) error {
-		r, err := o.readRecord(h)
-		if err != nil {
-			return fmt.Errorf("no run of case %s was started on this host: %w", o.opt.Plan.Case, err)
-		}
-		h.run.record, h.facts.agent, h.facts.kind, h.facts.os, h.facts.arch = r, r.Agent, r.Kind, r.OS, r.Arch
-		h.facts.offset, h.facts.rtt = r.ClockOffset, r.RTT
-		if h.drv, err = chooseDriver(r.Kind, r.Mode); err != nil {
-			return err
-		}
-		if h.facts.captures, err = resolvedCaptures(h, r); err != nil {
-			return err
-		}
-		st, err := o.readStatus(ctx, h)
-		if err != nil {
-			return fmt.Errorf("read the agent's status: %w", err)
-		}
-		h.run.status = st
-		return nil
-	})
+	o.each(ctx, phaseConnect, o.connectHost)
+	o.each(ctx, phaseAttach, o.attachHost)
+}
+
+// attachHost reads the record of the run on a host and its status.
+func (o *Orchestrator) attachHost(ctx context.Context, h *hostRun) error {
+	r, err := o.readRecord(h)
+	if err != nil {
+		return fmt.Errorf("no run of case %s was started on this host: %w", o.opt.Plan.Case, err)
+	}
+	h.run.record, h.facts.agent, h.facts.kind, h.facts.os, h.facts.arch = r, r.Agent, r.Kind, r.OS, r.Arch
+	h.facts.offset, h.facts.rtt = r.ClockOffset, r.RTT
+	if h.drv, err = chooseDriver(r.Kind, r.Mode); err != nil {
+		return err
+	}
+	if h.facts.captures, err = resolvedCaptures(h, r); err != nil {
+		return err
+	}
+	st, err := o.readStatus(ctx, h)
+	if err != nil {
+		return fmt.Errorf("read the agent's status: %w", err)
+	}
+	h.run.status = st
+	return nil
 }
 
 // Status reports every capture's state.
@@ -183,21 +188,24 @@ func (o *Orchestrator) Status(ctx context.Context) (*Manifest, error) {
 	defer o.disp.Close()
 	defer o.closeAll()
 	o.attach(ctx)
-	o.each(ctx, phaseStatus, func(ctx context.Context, h *hostRun) error {
-		if finished(h.run.status) {
-			return nil
-		}
-		// Whether the agent still runs is known only on the host.
-		ended, err := h.drv.ended(ctx, o, h)
-		if err != nil {
-			return err
-		}
-		if ended {
-			return errAgentGone
-		}
-		return nil
-	})
+	o.each(ctx, phaseStatus, o.statusHost)
 	return o.manifest("status"), errors.Join(o.failures(), o.captureFailures())
+}
+
+// statusHost asks a host whose captures have not all finished whether its
+// agent still runs: that is known only on the host.
+func (o *Orchestrator) statusHost(ctx context.Context, h *hostRun) error {
+	if finished(h.run.status) {
+		return nil
+	}
+	ended, err := h.drv.ended(ctx, o, h)
+	if err != nil {
+		return err
+	}
+	if ended {
+		return errAgentGone
+	}
+	return nil
 }
 
 // errAgentGone: a host's agent (or ssh-mode script) ended before its
@@ -222,10 +230,9 @@ func (o *Orchestrator) Stop(ctx context.Context) (*Manifest, error) {
 		for _, h := range o.live() {
 			done = done && (finished(h.run.status) || h.run.agentGone)
 		}
-		if done {
+		if done || !sleep(ctx, pollInterval) {
 			break
 		}
-		time.Sleep(pollInterval)
 	}
 	// A host whose agent never said its captures stopped is not stopped:
 	// stop says so rather than succeed (it may be stuck, or unreachable).

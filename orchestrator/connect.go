@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 
 	"github.com/casecap/casecap/hosts"
 	"github.com/casecap/casecap/plans"
@@ -25,7 +24,7 @@ func (o *Orchestrator) knownHostsFor(files string) (*hosts.KnownHosts, error) {
 	}
 	var list []string
 	if files != "" {
-		list = []string{expandHome(files)}
+		list = []string{hosts.ExpandHome(files)}
 	} else {
 		home, _ := os.UserHomeDir()
 		list = []string{filepath.Join(home, ".ssh", "known_hosts"), "/etc/ssh/ssh_known_hosts"}
@@ -39,15 +38,6 @@ func (o *Orchestrator) knownHostsFor(files string) (*hosts.KnownHosts, error) {
 	}
 	o.known[files] = k
 	return k, nil
-}
-
-func expandHome(p string) string {
-	if rest, ok := strings.CutPrefix(p, "~/"); ok {
-		if home, err := os.UserHomeDir(); err == nil {
-			return filepath.Join(home, rest)
-		}
-	}
-	return p
 }
 
 // ErrLocalLinuxOnly: a local host's captures are made by casecap itself
@@ -89,25 +79,29 @@ func (o *Orchestrator) dial(ctx context.Context, h *plans.Host) (hosts.Conn, err
 	return hosts.DialSSH(ctx, opt)
 }
 
-func (o *Orchestrator) connect(ctx context.Context) {
-	o.each(ctx, phaseConnect, func(ctx context.Context, h *hostRun) error {
-		c, err := o.dial(ctx, h.plan)
-		if err != nil {
-			return unreachable(err)
-		}
-		h.conn = c
-		o.disp.HostPhase(h.name(), "connected")
-		return nil
-	})
+func (o *Orchestrator) connectHost(ctx context.Context, h *hostRun) error {
+	c, err := o.dial(ctx, h.plan)
+	if err != nil {
+		return unreachable(err)
+	}
+	h.conn = c
+	o.disp.HostPhase(h.name(), "connected")
+	return nil
 }
 
-// unreachable marks a failure to reach a host at all (no answer, refused,
-// no route), as against one that answered and said no (a host key, a
-// password). Captures already running there go on by themselves.
+// UnreachableError is a failure to reach a host at all (no answer,
+// refused, no route), as against one that answered and said no (a host
+// key, a password). Captures already running there go on by themselves.
+type UnreachableError struct{ Err error }
+
+func (e *UnreachableError) Error() string { return "unreachable: " + e.Err.Error() }
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// unreachable marks a network failure as an UnreachableError.
 func unreachable(err error) error {
 	var op *net.OpError
 	if errors.As(err, &op) {
-		return fmt.Errorf("unreachable: %w", err)
+		return &UnreachableError{Err: err}
 	}
 	return err
 }

@@ -7,14 +7,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"path"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/casecap/casecap/internal/agent/dist"
-	"github.com/casecap/casecap/plans"
 )
 
 // agentBlob is one agent binary and its content address.
@@ -77,18 +75,11 @@ func (o *Orchestrator) deploy(ctx context.Context) {
 	defer func() {
 		o.log.Info("phase done", "phase", "deploy", "took", time.Since(began), "uploads", o.uploads.Load())
 	}()
-	self := o.opt.LocalAgent
-	if self == nil {
-		if exe, err := os.Executable(); err == nil {
-			self = []string{exe, "agent"}
-		}
-	}
 	groups := map[string][]*hostRun{}
 	var order []string
 	for _, h := range o.live() {
-		if h.plan.Kind == plans.KindLocal {
-			h.facts.agent, h.facts.verified = self, true // casecap is its own agent here
-			continue
+		if h.facts.verified {
+			continue // casecap itself, on the local host (see preflight)
 		}
 		key := h.plan.Datastore + "\x00" + h.facts.arch
 		if groups[key] == nil {

@@ -57,7 +57,7 @@ func (*esxiSSH) begin(ctx context.Context, o *Orchestrator, h *hostRun, t0 time.
 		return errors.New("no held session to begin the captures on (ssh mode begins only there)")
 	}
 	h.run.held = nil
-	time.Sleep(time.Until(t0) - h.run.lineLat/2)
+	sleep(ctx, time.Until(t0)-h.run.lineLat/2)
 	if _, err := hs.send(agentproto.BeginLine(t0)); err != nil {
 		return err
 	}
@@ -67,7 +67,9 @@ func (*esxiSSH) begin(ctx context.Context, o *Orchestrator, h *hostRun, t0 time.
 // stop writes the stop file at t1: the script looks for it several times a
 // second.
 func (d *esxiSSH) stop(ctx context.Context, o *Orchestrator, h *hostRun, t1 time.Time) error {
-	time.Sleep(time.Until(t1))
+	if !sleep(ctx, time.Until(t1)) {
+		return ctx.Err()
+	}
 	return d.stopNow(o, h)
 }
 

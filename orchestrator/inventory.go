@@ -4,8 +4,6 @@ import "context"
 
 // inventory resolves each host's captures against what the host has (on
 // ESXi: its ports), before anything is uploaded: see each driver's resolve.
-func (o *Orchestrator) inventory(ctx context.Context) {
-	o.each(ctx, phaseInventory, func(ctx context.Context, h *hostRun) error {
-		return h.drv.resolve(ctx, o, h)
-	})
+func (o *Orchestrator) inventoryHost(ctx context.Context, h *hostRun) error {
+	return h.drv.resolve(ctx, o, h)
 }

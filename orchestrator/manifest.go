@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/casecap/casecap/internal/atomicfile"
 	"github.com/casecap/casecap/plans"
 )
 
@@ -151,26 +153,8 @@ func (o *Orchestrator) writeCaseFolder(m *Manifest) error {
 	return errors.Join(planErr, failed(err))
 }
 
-// writeFileAtomic writes a file of the case folder whole or not at all:
-// into a temporary file of its own, synced, renamed into place. On any
-// failure the temporary file is removed and the error names the file.
-func writeFileAtomic(p string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-			err = fmt.Errorf("write %s: %w", p, err)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = errors.Join(f.Chmod(0o640), f.Sync(), f.Close()); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), p)
+// writeFileAtomic writes a file of the case folder whole or not at all,
+// synced (atomicfile.WriteDurable).
+func writeFileAtomic(p string, data []byte) error {
+	return atomicfile.WriteDurable(p, bytes.NewReader(data), 0o640)
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/esxi"
 	"github.com/casecap/casecap/plans"
 )
@@ -38,85 +40,89 @@ func goArch(machine string) (string, bool) {
 	return "", false
 }
 
-func (o *Orchestrator) preflight(ctx context.Context) {
-	o.each(ctx, phasePreflight, func(ctx context.Context, h *hostRun) error {
-		create := "check"
-		if h.plan.Kind != plans.KindESXi {
-			// On Linux a datastore is just a directory: make it. On ESXi it
-			// must be a real datastore that exists.
-			create = "create"
+func (o *Orchestrator) preflightHost(ctx context.Context, h *hostRun) error {
+	create := "check"
+	if h.plan.Kind != plans.KindESXi {
+		// On Linux a datastore is just a directory: make it. On ESXi it
+		// must be a real datastore that exists.
+		create = "create"
+	}
+	out, err := h.conn.Run(ctx, []string{"sh", "-c", probeScript, "probe", h.plan.Datastore, create}, nil)
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	if len(lines) < 7 {
+		return fmt.Errorf("unexpected answer to the probe: %q", out)
+	}
+	sys, release, machine := lines[0], lines[1], lines[2]
+	// The host's clock, to the second: enough to age files on its
+	// storage (claims) by its own clock.
+	if secs, err := strconv.ParseInt(lines[4], 10, 64); err == nil {
+		h.facts.hostClock = time.Unix(secs, 0).Sub(time.Now())
+	}
+	lines = append(lines[:4], lines[5:]...)
+	switch sys {
+	case "VMkernel":
+		h.facts.kind = plans.KindESXi
+	case "Linux":
+		if h.facts.kind == plans.KindAuto {
+			h.facts.kind = plans.KindLinux
 		}
-		out, err := h.conn.Run(ctx, []string{"sh", "-c", probeScript, "probe", h.plan.Datastore, create}, nil)
+	default:
+		return fmt.Errorf("%s is neither Linux nor ESXi; casecap captures on those", sys)
+	}
+	if h.plan.Kind == plans.KindLinux && sys != "Linux" || h.plan.Kind == plans.KindESXi && sys != "VMkernel" {
+		return fmt.Errorf("the plan says kind %s, but the host runs %s", h.plan.Kind, sys)
+	}
+	h.facts.os = sys + " " + release
+	if len(lines) > 6 && strings.HasPrefix(lines[6], "VMware ESXi") {
+		h.facts.os = lines[6]
+	}
+	if h.facts.kind == plans.KindESXi {
+		v, err := esxi.ParseVersion(h.facts.os)
 		if err != nil {
 			return err
 		}
-		lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
-		if len(lines) < 7 {
-			return fmt.Errorf("unexpected answer to the probe: %q", out)
-		}
-		sys, release, machine := lines[0], lines[1], lines[2]
-		// The host's clock, to the second: enough to age files on its
-		// storage (claims) by its own clock.
-		if secs, err := strconv.ParseInt(lines[4], 10, 64); err == nil {
-			h.facts.hostClock = time.Unix(secs, 0).Sub(time.Now())
-		}
-		lines = append(lines[:4], lines[5:]...)
-		switch sys {
-		case "VMkernel":
-			h.facts.kind = plans.KindESXi
-		case "Linux":
-			if h.facts.kind == plans.KindAuto {
-				h.facts.kind = plans.KindLinux
-			}
-		default:
-			return fmt.Errorf("%s is neither Linux nor ESXi; casecap captures on those", sys)
-		}
-		if h.plan.Kind == plans.KindLinux && sys != "Linux" || h.plan.Kind == plans.KindESXi && sys != "VMkernel" {
-			return fmt.Errorf("the plan says kind %s, but the host runs %s", h.plan.Kind, sys)
-		}
-		h.facts.os = sys + " " + release
-		if len(lines) > 6 && strings.HasPrefix(lines[6], "VMware ESXi") {
-			h.facts.os = lines[6]
-		}
-		if h.facts.kind == plans.KindESXi {
-			v, err := esxi.ParseVersion(h.facts.os)
-			if err != nil {
-				return err
-			}
-			h.facts.esxi = &v
-		}
-		if err := targetsFit(o.opt.Plan.File, h); err != nil {
+		h.facts.esxi = &v
+	}
+	if err := targetsFit(o.opt.Plan.File, h); err != nil {
+		return err
+	}
+	// A new run starts in agent mode; check falls back to ssh mode
+	// where the host refuses the agent.
+	if h.drv, err = chooseDriver(h.facts.kind, ModeAgent); err != nil {
+		return err
+	}
+	if h.facts.kind == plans.KindLocal {
+		if h.facts.agent, err = o.localAgent(); err != nil {
 			return err
 		}
-		// A new run starts in agent mode; check falls back to ssh mode
-		// where the host refuses the agent.
-		if h.drv, err = chooseDriver(h.facts.kind, ModeAgent); err != nil {
-			return err
-		}
-		var ok bool
-		if h.facts.arch, ok = goArch(machine); !ok {
-			return fmt.Errorf("unsupported architecture %s (the agent exists for x86_64 and aarch64)", machine)
-		}
-		if lines[4] != "yes" {
-			return fmt.Errorf("datastore %s does not exist or is not writable", h.plan.Datastore)
-		}
-		df := strings.Fields(lines[5])
-		if len(df) < 4 {
-			return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, lines[5])
-		}
-		if h.facts.freeKB, err = strconv.ParseUint(df[3], 10, 64); err != nil {
-			return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, lines[5])
-		}
-		need := uint64(reserve)
-		for _, c := range h.facts.captures {
-			need = max(need, c.MinFree+reserve)
-		}
-		if free := h.facts.freeKB << 10; free < need {
-			return fmt.Errorf("only %s free on %s; the plan keeps %s free (min_free + %s)", humanize.IBytes(free), h.plan.Datastore, humanize.IBytes(need), humanize.IBytes(reserve))
-		}
-		o.disp.HostPhase(h.name(), "preflight ok: "+h.facts.os+" "+machine)
-		return nil
-	})
+		h.facts.verified = true // casecap is its own agent here
+	}
+	var ok bool
+	if h.facts.arch, ok = goArch(machine); !ok {
+		return fmt.Errorf("unsupported architecture %s (the agent exists for x86_64 and aarch64)", machine)
+	}
+	if lines[4] != "yes" {
+		return fmt.Errorf("datastore %s does not exist or is not writable", h.plan.Datastore)
+	}
+	df := strings.Fields(lines[5])
+	if len(df) < 4 {
+		return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, lines[5])
+	}
+	if h.facts.freeKB, err = strconv.ParseUint(df[3], 10, 64); err != nil {
+		return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, lines[5])
+	}
+	need := uint64(reserve)
+	for _, c := range h.facts.captures {
+		need = max(need, c.MinFree+reserve)
+	}
+	if free := h.facts.freeKB << 10; free < need {
+		return fmt.Errorf("only %s free on %s; the plan keeps %s free (min_free + %s)", humanize.IBytes(free), h.plan.Datastore, humanize.IBytes(need), humanize.IBytes(reserve))
+	}
+	o.disp.HostPhase(h.name(), "preflight ok: "+h.facts.os+" "+machine)
+	return nil
 }
 
 // targetsFit checks a host's captures against what the host turned out to
@@ -125,17 +131,32 @@ func (o *Orchestrator) preflight(ctx context.Context) {
 func targetsFit(planFile string, h *hostRun) error {
 	var errs []error
 	for _, c := range h.facts.captures {
-		onESXi := c.Target.Kind != plans.TargetInterface
-		switch {
-		case onESXi && h.facts.kind != plans.KindESXi:
+		if h.facts.kind.Captures(c.Target.Kind) {
+			continue
+		}
+		switch h.facts.kind {
+		case plans.KindLinux, plans.KindLocal:
 			what := string(c.Target.Kind) + " capture"
 			if c.Target.Kind == plans.TargetNone {
 				what = "standalone point (" + strings.Join(c.Points, ",") + ")"
 			}
 			errs = append(errs, fmt.Errorf("%s (%s:%d %s): a %s is for ESXi hosts, and this one runs %s; capture an interface (casecap targets PLAN lists them)", c.File, planFile, c.Line, c.Path, what, h.facts.os))
-		case !onESXi && h.facts.kind == plans.KindESXi:
+		default:
 			errs = append(errs, fmt.Errorf("%s (%s:%d %s): an interface capture is for Linux hosts, and this one runs %s; capture a VM, switchport, uplink or vmk (casecap targets PLAN lists them)", c.File, planFile, c.Line, c.Path, h.facts.os))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// localAgent is the argv that runs the agent on the local host: casecap
+// itself (Options.LocalAgent in tests).
+func (o *Orchestrator) localAgent() (agentproto.Argv, error) {
+	if o.opt.LocalAgent != nil {
+		return o.opt.LocalAgent, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("casecap is the local host's agent, and cannot find its own executable: %w", err)
+	}
+	return agentproto.Argv{exe, "agent"}, nil
 }

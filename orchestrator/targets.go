@@ -70,7 +70,7 @@ func (o *Orchestrator) Targets(ctx context.Context, only []string) ([]HostTarget
 		index[h] = i
 		out[i] = HostTargets{Host: h.name(), Kind: h.plan.Kind}
 	}
-	o.connect(ctx)
+	o.each(ctx, phaseConnect, o.connectHost)
 	o.each(ctx, phaseTargets, func(ctx context.Context, h *hostRun) error {
 		raw, err := h.conn.Run(ctx, []string{"sh", "-c", targetsScript}, nil)
 		if err != nil {

@@ -45,9 +45,6 @@ func finished(st *agentproto.Status) bool {
 	return st.State == agentproto.StateDone || st.State == agentproto.StateFailed
 }
 
-// statusEvery is how often the agent rewrites its status.json.
-const statusEvery = 500 * time.Millisecond
-
 // pollInterval is how often watch reads every host's status; from the
 // window's end on, endPoll (agents write their final status at once).
 const (

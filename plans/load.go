@@ -618,12 +618,11 @@ func (d *decoder) capture(n *yaml.Node, p string, def defaults, h *Host) *Captur
 	}
 
 	// Kind of host against kind of target.
-	linux := h.Kind == KindLinux || h.Kind == KindLocal
 	switch {
-	case linux && c.Target.Kind.esxiOnly():
+	case !h.Kind.Captures(c.Target.Kind) && c.Target.Kind.esxiOnly():
 		d.errf(n, p, "%s is an ESXi target, and %s is a %s host: Linux hosts capture on an interface", c.Target.Kind, h.Name, h.Kind)
 		return nil
-	case h.Kind == KindESXi && c.Target.Kind == TargetInterface:
+	case !h.Kind.Captures(c.Target.Kind):
 		d.errf(targets[TargetInterface], p+".interface", "interface is a Linux target; on ESXi capture a vmk, uplink, switchport or vm")
 		return nil
 	}

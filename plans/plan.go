@@ -93,6 +93,20 @@ const (
 // esxiOnly reports whether a target kind exists only on ESXi.
 func (k TargetKind) esxiOnly() bool { return k != TargetInterface }
 
+// Captures says whether a host of this kind captures on targets of kind t:
+// Linux (and local) hosts on interfaces, ESXi hosts on everything else; a
+// host of kind auto on either. It is the one rule for both validate (the
+// kind a plan declares) and preflight (the kind casecap finds).
+func (k Kind) Captures(t TargetKind) bool {
+	switch k {
+	case KindLinux, KindLocal:
+		return !t.esxiOnly()
+	case KindESXi:
+		return t.esxiOnly()
+	}
+	return true
+}
+
 // Target is where a capture is attached.
 type Target struct {
 	Kind       TargetKind `json:"kind"`

@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/casecap/casecap/internal/agentproto"
+	"github.com/casecap/casecap/internal/atomicfile"
 )
 
 // ReadJob reads and checks a job file.
@@ -25,12 +27,7 @@ func ReadJob(path string) (*agentproto.Job, error) {
 // statePath is the path of one of the job's state files.
 func statePath(j *agentproto.Job, name string) string { return filepath.Join(j.StateDir, name) }
 
-// writeAtomic writes a file so that readers see the old or the new
-// content, never half of it.
+// writeAtomic writes a state file whole or not at all (atomicfile).
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, bytes.NewReader(data), mode)
 }

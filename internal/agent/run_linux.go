@@ -26,9 +26,6 @@ import (
 	"github.com/casecap/casecap/internal/agent/hostclock"
 )
 
-// statusInterval is how often status.json is rewritten.
-const statusInterval = 500 * time.Millisecond
-
 // Options are facts about this host and this agent.
 type Options struct {
 	Version string
@@ -159,7 +156,7 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	tick := time.NewTicker(statusInterval)
+	tick := time.NewTicker(agentproto.StatusEvery)
 	defer tick.Stop()
 	for {
 		select {

@@ -20,6 +20,10 @@ const (
 	StopNowFile   = "stop"         // its presence stops every capture now
 )
 
+// StatusEvery is how often an agent (and the ssh-mode script) rewrites
+// StatusFile while its captures run.
+const StatusEvery = 500 * time.Millisecond
+
 // Instant is what StopFile and BeginFile hold.
 type Instant struct {
 	At time.Time `json:"at"` // zero: now
