@@ -26,7 +26,7 @@ func (o *Orchestrator) armHost(ctx context.Context, h *hostRun) error {
 	if err := h.drv.arm(ctx, o, h, record); err != nil {
 		return err
 	}
-	o.disp.HostPhase(h.name(), "armed ("+string(h.drv.mode())+" mode)")
+	o.disp.HostPhase(h.name(), "armed") // ssh mode was said at check
 	return nil
 }
 

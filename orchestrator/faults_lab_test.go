@@ -4,6 +4,7 @@ package orchestrator_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -91,6 +92,10 @@ func TestLinkCutMidCapture(t *testing.T) {
 	m, err := newOrch(t, p, out).Status(context.Background())
 	if err == nil || !strings.Contains(err.Error(), cut.Name) || !strings.Contains(err.Error(), "unreachable") {
 		t.Errorf("status with %s cut off: %v, want it named unreachable", cut.Name, err)
+	}
+	var ue *orchestrator.UnreachableError
+	if !errors.As(err, &ue) || strings.Count(err.Error(), cut.Name) != 1 {
+		t.Errorf("status with %s cut off: %v, want an UnreachableError naming the host once", cut.Name, err)
 	}
 	for _, h := range m.Hosts {
 		if h.Reachable == (h.Name == cut.Name) {

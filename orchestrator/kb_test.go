@@ -66,7 +66,7 @@ func kbHost(t *testing.T) (*plans.Plan, *hostRun) {
 
 // TestKBCommands: the pktcap-uw command lines casecap builds for the seed
 // KB article's runbook are the article's own (casecap adds --ng, the file
-// names of DESIGN.md section 4, and the uplink that `uplink: auto` finds).
+// names of docs/design.md section 4, and the uplink that `uplink: auto` finds).
 func TestKBCommands(t *testing.T) {
 	p, h := kbHost(t)
 	var lines []string

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/internal/agent/dist"
 	"github.com/casecap/casecap/orchestrator"
 	"github.com/casecap/casecap/plans"
 )
@@ -276,6 +277,43 @@ func TestTargetsMustFitTheHost(t *testing.T) {
 		}
 		if cmds := fake.Commands(); len(cmds) != 1 {
 			t.Errorf("%s: commands after preflight: %v", c.capture, cmds)
+		}
+	}
+}
+
+// TestNoAgentEmbeddedSaysSo: a casecap that carries no agents (go install)
+// fails every remote host at deploy with one line that says how to build
+// one that does, each host named once, and starts nothing.
+func TestNoAgentEmbeddedSaysSo(t *testing.T) {
+	begun.Clear()
+	fakes := map[string]*hosts.Fake{}
+	for _, name := range []string{"h1", "h2"} {
+		fakes[name] = fakeLinux(name, hosts.NewFakeFS(), "")
+	}
+	o := orchestrator.New(orchestrator.Options{
+		Plan: fakePlan(t, 2), OutDir: t.TempDir(), Version: "test",
+		AgentBinary: func(string) ([]byte, error) { return dist.Agent("no-such-arch") },
+		Dial: func(_ context.Context, h *plans.Host) (hosts.Conn, error) {
+			return fakes[h.Name], nil
+		},
+	})
+	m, err := o.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "go generate ./internal/agent/dist") {
+		t.Fatalf("got %v, want a failure that says how to build casecap with its agents", err)
+	}
+	for _, h := range m.Hosts {
+		if h.Phase != "deploy" || !errors.Is(err, dist.ErrNotEmbedded) {
+			t.Errorf("%s: failed in %q: %s", h.Name, h.Phase, h.Error)
+		}
+	}
+	for _, line := range m.Errors {
+		if strings.Count(line, "h1")+strings.Count(line, "h2") != 1 {
+			t.Errorf("the host is not named exactly once: %q", line)
+		}
+	}
+	for name, f := range fakes {
+		if ran(f, "start") || wasBegun(name) {
+			t.Errorf("%s was armed by a casecap with no agent to deploy", name)
 		}
 	}
 }

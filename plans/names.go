@@ -120,7 +120,7 @@ func pointsPart(c *Capture) string {
 	return s
 }
 
-// FileName is the capture's output file name, DESIGN.md section 4:
+// FileName is the capture's output file name, docs/design.md section 4:
 // HOSTNAME.port.points.pcapng, e.g. esxi01.switchport.67108879.VnicTxRx.pcapng,
 // esxi01.app01.eth0.VnicTxRx.pcapng, kvm01.eth0.RxTx.pcapng. A label, when
 // set, comes before the extension.

@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitCode(err)
 }
 
-// Exit codes (DESIGN.md section 2).
+// Exit codes (docs/design.md section 2).
 const (
 	exitOK      = 0
 	exitFailure = 1 // a runtime failure on at least one host or capture

@@ -50,7 +50,7 @@ func Agent(goarch string) ([]byte, error) {
 	}
 	f, err := bin.Open(prefix + goarch + ".gz")
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w for linux/%s in this casecap: build it with `go generate ./internal/agent/dist && go build ./cmd/casecap`", ErrNotEmbedded, goarch)
+		return nil, fmt.Errorf("%w for linux/%s in this casecap (go install builds none): use a release build, or build it with `go generate ./internal/agent/dist && go build ./cmd/casecap`", ErrNotEmbedded, goarch)
 	}
 	if err != nil {
 		return nil, err

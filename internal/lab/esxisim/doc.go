@@ -6,7 +6,7 @@
 // is: unknown options, unknown or misplaced capture points and malformed
 // filters are refused with an error and a non-zero exit.
 //
-// What it imitates of pktcap-uw (DESIGN.md section 5): pcap unless --ng/-P,
+// What it imitates of pktcap-uw (docs/esxi.md): pcap unless --ng/-P,
 // the receive side only unless told otherwise, --capture with several
 // points, --dir/--stage, -s, -c, the flow filters and --rcf, a clean file
 // and a "Dumped N packet to file F, dropped M packets." summary on SIGINT

@@ -1,4 +1,4 @@
-// Package seqcast is the lab's clock for "together" (DESIGN.md section 6):
+// Package seqcast is the lab's clock for "together" (docs/design.md, section 1 "Phases", begin):
 // a sender of numbered UDP broadcast packets that every lab host receives at
 // the same moment, and a reader that tells, for any pcap or pcapng file, the
 // first and last number captured, how many, and which were missing.
