@@ -12,8 +12,8 @@ import (
 	"github.com/casecap/casecap/hosts"
 )
 
-// arm makes every capture ready on every host, each host's driver its own
-// way, with casecap's record of the run stored beside the captures' state.
+// armHost makes every capture of the host ready, the driver's way, with
+// casecap's record of the run stored beside the captures' state.
 func (o *Orchestrator) armHost(ctx context.Context, h *hostRun) error {
 	p := o.opt.Plan
 	h.run.record = &Record{Casecap: o.opt.Version, Case: p.Case, Host: h.name(), Address: h.plan.Address, Kind: h.facts.kind,

@@ -21,8 +21,10 @@ import (
 // one gives the offset (NTP's minimum-delay filter).
 const clockProbes = 8
 
-// check asks the agent what it can do on the host (interfaces, tcpdump,
-// root) and measures the host's clock offset and the round trip.
+// checkHost asks the agent what it can do on the host (its driver holds
+// the answer against the captures: interfaces, tcpdump, root) and measures
+// the host's clock offset and the round trip. A host that refuses to run
+// the agent goes on with its driver's fallback, if it has one.
 func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) error {
 	// One session: the agent verified by its hash, its facts, then the
 	// clock exchange.

@@ -79,6 +79,7 @@ func (o *Orchestrator) dial(ctx context.Context, h *plans.Host) (hosts.Conn, err
 	return hosts.DialSSH(ctx, opt)
 }
 
+// connectHost connects to the host (see dial).
 func (o *Orchestrator) connectHost(ctx context.Context, h *hostRun) error {
 	c, err := o.dial(ctx, h.plan)
 	if err != nil {

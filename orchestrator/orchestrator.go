@@ -94,11 +94,11 @@ type hostFacts struct {
 
 // hostProgress is what a command did on a host.
 type hostProgress struct {
-	claim     string // this run's claim of the case on the host's datastore, once made
-	claimMine bool   // made by this host (not found, made by another of this run's hosts on shared storage)
-	armed     bool   // something runs there: clean up if the run aborts
-	held      *held  // the arming session, kept for the begin
-	execLat   time.Duration
+	claim     string        // this run's claim of the case on the host's datastore, once made
+	claimMine bool          // made by this host (not found, made by another of this run's hosts on shared storage)
+	armed     bool          // something runs there: clean up if the run aborts
+	held      *held         // the arming session, kept for the begin
+	execLat   time.Duration // how long a short agent command takes, end to end
 	lineLat   time.Duration // a line's round trip on the held session, under load
 	record    *Record
 	status    *agentproto.Status

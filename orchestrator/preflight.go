@@ -40,6 +40,9 @@ func goArch(machine string) (string, bool) {
 	return "", false
 }
 
+// preflightHost learns what the host is, in one shell command: its system
+// (and so its kind, and its driver), architecture, clock to the second,
+// and whether the datastore exists, is writable and has room.
 func (o *Orchestrator) preflightHost(ctx context.Context, h *hostRun) error {
 	create := "check"
 	if h.plan.Kind != plans.KindESXi {
