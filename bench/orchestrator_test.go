@@ -270,7 +270,6 @@ func BenchmarkCollect(b *testing.B) {
 	// The collector as casecap run and collect set it (cmd/casecap,
 	// tuneGCForDownloads): this runs their download code in process.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	defer debug.SetMemoryLimit(debug.SetMemoryLimit(160 << 20))
 	n := benchHosts()
 	l := labtest.Start(b, n)
 	dst := b.TempDir()

@@ -32,6 +32,9 @@ func (o *Orchestrator) LocalCaseDir() string {
 // against the checksum its agent recorded (CRC-32C; SHA-256 from ESXi's ssh
 // mode). The manifest gets the SHA-256 of every file collected.
 func (o *Orchestrator) collect(ctx context.Context) {
+	if o.opt.Collecting != nil {
+		defer o.opt.Collecting()()
+	}
 	local := o.LocalCaseDir()
 	if err := os.MkdirAll(local, 0o750); err != nil {
 		for _, h := range o.live() {

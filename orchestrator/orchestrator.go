@@ -36,6 +36,11 @@ type Options struct {
 	LocalAgent []string
 	// Dial connects to a host (default: SSH, or this machine for local).
 	Dial func(ctx context.Context, h *plans.Host) (hosts.Conn, error)
+	// Collecting, if set, is called as the collect phase begins, and the
+	// function it returns as it ends: casecap tunes the garbage collector
+	// for the downloads there (process-wide settings are main's, not a
+	// library's).
+	Collecting func() (done func())
 	// StopWait is how long a stop waits for the agents to report their
 	// captures stopped before it says they still run (default 30 s).
 	StopWait time.Duration
