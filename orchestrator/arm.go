@@ -17,7 +17,7 @@ import (
 func (o *Orchestrator) armHost(ctx context.Context, h *hostRun) error {
 	p := o.opt.Plan
 	h.run.record = &Record{Casecap: o.opt.Version, Case: p.Case, Host: h.name(), Address: h.plan.Address, Kind: h.facts.kind,
-		OS: h.facts.os, Arch: h.facts.arch, Agent: h.facts.agent, ClockOffset: h.facts.offset, RTT: h.facts.rtt, ArmedAt: time.Now(),
+		OS: h.facts.os, Arch: h.facts.arch, Agent: h.facts.agent, ClockOffset: h.facts.clock.offset, RTT: h.facts.clock.rtt, ArmedAt: time.Now(),
 		Mode: h.drv.mode(), Captures: h.facts.captures}
 	record, err := json.Marshal(h.run.record)
 	if err != nil {

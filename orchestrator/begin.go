@@ -20,7 +20,7 @@ func (o *Orchestrator) beginMargin() time.Duration {
 		if h.run.held == nil {
 			return o.stopMargin()
 		}
-		lat, rtt = max(lat, h.run.lineLat), max(rtt, h.facts.rtt)
+		lat, rtt = max(lat, h.run.lineLat), max(rtt, h.facts.clock.rtt)
 	}
 	return clampMargin(lat*(o.rounds()+1) + 3*rtt + 20*time.Millisecond)
 }

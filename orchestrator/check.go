@@ -7,19 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"slices"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/casecap/casecap/hosts"
-	"github.com/casecap/casecap/internal/agentproto"
 )
-
-// clockProbes is how many round trips measure a host's clock; the fastest
-// one gives the offset (NTP's minimum-delay filter).
-const clockProbes = 8
 
 // checkHost asks the agent what it can do on the host (its driver holds
 // the answer against the captures: interfaces, tcpdump, root) and measures
@@ -56,14 +47,14 @@ func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) error {
 	if err := h.drv.checkFacts(h); err != nil {
 		return err
 	}
-	if h.facts.offset, h.facts.rtt, err = clockExchange(p.Stdin(), r); err != nil {
+	if h.facts.clock, err = clockExchange(ctx, p.Stdin(), r); err != nil {
 		return fmt.Errorf("measure the clock: %w", err)
 	}
 	p.Stdin().Close()
 	if err := p.Wait(); err != nil {
 		return fmt.Errorf("the agent's check: %w", err)
 	}
-	o.disp.HostPhase(h.name(), fmt.Sprintf("clock offset %v, rtt %v", h.facts.offset.Round(time.Microsecond), h.facts.rtt.Round(time.Microsecond)))
+	o.disp.HostPhase(h.name(), h.facts.clock.String())
 	return nil
 }
 
@@ -98,47 +89,6 @@ func (o *Orchestrator) startCheck(ctx context.Context, h *hostRun) (hosts.Proces
 		return nil, nil, nil, fmt.Errorf("the agent's check: %v (%w)", err, werr)
 	}
 	return p, r, line, nil
-}
-
-// measureClock runs the agent's clock responder on its own.
-func measureClock(ctx context.Context, h *hostRun) (offset, rtt time.Duration, err error) {
-	p, err := h.conn.Start(ctx, append(slices.Clone(h.facts.agent), agentproto.CmdClock))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer func() {
-		p.Stdin().Close()
-		if werr := p.Wait(); err == nil && werr != nil {
-			err = werr
-		}
-	}()
-	return clockExchange(p.Stdin(), bufio.NewReader(p.Stdout()))
-}
-
-// clockExchange sends clock probes and keeps the sample with the shortest
-// round trip: offset = host time - (t0 + t1)/2.
-func clockExchange(w io.Writer, r *bufio.Reader) (offset, rtt time.Duration, err error) {
-	rtt = time.Hour
-	for range clockProbes {
-		t0 := time.Now()
-		if _, err := w.Write([]byte("t\n")); err != nil {
-			return 0, 0, err
-		}
-		line, err := r.ReadString('\n')
-		t1 := time.Now()
-		if err != nil {
-			return 0, 0, err
-		}
-		ns, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("bad clock answer %q", line)
-		}
-		if d := t1.Sub(t0); d < rtt {
-			rtt = d
-			offset = time.Unix(0, ns).Sub(t0.Add(d / 2))
-		}
-	}
-	return offset, rtt, nil
 }
 
 // execRefused says whether running the agent failed because the host does

@@ -168,7 +168,7 @@ func (o *Orchestrator) attachHost(ctx context.Context, h *hostRun) error {
 		return fmt.Errorf("no run of case %s was started on this host: %w", o.opt.Plan.Case, err)
 	}
 	h.run.record, h.facts.agent, h.facts.kind, h.facts.os, h.facts.arch = r, r.Agent, r.Kind, r.OS, r.Arch
-	h.facts.offset, h.facts.rtt = r.ClockOffset, r.RTT
+	h.facts.clock = clockReading{offset: r.ClockOffset, rtt: r.RTT}
 	if h.drv, err = chooseDriver(r.Kind, r.Mode); err != nil {
 		return err
 	}

@@ -89,7 +89,7 @@ func (o *Orchestrator) job(h *hostRun, record []byte, sessions map[string]esxi.C
 	p := o.opt.Plan
 	j := &agentproto.Job{Version: agentproto.JobVersion, Case: p.Case, Host: h.name(), StateDir: h.stateDir(p), CaseDir: h.caseDir(p),
 		ESXi: h.facts.esxi, Record: record}
-	hostNow := time.Now().Add(h.facts.offset)
+	hostNow := time.Now().Add(h.facts.clock.correction())
 	for _, c := range h.facts.captures {
 		jc := agentproto.JobCapture{
 			Name: strings.TrimSuffix(c.File, ".pcapng"), File: c.File,
@@ -148,7 +148,7 @@ func (agentCmds) armJob(ctx context.Context, o *Orchestrator, h *hostRun, j *age
 // begin tells the agent the instant on its own clock: on the held session,
 // or, with none, by a begin command.
 func (agentCmds) begin(ctx context.Context, o *Orchestrator, h *hostRun, t0 time.Time) error {
-	at := t0.Add(h.facts.offset)
+	at := t0.Add(h.facts.clock.correction())
 	if hs := h.run.held; hs != nil {
 		h.run.held = nil
 		if _, err := hs.send(agentproto.BeginLine(at)); err != nil {
@@ -163,7 +163,7 @@ func (agentCmds) begin(ctx context.Context, o *Orchestrator, h *hostRun, t0 time
 // stop tells the agent the instant on its own clock. No agent there to
 // stop: it ended; if its captures had not, it died.
 func (agentCmds) stop(ctx context.Context, o *Orchestrator, h *hostRun, t1 time.Time) error {
-	out, err := h.conn.Run(ctx, h.facts.agent.Stop(t1.Add(h.facts.offset), h.stateDir(o.opt.Plan)), nil)
+	out, err := h.conn.Run(ctx, h.facts.agent.Stop(t1.Add(h.facts.clock.correction()), h.stateDir(o.opt.Plan)), nil)
 	if err != nil {
 		return err
 	}
@@ -199,7 +199,7 @@ func (agentCmds) ended(ctx context.Context, o *Orchestrator, h *hostRun) (bool, 
 
 func (agentCmds) measureClock(ctx context.Context, h *hostRun) error {
 	var err error
-	h.facts.offset, h.facts.rtt, err = measureClock(ctx, h)
+	h.facts.clock, err = measureClock(ctx, h)
 	return err
 }
 

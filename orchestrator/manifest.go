@@ -36,14 +36,19 @@ type ManifestHost struct {
 	Kind          plans.Kind    `json:"kind"`
 	OS            string        `json:"os,omitempty"`
 	Arch          string        `json:"arch,omitempty"`
-	Mode          Mode          `json:"mode,omitempty"` // how it captured: agent, or ssh (ESXi refused the agent)
-	ClockOffsetNs time.Duration `json:"clock_offset_ns"`
-	RTTNs         time.Duration `json:"rtt_ns"`
-	BeginLateNs   time.Duration `json:"begin_late_ns,omitempty"`
-	Reachable     bool          `json:"reachable"`
-	Note          string        `json:"note,omitempty"` // what the reader of the figures should know
-	Phase         string        `json:"failed_phase,omitempty"`
-	Error         string        `json:"error,omitempty"`
+	Mode          Mode          `json:"mode,omitempty"`  // how it captured: agent, or ssh (ESXi refused the agent)
+	ClockOffsetNs time.Duration `json:"clock_offset_ns"` // host clock minus casecap's, as measured
+	// ClockUncertaintyNs bounds the offset's error (half the best probe's
+	// round trip); ClockCorrected: the offset was larger, so instants told
+	// to the host were moved by it (otherwise its clock was taken as right).
+	ClockUncertaintyNs time.Duration `json:"clock_uncertainty_ns"`
+	ClockCorrected     bool          `json:"clock_corrected"`
+	RTTNs              time.Duration `json:"rtt_ns"`
+	BeginLateNs        time.Duration `json:"begin_late_ns,omitempty"`
+	Reachable          bool          `json:"reachable"`
+	Note               string        `json:"note,omitempty"` // what the reader of the figures should know
+	Phase              string        `json:"failed_phase,omitempty"`
+	Error              string        `json:"error,omitempty"`
 }
 
 // ManifestCapture is one capture.
@@ -76,14 +81,16 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 	m := &Manifest{Case: p.Case, Casecap: o.opt.Version, Command: command}
 	for _, h := range o.hosts {
 		mh := ManifestHost{Name: h.name(), Address: h.plan.Address, Kind: h.facts.kind, OS: h.facts.os, Arch: h.facts.arch,
-			ClockOffsetNs: h.facts.offset, RTTNs: h.facts.rtt, Reachable: h.conn != nil && h.run.status != nil}
+			Reachable: h.conn != nil && h.run.status != nil}
+		clock := h.facts.clock
 		if r := h.run.record; r != nil {
 			if h.drv != nil {
 				mh.Mode, mh.Note = h.drv.mode(), h.drv.note()
 			}
 			mh.OS, mh.Arch, mh.Kind = r.OS, r.Arch, r.Kind
-			mh.ClockOffsetNs, mh.RTTNs = r.ClockOffset, r.RTT
+			clock = clockReading{offset: r.ClockOffset, rtt: r.RTT} // as the captures were begun
 		}
+		mh.ClockOffsetNs, mh.ClockUncertaintyNs, mh.ClockCorrected, mh.RTTNs = clock.offset, clock.uncertainty(), clock.corrected(), clock.rtt
 		if h.run.status != nil {
 			mh.BeginLateNs = h.run.status.BeginLate
 		}
@@ -101,7 +108,7 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 					}
 					mc.Filter, mc.Start, mc.Stop = s.Filter, s.Start, s.Stop
 					// The agreed start, on casecap's clock.
-					if b := s.Start.Add(-mh.ClockOffsetNs); !s.Start.IsZero() && (m.Begin.IsZero() || b.Before(m.Begin)) {
+					if b := s.Start.Add(-clock.correction()); !s.Start.IsZero() && (m.Begin.IsZero() || b.Before(m.Begin)) {
 						m.Begin = b
 					}
 					mc.Packets, mc.Bytes, mc.Drops, mc.Size = s.Packets, s.Bytes, s.Drops, s.Size

@@ -92,9 +92,8 @@ type hostFacts struct {
 	agentBlob agentBlob        // the agent it must be (empty for the local host)
 	verified  bool             // its copy was verified by hash in this run (or is casecap itself)
 	checked   agentproto.Facts // the agent's check
-	offset    time.Duration    // host clock minus ours
-	hostClock time.Duration    // the same, to the second, from preflight (before the agent can measure it)
-	rtt       time.Duration
+	clock     clockReading     // host clock against ours, measured by the agent (see clock.go)
+	hostClock time.Duration    // host clock minus ours to the second, from preflight (before the agent can measure it)
 }
 
 // hostProgress is what a command did on a host.

@@ -13,7 +13,7 @@ import (
 func (o *Orchestrator) stopMargin() time.Duration {
 	var lat, rtt time.Duration
 	for _, h := range o.live() {
-		lat, rtt = max(lat, h.run.execLat), max(rtt, h.facts.rtt)
+		lat, rtt = max(lat, h.run.execLat), max(rtt, h.facts.clock.rtt)
 	}
 	return clampMargin(lat*o.rounds() + lat/2 + 3*rtt + 20*time.Millisecond)
 }

@@ -8,6 +8,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/casecap/casecap/orchestrator"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -229,5 +232,27 @@ func TestREADMEFlags(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, "-v"); code != exitUsage {
 		t.Errorf("casecap -v: exit %d, want %d (-v is --verbose, a command's flag)", code, exitUsage)
+	}
+}
+
+// TestSummaryClocks: the summary names the hosts whose clocks were
+// corrected, with offset and uncertainty, and counts the others, taken as
+// right; hosts whose clock was not measured are in neither.
+func TestSummaryClocks(t *testing.T) {
+	m := &orchestrator.Manifest{Hosts: []orchestrator.ManifestHost{
+		{Name: "esxi01", ClockOffsetNs: 80 * time.Millisecond, ClockUncertaintyNs: 400 * time.Microsecond, ClockCorrected: true, RTTNs: 800 * time.Microsecond},
+		{Name: "esxi02", ClockOffsetNs: 300 * time.Microsecond, ClockUncertaintyNs: 3 * time.Millisecond, RTTNs: 6 * time.Millisecond},
+		{Name: "esxi03", Mode: orchestrator.ModeSSH},
+	}}
+	var b strings.Builder
+	printSummary(&b, m)
+	out := b.String()
+	for _, want := range []string{"clocks corrected: esxi01 +80ms ± 400µs\n", "clocks taken as right (offset within its uncertainty): 1 of 3 hosts\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "esxi02") || strings.Contains(out, "esxi03") {
+		t.Errorf("summary names hosts whose clocks were not corrected:\n%s", out)
 	}
 }

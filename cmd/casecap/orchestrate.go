@@ -231,6 +231,7 @@ func printSummary(w io.Writer, m *orchestrator.Manifest) {
 			fmt.Fprintf(w, "note: %s (%s mode): %s\n", h.Name, h.Mode, h.Note)
 		}
 	}
+	printClocks(w, m)
 	for _, e := range m.Errors {
 		fmt.Fprintln(w, "error:", e)
 	}
@@ -302,4 +303,30 @@ func tuneGCForDownloads() (restore func()) {
 	}
 	old := debug.SetGCPercent(400)
 	return func() { debug.SetGCPercent(old) }
+}
+
+// printClocks says which hosts' clocks were corrected, by how much and
+// with what uncertainty, and that the others were taken as right (their
+// offsets were within their uncertainty).
+func printClocks(w io.Writer, m *orchestrator.Manifest) {
+	var fixed, right []string
+	for _, h := range m.Hosts {
+		switch {
+		case h.RTTNs == 0: // not measured (ssh mode, or never reached)
+		case h.ClockCorrected:
+			sign := "+"
+			if h.ClockOffsetNs < 0 {
+				sign = "" // the duration carries its minus
+			}
+			fixed = append(fixed, fmt.Sprintf("%s %s%v ± %v", h.Name, sign, h.ClockOffsetNs.Round(time.Microsecond), h.ClockUncertaintyNs.Round(time.Microsecond)))
+		default:
+			right = append(right, h.Name)
+		}
+	}
+	if len(fixed) > 0 {
+		fmt.Fprintf(w, "clocks corrected: %s\n", strings.Join(fixed, ", "))
+	}
+	if len(right) > 0 {
+		fmt.Fprintf(w, "clocks taken as right (offset within its uncertainty): %d of %d hosts\n", len(right), len(m.Hosts))
+	}
 }
