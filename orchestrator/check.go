@@ -16,9 +16,21 @@ import (
 // the answer against the captures: interfaces, tcpdump, root) and measures
 // the host's clock offset and the round trip. A host that refuses to run
 // the agent goes on with its driver's fallback, if it has one.
-func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) error {
-	// One session: the agent verified by its hash, its facts, then the
-	// clock exchange.
+func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) (err error) {
+	defer close(h.run.checked)
+	// On a datastore another host shares, the agent that host uploaded is
+	// verified by that host's check: wait for it, rather than hash the
+	// same file again (if it could not, this host verifies it itself).
+	if first := h.facts.sharedWith; first != nil && !h.facts.verified {
+		select {
+		case <-first.run.checked:
+			h.facts.verified = first.run.agentOK
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	// One session: the agent verified by its hash (unless it was), its
+	// facts, then the clock exchange.
 	p, r, line, err := o.startCheck(ctx, h)
 	if errors.Is(err, errAgentMismatch) {
 		// A copy that is not the agent (damaged, or another file under
@@ -41,6 +53,7 @@ func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) error {
 		return err
 	}
 	defer p.Stdin().Close()
+	h.run.agentOK = true // it ran, verified
 	if err := json.Unmarshal(line, &h.facts.checked); err != nil {
 		return fmt.Errorf("the agent's check: %w", err)
 	}

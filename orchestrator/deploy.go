@@ -103,19 +103,6 @@ func (o *Orchestrator) deploy(ctx context.Context) {
 // Uploads counts agent uploads (for tests and the bench).
 func (o *Orchestrator) Uploads() int { return int(o.uploads.Load()) }
 
-// remoteSum asks the host for a file's sha256 ("" when it is missing).
-func remoteSum(ctx context.Context, h *hostRun, file string) string {
-	out, err := h.conn.Run(ctx, []string{"sha256sum", file}, nil)
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(out))
-	if len(f) == 0 {
-		return ""
-	}
-	return f[0]
-}
-
 func (o *Orchestrator) deployGroup(ctx context.Context, group []*hostRun, sem chan struct{}) {
 	blob, err := o.agentFor(group[0].facts.arch)
 	if err != nil {
@@ -129,7 +116,9 @@ func (o *Orchestrator) deployGroup(ctx context.Context, group []*hostRun, sem ch
 	for _, h := range group {
 		h.facts.agent, h.facts.agentBlob = []string{file}, blob
 	}
-	// The first host: the nonce, then a verified agent.
+	// The first host: the nonce, then the agent, verified already if
+	// preflight found it there with the right hash, else uploaded (SFTP)
+	// and verified by the first host's check, which the others wait for.
 	first := group[0]
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
@@ -141,22 +130,25 @@ func (o *Orchestrator) deployGroup(ctx context.Context, group []*hostRun, sem ch
 		if err := first.conn.WriteFile(nonce, strings.NewReader("casecap\n"), 0o600); err != nil {
 			return fmt.Errorf("write %s: %w", nonce, err)
 		}
-		if remoteSum(ctx, first, file) != blob.sum {
-			if err := o.upload(first, dir, file, blob); err != nil {
-				return err
-			}
-			if got := remoteSum(ctx, first, file); got != blob.sum {
-				return fmt.Errorf("the agent at %s has sha256 %q after upload, want %s", file, got, blob.sum)
-			}
+		if first.facts.agentFound == blob.sum {
+			first.facts.verified = true
+			o.disp.HostPhase(first.name(), "agent verified")
+			return nil
 		}
-		first.facts.verified = true
-		o.disp.HostPhase(first.name(), "agent verified")
+		if err := o.upload(first, dir, file, blob); err != nil {
+			return err
+		}
+		o.disp.HostPhase(first.name(), "agent uploaded")
 		return nil
 	}()
 	if err != nil {
 		o.fail(first, phaseDeploy, err)
 	}
-	defer first.conn.Run(context.Background(), []string{"rm", "-f", nonce}, nil)
+	defer func() {
+		if err := first.conn.Remove(nonce); err != nil {
+			o.log.Warn("could not remove the shared-datastore nonce", "host", first.name(), "file", nonce, "err", err)
+		}
+	}()
 	var wg sync.WaitGroup
 	for _, h := range group[1:] {
 		wg.Add(1)
@@ -164,9 +156,11 @@ func (o *Orchestrator) deployGroup(ctx context.Context, group []*hostRun, sem ch
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if _, err := h.conn.Stat(nonce); err == nil && first.facts.verified {
-				h.facts.verified = true // the same storage: the same verified file
-				o.disp.HostPhase(h.name(), "agent verified (shared datastore)")
+			if _, err := h.conn.Stat(nonce); err == nil && first.err == nil {
+				// The same storage: the same file, verified by the first
+				// host (already, or at its check).
+				h.facts.verified, h.facts.sharedWith = first.facts.verified, first
+				o.disp.HostPhase(h.name(), "agent on the shared datastore")
 				return
 			}
 			// Storage of its own: a copy of its own, verified by check.
@@ -180,4 +174,14 @@ func (o *Orchestrator) deployGroup(ctx context.Context, group []*hostRun, sem ch
 		}()
 	}
 	wg.Wait()
+}
+
+// agentPathFor is where the agent for linux/arch goes on a datastore, or
+// "" when this casecap carries none for arch.
+func (o *Orchestrator) agentPathFor(ds, arch string) string {
+	blob, err := o.agentFor(arch)
+	if err != nil {
+		return ""
+	}
+	return agentPath(ds, arch, blob)
 }

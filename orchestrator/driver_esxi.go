@@ -17,24 +17,21 @@ type esxiPorts struct {
 	sessions map[string]esxi.Capture
 }
 
-// inventoryScript lists an ESXi host's ports, then says how the host sees
-// casecap's session (for leaving it out of captures in ssh mode).
-const inventoryScript = `net-stats -l || exit
-echo "casecap-ssh-connection $SSH_CONNECTION"`
-
 // resolve reads the host's ports and resolves its captures to pktcap-uw
 // sessions: a VM's vNIC to its switchport, `uplink: auto` to the port's
 // team uplink (a capture added beside it). A name that matches nothing
 // fails the host with the candidates, before anything is uploaded.
 func (e *esxiPorts) resolve(ctx context.Context, o *Orchestrator, h *hostRun) error {
-	out, err := h.conn.Run(ctx, []string{"sh", "-c", inventoryScript}, nil)
-	if err != nil {
-		return err
+	status, text, ok := strings.Cut(h.facts.inventory, "\n")
+	if !ok {
+		return errors.New("the host's probe did not list its ports (net-stats -l)")
 	}
-	text := string(out)
 	if i := strings.LastIndex(text, "casecap-ssh-connection "); i >= 0 {
 		h.facts.sshConn = strings.TrimSpace(text[i+len("casecap-ssh-connection "):])
 		text = text[:i]
+	}
+	if status != "0" {
+		return fmt.Errorf("net-stats -l failed (exit %s): %s", status, strings.TrimSpace(text))
 	}
 	ports, err := esxi.ParseNetStats(text)
 	if err != nil {

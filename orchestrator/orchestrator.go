@@ -84,24 +84,37 @@ type hostFacts struct {
 	// session (left out of pktcap-uw's captures where asked).
 	esxi    *esxi.Version
 	sshConn string
+	// inventory is the probe's ESXi inventory: net-stats' exit status on
+	// the first line, its output, and SSH_CONNECTION (see probeScript).
+	inventory string
 	// captures are the host's captures as resolved: the plan's, and on ESXi
 	// the uplinks that `uplink: auto` found; later commands read them from
 	// the run's record.
 	captures  []*plans.Capture
-	agent     agentproto.Argv  // what runs the agent there
-	agentBlob agentBlob        // the agent it must be (empty for the local host)
-	verified  bool             // its copy was verified by hash in this run (or is casecap itself)
-	checked   agentproto.Facts // the agent's check
-	clock     clockReading     // host clock against ours, measured by the agent (see clock.go)
-	hostClock time.Duration    // host clock minus ours to the second, from preflight (before the agent can measure it)
+	agent     agentproto.Argv // what runs the agent there
+	agentBlob agentBlob       // the agent it must be (empty for the local host)
+	verified  bool            // its copy was verified by hash in this run (or is casecap itself)
+	// agentFound is the SHA-256 of the file at the agent's path when
+	// preflight looked ("" if none); sharedWith is the host that put the
+	// agent on the datastore this host shares, whose check verifies it.
+	agentFound string
+	sharedWith *hostRun
+	checked    agentproto.Facts // the agent's check
+	clock      clockReading     // host clock against ours, measured by the agent (see clock.go)
+	hostClock  time.Duration    // host clock minus ours to the second, from preflight (before the agent can measure it)
 }
 
 // hostProgress is what a command did on a host.
 type hostProgress struct {
-	claim     string        // this run's claim of the case on the host's datastore, once made
-	claimMine bool          // made by this host (not found, made by another of this run's hosts on shared storage)
-	armed     bool          // something runs there: clean up if the run aborts
-	held      *held         // the arming session, kept for the begin
+	claim     string // this run's claim of the case on the host's datastore, once made
+	claimMine bool   // made by this host (not found, made by another of this run's hosts on shared storage)
+	armed     bool   // something runs there: clean up if the run aborts
+	held      *held  // the arming session, kept for the begin
+	// checked is closed once the check phase is over for this host, with
+	// agentOK set if its agent was verified (hosts sharing its datastore
+	// wait for it).
+	checked   chan struct{}
+	agentOK   bool
 	execLat   time.Duration // how long a short agent command takes, end to end
 	lineLat   time.Duration // a line's round trip on the held session, under load
 	record    *Record
@@ -161,7 +174,7 @@ func New(opt Options) *Orchestrator {
 		o.disp = nopDisplay{}
 	}
 	for _, h := range opt.Plan.Hosts {
-		o.hosts = append(o.hosts, &hostRun{plan: h, facts: hostFacts{kind: h.Kind, captures: h.Captures}})
+		o.hosts = append(o.hosts, &hostRun{plan: h, facts: hostFacts{kind: h.Kind, captures: h.Captures}, run: hostProgress{checked: make(chan struct{})}})
 	}
 	return o
 }

@@ -17,15 +17,35 @@ import (
 )
 
 // probeScript learns what preflight needs in one round trip: the system, the
-// datastore and its free space. Its arguments come as positional parameters
-// ($1 the datastore, $2 "create" to make it if missing): nothing from the
-// plan is ever part of the script's text.
+// datastore and its free space; the SHA-256 of the agent this casecap
+// would deploy there, if a file of its name is there ($3 and $4: its path
+// for amd64 and arm64), so that deploy costs no session when it is; on
+// ESXi, also what inventory needs (the
+// ports, from net-stats -l, and how the host sees casecap's session), so
+// that it costs no session of its own. Its arguments come as positional
+// parameters ($1 the datastore, $2 "create" to make it if missing):
+// nothing from the plan is ever part of the script's text.
 const probeScript = `ds=$1
 uname -s; uname -r; uname -m; hostname; date +%s
 if [ ! -d "$ds" ] && [ "$2" = create ]; then mkdir -p "$ds" && chmod 750 "$ds"; fi
 if [ -d "$ds" ] && [ -w "$ds" ]; then echo yes; else echo no; fi
 df -Pk "$ds" 2>/dev/null | tail -n 1
-vmware -v 2>/dev/null || true`
+vmware -v 2>/dev/null || true
+case $(uname -m) in x86_64|amd64) a=$3 ;; aarch64|arm64) a=$4 ;; *) a= ;; esac
+if [ -n "$a" ] && [ -f "$a" ]; then echo "` + agentSumMark + `$(sha256sum "$a" 2>/dev/null | cut -d ' ' -f 1)"; fi
+if [ "$(uname -s)" = VMkernel ]; then
+	inv=$(net-stats -l 2>&1); rc=$?
+	echo "` + inventoryMark + `$rc"
+	printf '%s\n' "$inv"
+	echo "casecap-ssh-connection $SSH_CONNECTION"
+fi`
+
+// agentSumMark begins the line with the SHA-256 of the agent found.
+const agentSumMark = "casecap-agent-sha256 "
+
+// inventoryMark begins the inventory part of the probe's answer, with
+// net-stats' exit status.
+const inventoryMark = "casecap-inventory "
 
 // reserve is free space kept on a datastore beyond the plan's min_free.
 const reserve = 64 << 20
@@ -50,11 +70,19 @@ func (o *Orchestrator) preflightHost(ctx context.Context, h *hostRun) error {
 		// must be a real datastore that exists.
 		create = "create"
 	}
-	out, err := h.conn.Run(ctx, []string{"sh", "-c", probeScript, "probe", h.plan.Datastore, create}, nil)
+	out, err := h.conn.Run(ctx, []string{"sh", "-c", probeScript, "probe", h.plan.Datastore, create,
+		o.agentPathFor(h.plan.Datastore, "amd64"), o.agentPathFor(h.plan.Datastore, "arm64")}, nil)
 	if err != nil {
 		return err
 	}
-	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	text, inventory, _ := strings.Cut(string(out), "\n"+inventoryMark)
+	h.facts.inventory = inventory
+	if i := strings.Index(text, "\n"+agentSumMark); i >= 0 {
+		line, rest, _ := strings.Cut(text[i+1:], "\n")
+		h.facts.agentFound = strings.TrimPrefix(line, agentSumMark)
+		text = text[:i+1] + rest
+	}
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
 	if len(lines) < 7 {
 		return fmt.Errorf("unexpected answer to the probe: %q", out)
 	}
