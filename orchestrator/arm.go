@@ -41,7 +41,7 @@ func (h *hostRun) hold(hs *held) error {
 		return fmt.Errorf("the held session does not answer (%q): %v", ans, err)
 	}
 	h.run.lineLat = time.Since(pinged)
-	if !hs.unhook() {
+	if !hs.detach() {
 		hs.close() // the phase ended (another host failed first): no begin will come
 		return errInterrupted
 	}
@@ -58,10 +58,25 @@ type held struct {
 	out    *bufio.Reader
 	once   sync.Once
 	result error // the process's exit, once ended
-	// cancel ends the session; unhook stops the arm phase's context from
-	// ending it (it returns false if that already happened).
+	// cancel ends the session; unhook stops the phase's context from
+	// ending it (it returns false if that already happened); nil once
+	// detached.
 	cancel context.CancelFunc
 	unhook func() bool
+	// lasting: the agent's serve session, held from check to the run's
+	// end (begin and stop go on it); otherwise it ends with the begin.
+	lasting bool
+}
+
+// detach lets the session outlive the phase that started it; false if the
+// phase ended first (the session is then being ended).
+func (hs *held) detach() bool {
+	if hs.unhook == nil {
+		return true
+	}
+	ok := hs.unhook()
+	hs.unhook = nil
+	return ok
 }
 
 // startHeld starts the session that will be held: a context of its own,

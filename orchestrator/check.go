@@ -1,7 +1,6 @@
 package orchestrator
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -29,16 +28,17 @@ func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) (err error) {
 			return ctx.Err()
 		}
 	}
-	// One session: the agent verified by its hash (unless it was), its
-	// facts, then the clock exchange.
-	p, r, line, err := o.startCheck(ctx, h)
+	// One session, held for the rest of the run: the agent verified by its
+	// hash (unless it was), its facts, the clock exchange; then the job,
+	// the begin and any stop (see arm, begin and stop).
+	hs, line, err := o.startCheck(ctx, h)
 	if errors.Is(err, errAgentMismatch) {
 		// A copy that is not the agent (damaged, or another file under
 		// its name): upload it again, and verify again.
 		if err := o.upload(h, agentDir(h.plan.Datastore), h.facts.agent[0], h.facts.agentBlob); err != nil {
 			return err
 		}
-		p, r, line, err = o.startCheck(ctx, h)
+		hs, line, err = o.startCheck(ctx, h)
 	}
 	if err != nil {
 		if fb := fallbackDriver(h.drv); fb != nil && execRefused(err) {
@@ -52,27 +52,31 @@ func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) (err error) {
 		}
 		return err
 	}
-	defer p.Stdin().Close()
 	h.run.agentOK = true // it ran, verified
+	defer func() {
+		if err != nil {
+			hs.close()
+		}
+	}()
 	if err := json.Unmarshal(line, &h.facts.checked); err != nil {
 		return fmt.Errorf("the agent's check: %w", err)
 	}
 	if err := h.drv.checkFacts(h); err != nil {
 		return err
 	}
-	if h.facts.clock, err = clockExchange(ctx, p.Stdin(), r); err != nil {
+	if h.facts.clock, err = clockExchange(ctx, hs.proc.Stdin(), hs.out); err != nil {
 		return fmt.Errorf("measure the clock: %w", err)
 	}
-	p.Stdin().Close()
-	if err := p.Wait(); err != nil {
-		return fmt.Errorf("the agent's check: %w", err)
+	if !hs.detach() {
+		return errInterrupted
 	}
+	h.run.held = hs
 	o.disp.HostPhase(h.name(), h.facts.clock.String())
 	return nil
 }
 
 // verifyAndCheck verifies the agent by its sha256 and, only if it matches,
-// runs it: `agent check --clock`. Agent path and hash are positional
+// runs it (`agent serve`). Agent path and hash are positional
 // parameters. A mismatch answers "mismatch" and exits 3.
 const verifyAndCheck = `a=$1; want=$2; shift 2
 s=$(sha256sum "$a" 2>/dev/null | cut -d ' ' -f 1)
@@ -81,27 +85,27 @@ exec "$a" "$@"`
 
 var errAgentMismatch = errors.New("the agent on the datastore is not the one casecap carries")
 
-// startCheck starts the check session and reads the agent's facts line.
-func (o *Orchestrator) startCheck(ctx context.Context, h *hostRun) (hosts.Process, *bufio.Reader, []byte, error) {
-	argv := h.facts.agent.Check(true)
+// startCheck starts the agent's serve session (held: see startHeld) and
+// reads its facts line.
+func (o *Orchestrator) startCheck(ctx context.Context, h *hostRun) (*held, []byte, error) {
+	argv := h.facts.agent.Serve()
 	if !h.facts.verified {
 		argv = append([]string{"sh", "-c", verifyAndCheck, "verify", h.facts.agent[0], h.facts.agentBlob.sum}, argv[1:]...)
 	}
-	p, err := h.conn.Start(ctx, argv)
+	hs, err := startHeld(ctx, h.conn, argv)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	r := bufio.NewReader(p.Stdout())
-	line, err := r.ReadBytes('\n')
+	hs.lasting = true
+	line, err := hs.out.ReadBytes('\n')
 	if err != nil || bytes.HasPrefix(line, []byte("mismatch")) {
-		p.Stdin().Close()
-		werr := p.Wait()
+		werr := hs.close()
 		if bytes.HasPrefix(line, []byte("mismatch")) {
-			return nil, nil, nil, fmt.Errorf("%w (sha256 %q)", errAgentMismatch, bytes.TrimSpace(bytes.TrimPrefix(line, []byte("mismatch"))))
+			return nil, nil, fmt.Errorf("%w (sha256 %q)", errAgentMismatch, bytes.TrimSpace(bytes.TrimPrefix(line, []byte("mismatch"))))
 		}
-		return nil, nil, nil, fmt.Errorf("the agent's check: %v (%w)", err, werr)
+		return nil, nil, fmt.Errorf("the agent's check: %v (%w)", err, werr)
 	}
-	return p, r, line, nil
+	return hs, line, nil
 }
 
 // execRefused says whether running the agent failed because the host does

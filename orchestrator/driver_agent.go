@@ -122,6 +122,9 @@ func (agentCmds) armJob(ctx context.Context, o *Orchestrator, h *hostRun, j *age
 	if err != nil {
 		return err
 	}
+	if hs := h.run.held; hs != nil && hs.lasting {
+		return armOnServe(ctx, h, hs, raw)
+	}
 	began := time.Now()
 	hs, err := startHeld(ctx, h.conn, h.facts.agent.StartHeld())
 	if err != nil {
@@ -146,14 +149,19 @@ func (agentCmds) armJob(ctx context.Context, o *Orchestrator, h *hostRun, j *age
 }
 
 // begin tells the agent the instant on its own clock: on the held session,
-// or, with none, by a begin command.
+// or, with none, by a begin command. The serve session stays open for a
+// stop; a start --hold session ends with the begin.
 func (agentCmds) begin(ctx context.Context, o *Orchestrator, h *hostRun, t0 time.Time) error {
 	at := t0.Add(h.facts.clock.correction())
 	if hs := h.run.held; hs != nil {
-		h.run.held = nil
 		if _, err := hs.send(agentproto.BeginLine(at)); err != nil {
+			h.run.held = nil
 			return err
 		}
+		if hs.lasting {
+			return nil
+		}
+		h.run.held = nil
 		return hs.close()
 	}
 	_, err := h.conn.Run(ctx, h.facts.agent.Begin(at, h.stateDir(o.opt.Plan)), nil)
@@ -163,9 +171,19 @@ func (agentCmds) begin(ctx context.Context, o *Orchestrator, h *hostRun, t0 time
 // stop tells the agent the instant on its own clock. No agent there to
 // stop: it ended; if its captures had not, it died.
 func (agentCmds) stop(ctx context.Context, o *Orchestrator, h *hostRun, t1 time.Time) error {
-	out, err := h.conn.Run(ctx, h.facts.agent.Stop(t1.Add(h.facts.clock.correction()), h.stateDir(o.opt.Plan)), nil)
-	if err != nil {
-		return err
+	at := t1.Add(h.facts.clock.correction())
+	var out []byte
+	var err error
+	if hs := h.run.held; hs != nil && hs.lasting {
+		// On the run's serve session; if it is gone, a new session.
+		if out, err = hs.send(agentproto.StopLine(at)); err != nil {
+			h.run.held = nil
+		}
+	}
+	if out == nil {
+		if out, err = h.conn.Run(ctx, h.facts.agent.Stop(at, h.stateDir(o.opt.Plan)), nil); err != nil {
+			return err
+		}
 	}
 	var ans agentproto.StopAnswer
 	if json.Unmarshal(out, &ans) == nil && !ans.Running {
@@ -205,3 +223,35 @@ func (agentCmds) measureClock(ctx context.Context, h *hostRun) error {
 
 // collected: the agent's status counted every file's packets.
 func (agentCmds) collected(string, *agentproto.CaptureStatus) error { return nil }
+
+// armOnServe arms the host on the serve session check opened: the job as
+// one line, answered once every capture is armed, then a ping that times
+// the session under the load of every host arming. Until then a failure
+// elsewhere (the phase's end) ends the session, which disarms the host.
+func armOnServe(ctx context.Context, h *hostRun, hs *held, job []byte) error {
+	release := context.AfterFunc(ctx, hs.cancel)
+	began := time.Now()
+	h.run.armed = true // from here on something may run there
+	ans, err := hs.send(agentproto.JobLine(job))
+	if err != nil {
+		h.run.held = nil
+		return err
+	}
+	var armed agentproto.Armed
+	if err := json.Unmarshal(ans, &armed); err != nil {
+		h.run.held = nil
+		hs.close()
+		return fmt.Errorf("the agent's answer to the job: %q: %w", bytes.TrimSpace(ans), err)
+	}
+	h.run.execLat = max(time.Since(began)-armed.Arming, 0)
+	h.run.held = nil
+	if err := h.hold(hs); err != nil {
+		return err
+	}
+	if !release() {
+		h.run.held = nil
+		hs.close()
+		return errInterrupted
+	}
+	return nil
+}

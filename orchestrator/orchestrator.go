@@ -291,9 +291,13 @@ func (o *Orchestrator) ready() bool {
 	return n == len(o.hosts) || (o.opt.AllowPartial && n > 0)
 }
 
-// closeAll closes every connection.
+// closeAll ends every held session (its end tells the agent casecap is
+// done: captures that began run on) and closes every connection.
 func (o *Orchestrator) closeAll() {
 	for _, h := range o.hosts {
+		if h.run.held != nil {
+			h.run.held.proc.Stdin().Close()
+		}
 		if h.conn != nil {
 			h.conn.Close()
 		}

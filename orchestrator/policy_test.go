@@ -39,7 +39,8 @@ func fakeLinux(name string, fsys *hosts.FakeFS, failPhase string) *hosts.Fake {
 	fail := func(argv []string) ([]byte, error) {
 		return nil, &hosts.RunError{Host: name, Argv: argv, Status: 1, Stderr: failPhase + " broken on purpose"}
 	}
-	var held []byte // what the held start session was sent so far
+	var held []byte   // what the held start session was sent so far
+	var served []byte // what the serve session was sent so far
 	f.Handler = func(argv []string, stdin []byte) ([]byte, error) {
 		switch {
 		case argv[0] == "sh" && len(argv) > 3 && argv[3] == "probe":
@@ -56,6 +57,41 @@ func fakeLinux(name string, fsys *hosts.FakeFS, failPhase string) *hosts.Fake {
 			return []byte(hex.EncodeToString(s[:]) + "  " + argv[1] + "\n"), nil
 		case argv[0] == "rm":
 			return nil, nil
+		case slices.Contains(argv, "serve"):
+			// The run's one agent session: facts, clock probes, the job,
+			// "ping", "begin TIME", "stop [TIME]".
+			if stdin == nil {
+				return []byte(`{"uid":0,"interfaces":[{"name":"eth0","index":2,"up":true}]}` + "\n"), nil
+			}
+			served = append(served, stdin...)
+			var out []byte
+			for {
+				i := bytes.IndexByte(served, '\n')
+				if i < 0 {
+					return out, nil
+				}
+				line := string(served[:i])
+				served = served[i+1:]
+				switch {
+				case line == "t":
+					out = fmt.Appendf(out, "%d\n", time.Now().UnixNano())
+				case strings.HasPrefix(line, "job "):
+					if failPhase == "arm" {
+						return fail(argv)
+					}
+					out = append(out, `{"pid": 7, "state": "armed", "arming_ns": 1000}`+"\n"...)
+				case line == "ping":
+					if failPhase == "held" { // armed, then the session dies
+						return fail(argv)
+					}
+					out = append(out, "pong\n"...)
+				case strings.HasPrefix(line, "begin "):
+					begun.Store(name, true)
+					out = append(out, `{"begun": true}`+"\n"...)
+				case strings.HasPrefix(line, "stop"):
+					out = append(out, `{"running": true}`+"\n"...)
+				}
+			}
 		case slices.Contains(argv, "check"):
 			if stdin == nil {
 				facts := `{"uid":0,"interfaces":[{"name":"eth0","index":2,"up":true}]}`

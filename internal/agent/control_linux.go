@@ -22,7 +22,10 @@ import (
 // prefix: the agent binary, or casecap and "agent") in a new session,
 // detached from the SSH session that called it (so it outlives that
 // session), and returns once every capture is armed, or with the reason it
-// could not be.
+// could not be. A shell that exits at once starts it, so that it is nobody's
+// child but init's: the serve session that armed it stays open for the
+// whole run, and where an SSH session's whole process tree is killed (its
+// sshd died), the agent is not in it.
 func StartDetached(self []string, jobFile string, j *agentproto.Job, timeout time.Duration) (pid int, err error) {
 	if err := os.MkdirAll(j.StateDir, 0o700); err != nil {
 		return 0, err
@@ -40,18 +43,17 @@ func StartDetached(self []string, jobFile string, j *agentproto.Job, timeout tim
 		return 0, err
 	}
 	defer r.Close()
-	cmd := exec.Command(self[0], append(self[1:], "run", "--ready-fd", "3", jobFile)...)
+	argv := append([]string{"/bin/sh", "-c", `"$@" </dev/null &`, "sh"}, self...)
+	cmd := exec.Command(argv[0], append(argv[1:], "run", "--ready-fd", "3", jobFile)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.Env = append(os.Environ(), "CASECAP_AGENT_DETACHED=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Start()
+	err = cmd.Run() // the shell only: it exits once the agent is started
 	w.Close()
 	if err != nil {
 		return 0, fmt.Errorf("start the agent: %w", err)
 	}
-	pid = cmd.Process.Pid
-	_ = cmd.Process.Release() // it is not ours to wait for: it lives on
 	line := make(chan string, 1)
 	go func() {
 		s, _ := bufio.NewReader(r).ReadString('\n')
@@ -61,13 +63,15 @@ func StartDetached(self []string, jobFile string, j *agentproto.Job, timeout tim
 	case s := <-line:
 		switch {
 		case s == "armed":
-			return pid, nil
+			return runningAgent(statePath(j, agentproto.PIDFile)), nil
 		case strings.HasPrefix(s, "error "):
 			return 0, errors.New(strings.TrimPrefix(s, "error "))
 		}
 		return 0, fmt.Errorf("the agent exited before arming; see %s", statePath(j, agentproto.LogFile))
 	case <-time.After(timeout):
-		_ = syscall.Kill(pid, syscall.SIGTERM)
+		if pid := runningAgent(statePath(j, agentproto.PIDFile)); pid != 0 {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+		}
 		return 0, fmt.Errorf("the agent did not arm within %v; see %s", timeout, statePath(j, agentproto.LogFile))
 	}
 }

@@ -15,6 +15,7 @@ func (a Argv) with(args ...string) []string { return append(slices.Clone([]strin
 
 // Commands of the agent.
 const (
+	CmdServe   = "serve"
 	CmdStart   = "start"
 	CmdRun     = "run"
 	CmdBegin   = "begin"
@@ -24,6 +25,11 @@ const (
 	CmdClock   = "clock"
 	CmdVersion = "version"
 )
+
+// Serve prints the host's Facts on one line, then serves the held session
+// from check to the run's end: clock probes, one job, ping, begin and stop
+// requests (lines.go), one exec session for all of them.
+func (a Argv) Serve() []string { return a.with(CmdServe) }
 
 // StartHeld reads one job line on stdin, arms it, answers an Armed line and
 // serves the held session (Ping, Begin) until the begin or the session's end.

@@ -11,11 +11,24 @@ import (
 // "ping" (answered "pong") to measure the session's latency, and finally
 // "begin TIME" (answered by a Begun line), after which the session ends.
 // The session's end before a begin disarms the host's captures.
+//
+// Argv.Serve holds one session for the whole run instead: after the Facts
+// line it answers clock probes ("t", answered with the host's time in Unix
+// nanoseconds), then takes the job as "job JSON" (answered Armed), "ping",
+// "begin TIME" (answered Begun; the session goes on) and "stop [TIME]"
+// (answered StopAnswer), until casecap ends it. Its end before a begin
+// disarms the captures; after one, they run on.
 const (
 	LinePing = "ping"
 	LinePong = "pong"
 	// LineBegin, followed by a space and FormatTime's instant.
 	LineBegin = "begin"
+	// LineClock is a clock probe.
+	LineClock = "t"
+	// LineJob, followed by a space and the Job as JSON on one line.
+	LineJob = "job"
+	// LineStop, alone (now) or followed by a space and an instant.
+	LineStop = "stop"
 )
 
 // Armed is the answer to a held start once every capture is armed.
@@ -40,15 +53,45 @@ type StopAnswer struct {
 // BeginLine is the begin request for the instant (host clock), newline ended.
 func BeginLine(at time.Time) []byte { return []byte(LineBegin + " " + FormatTime(at) + "\n") }
 
+// JobLine is the job request, newline ended.
+func JobLine(jobJSON []byte) []byte {
+	return append(append([]byte(LineJob+" "), jobJSON...), '\n')
+}
+
+// StopLine is the stop request for the instant (zero: now), newline ended.
+func StopLine(at time.Time) []byte {
+	if at.IsZero() {
+		return []byte(LineStop + "\n")
+	}
+	return []byte(LineStop + " " + FormatTime(at) + "\n")
+}
+
 // Request is one line casecap sent on a held session.
 type Request struct {
-	Ping  bool
-	Begin time.Time // set for a begin
+	Ping   bool
+	Clock  bool
+	Begin  time.Time // set for a begin
+	Job    []byte    // set for a job
+	Stop   bool      // a stop, at StopAt (zero: now)
+	StopAt time.Time
 }
 
 // ParseRequest reads one line of a held session.
 func ParseRequest(line string) (Request, error) {
+	if rest, ok := strings.CutPrefix(line, LineJob+" "); ok {
+		return Request{Job: []byte(strings.TrimSpace(rest))}, nil
+	}
 	switch f := strings.Fields(line); {
+	case len(f) == 1 && f[0] == LineClock:
+		return Request{Clock: true}, nil
+	case len(f) == 1 && f[0] == LineStop:
+		return Request{Stop: true}, nil
+	case len(f) == 2 && f[0] == LineStop:
+		at, err := ParseTime(f[1])
+		if err != nil {
+			return Request{}, fmt.Errorf("stop: %w", err)
+		}
+		return Request{Stop: true, StopAt: at}, nil
 	case len(f) == 1 && f[0] == LinePing:
 		return Request{Ping: true}, nil
 	case len(f) == 2 && f[0] == LineBegin:

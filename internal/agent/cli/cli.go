@@ -2,6 +2,7 @@
 // and by casecap itself (`casecap agent ...`), which is the agent on the
 // local host.
 //
+//	serve                  facts, then clock, job, ping, begin and stop on one held session (a whole run)
 //	start JOB|-            run JOB (or a job read from stdin) detached; return once every capture is armed
 //	start --hold -         the same, then keep the session for "begin TIME" (one line each way)
 //	run JOB                run JOB in the foreground
@@ -24,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,6 +49,8 @@ func Main(self []string, args []string, version string, stdout, stderr io.Writer
 		return enc.Encode(v)
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
+	case agentproto.CmdServe:
+		err = serve(self, version, bufio.NewReader(os.Stdin), stdout)
 	case agentproto.CmdStart:
 		err = start(self, rest, out, stdout)
 	case agentproto.CmdRun:
@@ -171,13 +175,99 @@ func serveBegin(dir string, in *bufio.Reader, w io.Writer) error {
 			if _, err := io.WriteString(w, agentproto.LinePong+"\n"); err != nil {
 				return err
 			}
-		default:
+		case !req.Begin.IsZero():
 			if err := agent.RequestBegin(dir, req.Begin); err != nil {
 				return err
 			}
 			return line(w, agentproto.Begun{Begun: true, Now: hostclock.Now()})
+		default:
+			return fmt.Errorf("held start: unexpected %q", strings.TrimSpace(s))
 		}
 	}
+}
+
+// serve holds one session for a whole run (agentproto.Argv.Serve): the
+// host's facts, then clock probes, the job, ping, begin and stop, one line
+// each way, until casecap ends the session. Its end before a begin
+// disarms the captures (as start --hold's does); after one, they run on
+// and the session's end changes nothing.
+func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
+	b, err := json.Marshal(agent.Check(version))
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(w, "%s\n", b); err != nil {
+		return err
+	}
+	var dir string // the job's state directory, once armed
+	begun := false
+	for {
+		s, err := in.ReadString('\n')
+		if err != nil {
+			if dir != "" && !begun {
+				_, serr := agent.RequestStop(dir, time.Time{})
+				return serr
+			}
+			return nil // casecap is done with the session
+		}
+		req, err := agentproto.ParseRequest(s)
+		switch {
+		case err != nil:
+			return err
+		case req.Clock:
+			_, err = fmt.Fprintln(w, hostclock.Now().UnixNano())
+		case req.Ping:
+			_, err = io.WriteString(w, agentproto.LinePong+"\n")
+		case req.Job != nil:
+			if dir != "" {
+				return errors.New("serve: a second job on one session")
+			}
+			var ans agentproto.Armed
+			var j *agentproto.Job
+			if ans, j, err = armJob(self, req.Job, 30*time.Second); err != nil {
+				return err
+			}
+			dir = j.StateDir
+			err = line(w, ans)
+		case dir == "":
+			return fmt.Errorf("serve: %q before a job", strings.TrimSpace(s))
+		case !req.Begin.IsZero():
+			if err = agent.RequestBegin(dir, req.Begin); err == nil {
+				begun = true
+				err = line(w, agentproto.Begun{Begun: true, Now: hostclock.Now()})
+			}
+		case req.Stop:
+			var running bool
+			if running, err = agent.RequestStop(dir, req.StopAt); err == nil {
+				err = line(w, agentproto.StopAnswer{Running: running, Now: hostclock.Now()})
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// armJob checks a job sent as JSON, stores it in its state directory and
+// starts its agent, detached, returning once every capture is armed.
+func armJob(self []string, raw []byte, timeout time.Duration) (agentproto.Armed, *agentproto.Job, error) {
+	j := new(agentproto.Job)
+	if err := json.Unmarshal(raw, j); err != nil {
+		return agentproto.Armed{}, nil, fmt.Errorf("job: %w", err)
+	}
+	if err := j.Check(); err != nil {
+		return agentproto.Armed{}, nil, err
+	}
+	path, err := agent.WriteJob(j)
+	if err != nil {
+		return agentproto.Armed{}, nil, err
+	}
+	began := time.Now()
+	pid, err := agent.StartDetached(self, path, j, timeout)
+	if err != nil {
+		return agentproto.Armed{}, nil, err
+	}
+	return agentproto.Armed{PID: pid, State: agentproto.StateArmed, Arming: time.Since(began)}, j, nil
 }
 
 // check prints the host's facts; with --clock it then answers clock probes
