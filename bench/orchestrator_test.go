@@ -144,6 +144,8 @@ func BenchmarkTogether(b *testing.B) {
 	labtest.Stream(b, l, 9, interval)
 	const window = 3 * time.Second
 
+	overheads := map[string]time.Duration{} // casecap's, by sub-benchmark
+	var lastFiles []string                  // the warm run's files, on the datastore
 	for _, name := range []string{"casecap-cold", "casecap-warm"} {
 		b.Run(name, func(b *testing.B) {
 			benchRuns++
@@ -171,6 +173,11 @@ func BenchmarkTogether(b *testing.B) {
 				files = append(files, filepath.Join(out, p.CaseDir(), c.File))
 			}
 			ss, ps := skews(b, files, 9)
+			overheads[name] = took - window
+			lastFiles = lastFiles[:0]
+			for _, c := range m.Captures {
+				lastFiles = append(lastFiles, filepath.Join(l.Datastore, p.CaseDir(), c.File))
+			}
 			b.ReportMetric(float64(ss.Microseconds())/1000, "start-skew-ms")
 			b.ReportMetric(float64(ps.Microseconds())/1000, "stop-skew-ms")
 			b.ReportMetric((took - window).Seconds(), "overhead-s")
@@ -178,6 +185,60 @@ func BenchmarkTogether(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+
+	// The floor: what any tool must do to capture on these hosts over SSH
+	// and bring the files back, written with x/crypto/ssh and pkg/sftp
+	// (casecap's own connection code): connect to every host at once, run
+	// two commands on each (a short one, then one that lasts the window),
+	// and read each capture file once over SFTP (the warm run's files: the
+	// same hosts, the same sizes). Its overhead beside casecap's, in the
+	// same run, is issue 13's measure.
+	b.Run("floor", func(b *testing.B) {
+		benchRuns++
+		if len(lastFiles) != len(l.Hosts) {
+			b.Fatalf("the floor reads the warm run's %d files, one per host: have %d", len(l.Hosts), len(lastFiles))
+		}
+		dst := b.TempDir()
+		kh, err := hosts.NewKnownHosts([]string{l.KnownHosts}, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		began := time.Now()
+		var g errgroup.Group
+		for i, h := range l.Hosts {
+			g.Go(func() error {
+				c, err := hosts.DialSSH(context.Background(), hosts.SSHOptions{Name: h.Name, Address: h.Addr.String(), User: "root",
+					IdentityFiles: []string{l.ClientKey}, NoAgent: true, KnownHosts: kh, Config: &ssh_config.Config{}})
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				ctx := context.Background()
+				if _, err := c.Run(ctx, []string{"true"}, nil); err != nil {
+					return err
+				}
+				if _, err := c.Run(ctx, []string{"sleep", strconv.Itoa(int(window.Seconds()))}, nil); err != nil {
+					return err
+				}
+				f, err := os.Create(filepath.Join(dst, filepath.Base(lastFiles[i])))
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				_, err = c.Download(ctx, lastFiles[i], f, 0, nil)
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		floor := time.Since(began) - window
+		b.ReportMetric(floor.Seconds(), "overhead-s")
+		for name, o := range overheads {
+			b.ReportMetric(o.Seconds()/floor.Seconds(), name+"/floor")
+		}
+		b.ReportMetric(0, "ns/op")
+	})
 
 	b.Run("parallel-ssh+tcpdump", func(b *testing.B) {
 		benchRuns++

@@ -70,8 +70,14 @@ func (o *Orchestrator) preflightHost(ctx context.Context, h *hostRun) error {
 		// must be a real datastore that exists.
 		create = "create"
 	}
-	out, err := h.conn.Run(ctx, []string{"sh", "-c", probeScript, "probe", h.plan.Datastore, create,
-		o.agentPathFor(h.plan.Datastore, "amd64"), o.agentPathFor(h.plan.Datastore, "arm64")}, nil)
+	// Only the plan's first host on a datastore hashes an agent found
+	// there (deploy's first host, whose verdict the hosts that share the
+	// datastore take): fifty hosts hashing one file took 0.7 s on 2 cores.
+	var amd64, arm64 string
+	if o.firstOn(h.plan.Datastore) == h {
+		amd64, arm64 = o.agentPathFor(h.plan.Datastore, "amd64"), o.agentPathFor(h.plan.Datastore, "arm64")
+	}
+	out, err := h.conn.Run(ctx, []string{"sh", "-c", probeScript, "probe", h.plan.Datastore, create, amd64, arm64}, nil)
 	if err != nil {
 		return err
 	}
@@ -190,4 +196,14 @@ func (o *Orchestrator) localAgent() (agentproto.Argv, error) {
 		return nil, fmt.Errorf("casecap is the local host's agent, and cannot find its own executable: %w", err)
 	}
 	return agentproto.Argv{exe, "agent"}, nil
+}
+
+// firstOn is the plan's first host on a datastore path.
+func (o *Orchestrator) firstOn(ds string) *hostRun {
+	for _, h := range o.hosts {
+		if h.plan.Datastore == ds {
+			return h
+		}
+	}
+	return nil
 }
