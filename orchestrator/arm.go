@@ -63,9 +63,6 @@ type held struct {
 	// detached.
 	cancel context.CancelFunc
 	unhook func() bool
-	// lasting: the agent's serve session, held from check to the run's
-	// end (begin and stop go on it); otherwise it ends with the begin.
-	lasting bool
 }
 
 // detach lets the session outlive the phase that started it; false if the

@@ -96,7 +96,6 @@ func (o *Orchestrator) startCheck(ctx context.Context, h *hostRun) (*held, []byt
 	if err != nil {
 		return nil, nil, err
 	}
-	hs.lasting = true
 	line, err := hs.out.ReadBytes('\n')
 	if err != nil || bytes.HasPrefix(line, []byte("mismatch")) {
 		werr := hs.close()

@@ -113,44 +113,25 @@ type agentCmds struct{}
 func (agentCmds) mode() Mode   { return ModeAgent }
 func (agentCmds) note() string { return "" }
 
-// armJob starts the host's agent on its job, sent on stdin with casecap's
-// record of the run: one round trip per host. The agent stores both on the
-// datastore, refuses to clobber an earlier run's files, and answers once
-// every capture is armed. The session stays open for the begin (see held).
+// armJob arms the host on the agent's serve session, which check opened
+// and held (see armOnServe): the job, with casecap's record of the run, as
+// one line; the agent stores both on the datastore, refuses to clobber an
+// earlier run's files, and answers once every capture is armed.
 func (agentCmds) armJob(ctx context.Context, o *Orchestrator, h *hostRun, j *agentproto.Job) error {
 	raw, err := json.Marshal(j)
 	if err != nil {
 		return err
 	}
-	if hs := h.run.held; hs != nil && hs.lasting {
-		return armOnServe(ctx, h, hs, raw)
+	hs := h.run.held
+	if hs == nil {
+		return errors.New("no agent session held from check to arm on")
 	}
-	began := time.Now()
-	hs, err := startHeld(ctx, h.conn, h.facts.agent.StartHeld())
-	if err != nil {
-		return err
-	}
-	// From here on something may run there, answer or not: an aborted
-	// start stops it.
-	h.run.armed = true
-	ans, err := hs.send(append(raw, '\n'))
-	if err != nil {
-		return err
-	}
-	var armed agentproto.Armed
-	if err := json.Unmarshal(ans, &armed); err != nil {
-		hs.close()
-		return fmt.Errorf("the agent's answer to start: %q: %w", bytes.TrimSpace(ans), err)
-	}
-	// The round trip of a short command, for the stop margin: this
-	// one's, less the time the agent spent arming.
-	h.run.execLat = max(time.Since(began)-armed.Arming, 0)
-	return h.hold(hs)
+	return armOnServe(ctx, h, hs, raw)
 }
 
-// begin tells the agent the instant on its own clock: on the held session,
-// or, with none, by a begin command. The serve session stays open for a
-// stop; a start --hold session ends with the begin.
+// begin tells the agent the instant on its own clock: on the serve
+// session, which stays open for a stop; with none (it is gone), by a
+// begin command.
 func (agentCmds) begin(ctx context.Context, o *Orchestrator, h *hostRun, t0 time.Time) error {
 	at := t0.Add(h.facts.clock.correction())
 	if hs := h.run.held; hs != nil {
@@ -158,11 +139,7 @@ func (agentCmds) begin(ctx context.Context, o *Orchestrator, h *hostRun, t0 time
 			h.run.held = nil
 			return err
 		}
-		if hs.lasting {
-			return nil
-		}
-		h.run.held = nil
-		return hs.close()
+		return nil
 	}
 	_, err := h.conn.Run(ctx, h.facts.agent.Begin(at, h.stateDir(o.opt.Plan)), nil)
 	return err
@@ -174,7 +151,7 @@ func (agentCmds) stop(ctx context.Context, o *Orchestrator, h *hostRun, t1 time.
 	at := t1.Add(h.facts.clock.correction())
 	var out []byte
 	var err error
-	if hs := h.run.held; hs != nil && hs.lasting {
+	if hs := h.run.held; hs != nil {
 		// On the run's serve session; if it is gone, a new session.
 		if out, err = hs.send(agentproto.StopLine(at)); err != nil {
 			h.run.held = nil
