@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -794,6 +795,106 @@ func TestHeldBegin(t *testing.T) {
 		t.Errorf("after the held session ended without a begin: %+v, want the agent done, its capture disarmed", st)
 	}
 	if _, err := os.Stat(filepath.Join(caseDir, "h01.eth0.RxTx.pcapng")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a capture that never began left its file: %v", err)
+	}
+	cancel()
+	<-s.done
+}
+
+// TestServeSession: `serve`, the one session casecap holds for a whole run,
+// answers the facts, clock probes, the job (once armed), pings and the
+// begin, and goes on after the begin: a ping and a stop still work on it,
+// and its end then leaves the finished capture as it is. A serve session
+// that ends before the begin disarms: nothing armed is left, no file.
+func TestServeSession(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := e.send(ctx, 500*time.Microsecond, 0)
+	serve := func(name string) (j agentproto.Job, in io.WriteCloser, out *bufio.Reader, sess *ssh.Session) {
+		j = agentproto.Job{
+			Version: agentproto.JobVersion, Case: name, Host: e.h.Name,
+			StateDir: filepath.Join(e.l.Datastore, ".casecap", "cases", name, e.h.Name),
+			CaseDir:  filepath.Join(e.l.Datastore, "Case_"+name),
+			Captures: []agentproto.JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+				ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Duration: time.Minute, Stop: time.Now().Add(2 * time.Minute)}},
+		}
+		sess, err := e.c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, _ = sess.StdinPipe()
+		o, _ := sess.StdoutPipe()
+		out = bufio.NewReader(o)
+		if err := sess.Start(e.bin + " serve"); err != nil {
+			t.Fatal(err)
+		}
+		ask := func(line string) string {
+			t.Helper()
+			in.Write([]byte(line))
+			ans, err := out.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			return ans
+		}
+		var facts agentproto.Facts
+		if line, err := out.ReadString('\n'); err != nil || json.Unmarshal([]byte(line), &facts) != nil || facts.UID != 0 || len(facts.Interfaces) == 0 {
+			t.Fatalf("serve's first line %q (%v): want the host's facts", line, err)
+		}
+		if ns, err := strconv.ParseInt(strings.TrimSpace(ask("t\n")), 10, 64); err != nil || time.Since(time.Unix(0, ns)).Abs() > time.Second {
+			t.Fatalf("clock probe: %d %v", ns, err)
+		}
+		raw, _ := json.Marshal(j)
+		var armed agentproto.Armed
+		if line := ask(string(agentproto.JobLine(raw))); json.Unmarshal([]byte(line), &armed) != nil || armed.State != agentproto.StateArmed || armed.PID <= 0 {
+			t.Fatalf("the job: %q, want armed with the agent's pid", line)
+		}
+		if line := ask("ping\n"); line != "pong\n" {
+			t.Fatalf("ping: %q", line)
+		}
+		return j, in, out, sess
+	}
+
+	j, in, out, sess := serve("served")
+	ask := func(line string) string {
+		in.Write([]byte(line))
+		ans, _ := out.ReadString('\n')
+		return ans
+	}
+	at := time.Now().Add(200 * time.Millisecond)
+	if line := ask(string(agentproto.BeginLine(at))); !strings.Contains(line, `"begun":true`) {
+		t.Fatalf("begin: %q", line)
+	}
+	if line := ask("ping\n"); line != "pong\n" {
+		t.Fatalf("ping after the begin: %q: the session should go on", line)
+	}
+	time.Sleep(time.Second)
+	var stopped agentproto.StopAnswer
+	if line := ask(string(agentproto.StopLine(time.Time{}))); json.Unmarshal([]byte(line), &stopped) != nil {
+		t.Fatalf("stop on the session: %q", line)
+	}
+	in.Close()
+	if err := sess.Wait(); err != nil {
+		t.Errorf("a serve session ended by casecap should exit quietly: %v", err)
+	}
+	st := e.wait(j.StateDir, 10*time.Second)
+	got, err := seqcast.ReadFile(filepath.Join(j.CaseDir, "h01.eth0.RxTx.pcapng"), 1)
+	if c := st.Captures[0]; err != nil || c.StopReason != agentproto.StopRequest || got.Distinct < 1000 || got.FirstSeen.Before(at) {
+		t.Errorf("status %+v, file %+v (%v): want the capture begun at %v and stopped on request", c, got, err, at)
+	}
+
+	// casecap went away before the begin: disarmed, no file.
+	j, in, _, sess = serve("served-orphan")
+	in.Close()
+	if err := sess.Wait(); err != nil {
+		t.Errorf("a serve session that ends without a begin should exit quietly: %v", err)
+	}
+	st = e.wait(j.StateDir, 10*time.Second)
+	if c := st.Captures[0]; st.State != agentproto.StateDone || c.StopReason != agentproto.StopDisarmed || c.Packets != 0 {
+		t.Errorf("after the serve session ended without a begin: %+v, want the capture disarmed", st)
+	}
+	if _, err := os.Stat(filepath.Join(j.CaseDir, "h01.eth0.RxTx.pcapng")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a capture that never began left its file: %v", err)
 	}
 	cancel()
