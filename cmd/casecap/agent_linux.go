@@ -10,23 +10,15 @@ import (
 	agentcli "github.com/casecap/casecap/internal/agent/cli"
 )
 
-// agentCommand makes casecap its own capture agent on the local host (no
+// runAgent makes casecap its own capture agent on the local host (no
 // upload needed there): `casecap agent start JOB` and so on.
-func agentCommand() *cli.Command {
-	return &cli.Command{
-		Name:            "agent",
-		Usage:           "run the capture agent (used by casecap on the local host)",
-		Hidden:          true,
-		SkipFlagParsing: true,
-		Action: func(c *cli.Context) error {
-			self, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			if code := agentcli.Main([]string{self, "agent"}, c.Args().Slice(), version, c.App.Writer, c.App.ErrWriter); code != 0 {
-				return cli.Exit("", code)
-			}
-			return nil
-		},
+func runAgent(c *cli.Context) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
 	}
+	if code := agentcli.Main([]string{self, "agent"}, c.Args().Slice(), version, c.App.Writer, c.App.ErrWriter); code != 0 {
+		return cli.Exit("", code)
+	}
+	return nil
 }

@@ -8,17 +8,9 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// agentCommand: the capture agent runs on Linux only (on ESXi, the
-// uploaded agent or ssh mode captures), so a casecap built for another
-// system cannot be its own local agent, and says so.
-func agentCommand() *cli.Command {
-	return &cli.Command{
-		Name:            "agent",
-		Usage:           "run the capture agent (used by casecap on the local host)",
-		Hidden:          true,
-		SkipFlagParsing: true,
-		Action: func(c *cli.Context) error {
-			return cli.Exit("casecap agent: the local host captures on Linux only (this casecap runs on "+runtime.GOOS+")", 2)
-		},
-	}
+// runAgent: the capture agent runs on Linux only (on ESXi, the uploaded
+// agent or ssh mode captures), so a casecap built for another system
+// cannot be its own local agent, and says so.
+func runAgent(*cli.Context) error {
+	return cli.Exit("casecap agent: the local host captures on Linux only (this casecap runs on "+runtime.GOOS+")", 2)
 }

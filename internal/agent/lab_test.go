@@ -718,24 +718,9 @@ func TestHeldBegin(t *testing.T) {
 	defer cancel()
 	s := e.send(ctx, 500*time.Microsecond, 0)
 	held := func(name string) (stateDir, caseDir string, in io.WriteCloser, out *bufio.Reader, sess *ssh.Session) {
-		j := agentproto.Job{
-			Version: agentproto.JobVersion, Case: name, Host: e.h.Name,
-			StateDir: filepath.Join(e.l.Datastore, ".casecap", "cases", name, e.h.Name),
-			CaseDir:  filepath.Join(e.l.Datastore, "Case_"+name),
-			Captures: []agentproto.JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
-				ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Duration: time.Second, Stop: time.Now().Add(time.Minute)}},
-		}
+		j := e.streamJob(name, time.Second)
 		raw, _ := json.Marshal(j)
-		sess, err := e.c.NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, _ = sess.StdinPipe()
-		o, _ := sess.StdoutPipe()
-		out = bufio.NewReader(o)
-		if err := sess.Start(e.bin + " start --hold -"); err != nil {
-			t.Fatal(err)
-		}
+		in, out, sess = e.session(t, e.bin+" start --hold -")
 		in.Write(append(raw, '\n'))
 		line, err := out.ReadString('\n')
 		if err != nil || !strings.Contains(line, `"state":"armed"`) {
@@ -812,23 +797,8 @@ func TestServeSession(t *testing.T) {
 	defer cancel()
 	s := e.send(ctx, 500*time.Microsecond, 0)
 	serve := func(name string) (j agentproto.Job, in io.WriteCloser, out *bufio.Reader, sess *ssh.Session) {
-		j = agentproto.Job{
-			Version: agentproto.JobVersion, Case: name, Host: e.h.Name,
-			StateDir: filepath.Join(e.l.Datastore, ".casecap", "cases", name, e.h.Name),
-			CaseDir:  filepath.Join(e.l.Datastore, "Case_"+name),
-			Captures: []agentproto.JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
-				ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Duration: time.Minute, Stop: time.Now().Add(2 * time.Minute)}},
-		}
-		sess, err := e.c.NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, _ = sess.StdinPipe()
-		o, _ := sess.StdoutPipe()
-		out = bufio.NewReader(o)
-		if err := sess.Start(e.bin + " serve"); err != nil {
-			t.Fatal(err)
-		}
+		j = e.streamJob(name, time.Minute)
+		in, out, sess = e.session(t, e.bin+" serve")
 		ask := func(line string) string {
 			t.Helper()
 			in.Write([]byte(line))
@@ -899,4 +869,32 @@ func TestServeSession(t *testing.T) {
 	}
 	cancel()
 	<-s.done
+}
+
+// streamJob is a job of one capture of the stream on eth0 for duration,
+// begun by a begin, for the held-session tests.
+func (e *env) streamJob(name string, duration time.Duration) agentproto.Job {
+	return agentproto.Job{
+		Version: agentproto.JobVersion, Case: name, Host: e.h.Name,
+		StateDir: filepath.Join(e.l.Datastore, ".casecap", "cases", name, e.h.Name),
+		CaseDir:  filepath.Join(e.l.Datastore, "Case_"+name),
+		Captures: []agentproto.JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
+			ExcludeOwnSSH: true, Filter: filter.Filter{UDPPort: u16(9999)}, Duration: duration, Stop: time.Now().Add(duration + time.Minute)}},
+	}
+}
+
+// session starts cmd on the host over SSH with its stdin and stdout
+// connected: a held session, as casecap opens one.
+func (e *env) session(t *testing.T, cmd string) (io.WriteCloser, *bufio.Reader, *ssh.Session) {
+	t.Helper()
+	sess, err := e.c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := sess.StdinPipe()
+	o, _ := sess.StdoutPipe()
+	if err := sess.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	return in, bufio.NewReader(o), sess
 }
