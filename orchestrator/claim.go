@@ -169,7 +169,7 @@ func (o *Orchestrator) claimOn(ctx context.Context, h *hostRun) error {
 		case err == nil && c.Run == o.runID:
 			h.run.claim = p // shared storage: claimed by another host of this run
 			return nil
-		case err == nil && c.Begun.IsZero() && time.Now().Add(h.facts.hostClock).Sub(lastAt) > claimTTL:
+		case err == nil && c.Begun.IsZero() && o.claimAge(ctx, h, lastAt) > claimTTL:
 			o.log.Warn("taking over a stale claim", "host", h.name(), "claim", p, "holder", c.By, "at", c.At)
 		case errors.Is(err, fs.ErrNotExist):
 			// Released since the listing: claim over it.
@@ -197,6 +197,20 @@ func (o *Orchestrator) claimOn(ctx context.Context, h *hostRun) error {
 		_ = h.conn.Remove(path.Join(dir, claimName(n)))
 	}
 	return nil
+}
+
+// claimAge is how old a claim made at mtime is by the host's clock (to
+// the second, asked of the host: only a claim that is there and never
+// began needs it, so a start costs no process for it); by ours if the
+// host does not say.
+func (o *Orchestrator) claimAge(ctx context.Context, h *hostRun, mtime time.Time) time.Duration {
+	now := time.Now()
+	if out, err := h.conn.Run(ctx, []string{"date", "+%s"}, nil); err == nil {
+		if secs, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); err == nil {
+			now = time.Unix(secs, 0)
+		}
+	}
+	return now.Sub(mtime)
 }
 
 // claimWritten is how long a claim found empty (created, its content not

@@ -47,7 +47,9 @@ func fakeLinux(name string, fsys *hosts.FakeFS, failPhase string) *hosts.Fake {
 			if failPhase == "preflight" {
 				return fail(argv)
 			}
-			return []byte("Linux\n6.1.0\nx86_64\n" + name + "\n" + fmt.Sprint(time.Now().Add(fakeHostClock).Unix()) + "\nyes\n/dev/x 100 1 99999999 1% /ds\n"), nil
+			return []byte("Linux 6.1.0 x86_64\nyes\nFilesystem 1024-blocks Used Available Capacity Mounted on\n/dev/x 100 1 99999999 1% /ds\ncasecap-df-end\n"), nil
+		case argv[0] == "date" && len(argv) == 2 && argv[1] == "+%s":
+			return []byte(fmt.Sprint(time.Now().Add(fakeHostClock).Unix()) + "\n"), nil
 		case argv[0] == "sha256sum":
 			b, ok := fsys.Get(argv[1])
 			if !ok {
@@ -292,8 +294,8 @@ func TestTargetsMustFitTheHost(t *testing.T) {
 	for _, c := range []struct {
 		probe, capture, want string
 	}{
-		{"Linux\n6.1.0\nx86_64\nh1\n1796000000\nyes\n/dev/x 100 1 99999999 1% /ds\n", "{ switchport: 33554437 }", "a switchport capture is for ESXi hosts, and this one runs Linux 6.1.0"},
-		{"VMkernel\n8.0.2\nx86_64\nh1\n1796000000\nyes\n/dev/x 100 1 99999999 1% /ds\nVMware ESXi 8.0.2 build-22380479\n", "{ interface: eth0 }", "an interface capture is for Linux hosts, and this one runs VMware ESXi 8.0.2"},
+		{"Linux 6.1.0 x86_64\nyes\n/dev/x 100 1 99999999 1% /ds\ncasecap-df-end\n", "{ switchport: 33554437 }", "a switchport capture is for ESXi hosts, and this one runs Linux 6.1.0"},
+		{"VMkernel 8.0.2 x86_64\nyes\n/dev/x 100 1 99999999 1% /ds\ncasecap-df-end\nVMware ESXi 8.0.2 build-22380479\n", "{ interface: eth0 }", "an interface capture is for Linux hosts, and this one runs VMware ESXi 8.0.2"},
 	} {
 		p, err := plans.Parse("auto.yaml", []byte("case: AUTO\ndatastore: /vmfs/volumes/ds\nduration: 1s\nhosts:\n  - { name: h1, address: 192.0.2.1, captures: [ "+c.capture+" ] }\n"))
 		if err != nil {

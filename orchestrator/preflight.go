@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/dustin/go-humanize"
 
@@ -16,29 +15,36 @@ import (
 	"github.com/casecap/casecap/plans"
 )
 
-// probeScript learns what preflight needs in one round trip: the system, the
-// datastore and its free space; the SHA-256 of the agent this casecap
+// probeScript learns what preflight needs in one round trip: the system,
+// the datastore and its free space; the SHA-256 of the agent this casecap
 // would deploy there, if a file of its name is there ($3 and $4: its path
 // for amd64 and arm64), so that deploy costs no session when it is; on
-// ESXi, also what inventory needs (the
-// ports, from net-stats -l, and how the host sees casecap's session), so
-// that it costs no session of its own. Its arguments come as positional
-// parameters ($1 the datastore, $2 "create" to make it if missing):
-// nothing from the plan is ever part of the script's text.
+// ESXi, also what inventory needs (the ports, from net-stats -l, and how
+// the host sees casecap's session), so that it costs no session of its
+// own. Its arguments come as positional parameters ($1 the datastore, $2
+// "create" to make it if missing): nothing from the plan is ever part of
+// the script's text. Each program it starts is a process on a host that
+// may be a busy hypervisor, so it starts few: uname and df (and on ESXi
+// vmware and net-stats; on the first host of a datastore sha256sum); the
+// rest are shell builtins, and Go splits the output.
 const probeScript = `ds=$1
-uname -s; uname -r; uname -m; hostname; date +%s
+u=$(uname -s -r -m); echo "$u"
 if [ ! -d "$ds" ] && [ "$2" = create ]; then mkdir -p "$ds" && chmod 750 "$ds"; fi
 if [ -d "$ds" ] && [ -w "$ds" ]; then echo yes; else echo no; fi
-df -Pk "$ds" 2>/dev/null | tail -n 1
-vmware -v 2>/dev/null || true
-case $(uname -m) in x86_64|amd64) a=$3 ;; aarch64|arm64) a=$4 ;; *) a= ;; esac
-if [ -n "$a" ] && [ -f "$a" ]; then echo "` + agentSumMark + `$(sha256sum "$a" 2>/dev/null | cut -d ' ' -f 1)"; fi
-if [ "$(uname -s)" = VMkernel ]; then
+df -Pk "$ds" 2>/dev/null
+echo ` + dfEndMark + `
+case $u in *" x86_64"|*" amd64") a=$3 ;; *" aarch64"|*" arm64") a=$4 ;; *) a= ;; esac
+if [ -n "$a" ] && [ -f "$a" ]; then printf '` + agentSumMark + `'; sha256sum "$a" 2>/dev/null || echo; fi
+case $u in VMkernel*)
+	vmware -v 2>/dev/null || echo
 	inv=$(net-stats -l 2>&1); rc=$?
 	echo "` + inventoryMark + `$rc"
 	printf '%s\n' "$inv"
-	echo "casecap-ssh-connection $SSH_CONNECTION"
-fi`
+	echo "casecap-ssh-connection $SSH_CONNECTION" ;;
+esac`
+
+// dfEndMark ends df's output in the probe's answer.
+const dfEndMark = "casecap-df-end"
 
 // agentSumMark begins the line with the SHA-256 of the agent found.
 const agentSumMark = "casecap-agent-sha256 "
@@ -81,24 +87,12 @@ func (o *Orchestrator) preflightHost(ctx context.Context, h *hostRun) error {
 	if err != nil {
 		return err
 	}
-	text, inventory, _ := strings.Cut(string(out), "\n"+inventoryMark)
-	h.facts.inventory = inventory
-	if i := strings.Index(text, "\n"+agentSumMark); i >= 0 {
-		line, rest, _ := strings.Cut(text[i+1:], "\n")
-		h.facts.agentFound = strings.TrimPrefix(line, agentSumMark)
-		text = text[:i+1] + rest
+	pr, err := parseProbe(string(out))
+	if err != nil {
+		return err
 	}
-	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
-	if len(lines) < 7 {
-		return fmt.Errorf("unexpected answer to the probe: %q", out)
-	}
-	sys, release, machine := lines[0], lines[1], lines[2]
-	// The host's clock, to the second: enough to age files on its
-	// storage (claims) by its own clock.
-	if secs, err := strconv.ParseInt(lines[4], 10, 64); err == nil {
-		h.facts.hostClock = time.Unix(secs, 0).Sub(time.Now())
-	}
-	lines = append(lines[:4], lines[5:]...)
+	h.facts.inventory, h.facts.agentFound = pr.inventory, pr.agentSum
+	sys, release, machine := pr.sys, pr.release, pr.machine
 	switch sys {
 	case "VMkernel":
 		h.facts.kind = plans.KindESXi
@@ -113,8 +107,8 @@ func (o *Orchestrator) preflightHost(ctx context.Context, h *hostRun) error {
 		return fmt.Errorf("the plan says kind %s, but the host runs %s", h.plan.Kind, sys)
 	}
 	h.facts.os = sys + " " + release
-	if len(lines) > 6 && strings.HasPrefix(lines[6], "VMware ESXi") {
-		h.facts.os = lines[6]
+	if strings.HasPrefix(pr.vmware, "VMware ESXi") {
+		h.facts.os = pr.vmware
 	}
 	if h.facts.kind == plans.KindESXi {
 		v, err := esxi.ParseVersion(h.facts.os)
@@ -141,15 +135,15 @@ func (o *Orchestrator) preflightHost(ctx context.Context, h *hostRun) error {
 	if h.facts.arch, ok = goArch(machine); !ok {
 		return fmt.Errorf("unsupported architecture %s (the agent exists for x86_64 and aarch64)", machine)
 	}
-	if lines[4] != "yes" {
+	if !pr.writable {
 		return fmt.Errorf("datastore %s does not exist or is not writable", h.plan.Datastore)
 	}
-	df := strings.Fields(lines[5])
+	df := strings.Fields(pr.df)
 	if len(df) < 4 {
-		return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, lines[5])
+		return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, pr.df)
 	}
 	if h.facts.freeKB, err = strconv.ParseUint(df[3], 10, 64); err != nil {
-		return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, lines[5])
+		return fmt.Errorf("cannot read the free space of %s: %q", h.plan.Datastore, pr.df)
 	}
 	need := uint64(reserve)
 	for _, c := range h.facts.captures {
@@ -160,6 +154,53 @@ func (o *Orchestrator) preflightHost(ctx context.Context, h *hostRun) error {
 	}
 	o.disp.HostPhase(h.name(), "preflight ok: "+h.facts.os+" "+machine)
 	return nil
+}
+
+// probeAnswer is the probe's answer, split.
+type probeAnswer struct {
+	sys, release, machine string // uname -s -r -m
+	writable              bool   // the datastore exists and is writable
+	df                    string // df -Pk's last line
+	agentSum              string // the agent found there ("" if none)
+	vmware                string // vmware -v (ESXi)
+	inventory             string // from net-stats' exit status on (ESXi)
+}
+
+// parseProbe splits probeScript's answer.
+func parseProbe(out string) (probeAnswer, error) {
+	var pr probeAnswer
+	bad := fmt.Errorf("unexpected answer to the probe: %q", out)
+	text, inventory, _ := strings.Cut(out, "\n"+inventoryMark)
+	pr.inventory = inventory
+	head, tail, ok := strings.Cut(text, "\n"+dfEndMark+"\n")
+	if !ok {
+		head, ok = strings.CutSuffix(text, "\n"+dfEndMark)
+	}
+	lines := strings.Split(head, "\n")
+	if !ok || len(lines) < 2 {
+		return pr, bad
+	}
+	u := strings.Fields(lines[0])
+	if len(u) != 3 {
+		return pr, bad
+	}
+	pr.sys, pr.release, pr.machine = u[0], u[1], u[2]
+	pr.writable = lines[1] == "yes"
+	for _, l := range lines[2:] {
+		if strings.TrimSpace(l) != "" {
+			pr.df = l // df's header, then its line
+		}
+	}
+	for _, l := range strings.Split(tail, "\n") {
+		switch {
+		case strings.HasPrefix(l, agentSumMark):
+			sum, _, _ := strings.Cut(strings.TrimPrefix(l, agentSumMark), " ")
+			pr.agentSum = sum
+		case strings.HasPrefix(l, "VMware "):
+			pr.vmware = l
+		}
+	}
+	return pr, nil
 }
 
 // targetsFit checks a host's captures against what the host turned out to
