@@ -6,8 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/casecap/casecap/internal/agentproto"
 
 	"github.com/casecap/casecap/hosts"
 )
@@ -63,6 +67,57 @@ type held struct {
 	// detached.
 	cancel context.CancelFunc
 	unhook func() bool
+	// Once listening (after the begin), a reader owns out: it keeps the
+	// pushed statuses and hands the answers to send; over is closed when
+	// the session's output ends.
+	answers chan []byte
+	over    chan struct{}
+	pushed  atomic.Pointer[agentproto.Status]
+}
+
+// listen hands out to a reader from now on (the agent pushes its status
+// after the begin): status lines are kept (the latest; wake is told, if
+// it is not told already), other lines are answers for send.
+func (hs *held) listen(wake chan<- struct{}) {
+	hs.answers, hs.over = make(chan []byte, 4), make(chan struct{})
+	go func() {
+		defer close(hs.over)
+		defer close(hs.answers)
+		for {
+			b, err := hs.out.ReadBytes('\n')
+			if err != nil {
+				return
+			}
+			st, ok, err := agentproto.ParseStatusLine(b)
+			switch {
+			case ok && err == nil:
+				hs.pushed.Store(st)
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			case !ok:
+				hs.answers <- b
+			}
+		}
+	}()
+}
+
+// listening says whether the session has a reader (listen).
+func (hs *held) listening() bool { return hs.over != nil }
+
+// status is the latest pushed status (nil: none yet), and whether it is
+// current: the session is still open (a change would come on it), or its
+// last word was the captures' end. When it is not, casecap reads the
+// status file.
+func (hs *held) status() (*agentproto.Status, bool) {
+	st := hs.pushed.Load()
+	select {
+	case <-hs.over:
+		return st, finished(st)
+	default:
+		return st, true
+	}
 }
 
 // detach lets the session outlive the phase that started it; false if the
@@ -95,7 +150,16 @@ func startHeld(phase context.Context, c hosts.Conn, argv []string) (*held, error
 // the error is its exit status and stderr.
 func (hs *held) send(line []byte) ([]byte, error) {
 	_, werr := hs.proc.Stdin().Write(line)
-	ans, rerr := hs.out.ReadBytes('\n')
+	var ans []byte
+	var rerr error
+	if hs.listening() {
+		var ok bool
+		if ans, ok = <-hs.answers; !ok {
+			rerr = io.EOF
+		}
+	} else {
+		ans, rerr = hs.out.ReadBytes('\n')
+	}
 	if werr == nil && rerr == nil {
 		return ans, nil
 	}

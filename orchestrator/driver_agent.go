@@ -130,8 +130,9 @@ func (agentCmds) armJob(ctx context.Context, o *Orchestrator, h *hostRun, j *age
 }
 
 // begin tells the agent the instant on its own clock: on the serve
-// session, which stays open for a stop; with none (it is gone), by a
-// begin command.
+// session, which stays open for a stop and from then on brings the
+// captures' status as it changes; with none (it is gone), by a begin
+// command.
 func (agentCmds) begin(ctx context.Context, o *Orchestrator, h *hostRun, t0 time.Time) error {
 	at := t0.Add(h.facts.clock.correction())
 	if hs := h.run.held; hs != nil {
@@ -139,6 +140,7 @@ func (agentCmds) begin(ctx context.Context, o *Orchestrator, h *hostRun, t0 time
 			h.run.held = nil
 			return err
 		}
+		hs.listen(o.pushed)
 		return nil
 	}
 	_, err := h.conn.Run(ctx, h.facts.agent.Begin(at, h.stateDir(o.opt.Plan)), nil)

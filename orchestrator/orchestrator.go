@@ -101,7 +101,6 @@ type hostFacts struct {
 	sharedWith *hostRun
 	checked    agentproto.Facts // the agent's check
 	clock      clockReading     // host clock against ours, measured by the agent (see clock.go)
-	hostClock  time.Duration    // host clock minus ours to the second, from preflight (before the agent can measure it)
 }
 
 // hostProgress is what a command did on a host.
@@ -119,6 +118,7 @@ type hostProgress struct {
 	lineLat   time.Duration // a line's round trip on the held session, under load
 	record    *Record
 	status    *agentproto.Status
+	readAt    time.Time         // when status was last read from the host's file
 	agentGone bool              // its agent (or ssh-mode script) ended before its captures did
 	collected map[string]string // files downloaded and verified (or found here and verified) by this command: their SHA-256
 	asIs      map[string]bool   // of those, the files collected as they were, unverified (the agent died first)
@@ -153,6 +153,8 @@ type Orchestrator struct {
 	// setting, shared by its parallel dials.
 	knownMu sync.Mutex
 	known   map[string]*hosts.KnownHosts
+	// pushed is told when an agent pushes a status (see held.listen).
+	pushed chan struct{}
 }
 
 // New prepares an orchestrator for the plan.
@@ -169,7 +171,7 @@ func New(opt Options) *Orchestrator {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	o := &Orchestrator{opt: opt, log: opt.Log, disp: opt.Display, runID: newRunID()}
+	o := &Orchestrator{opt: opt, log: opt.Log, disp: opt.Display, runID: newRunID(), pushed: make(chan struct{}, 1)}
 	if o.disp == nil {
 		o.disp = nopDisplay{}
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/lab"
 	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/orchestrator"
@@ -23,8 +24,18 @@ import (
 // host, and says which.
 type countingConn struct {
 	hosts.Conn
-	mu    sync.Mutex
-	execs []string
+	mu          sync.Mutex
+	execs       []string
+	statusReads int // of the agent's status file, over SFTP
+}
+
+func (c *countingConn) ReadFile(p string) ([]byte, error) {
+	if path.Base(p) == agentproto.StatusFile {
+		c.mu.Lock()
+		c.statusReads++
+		c.mu.Unlock()
+	}
+	return c.Conn.ReadFile(p)
 }
 
 func (c *countingConn) note(argv []string) {
@@ -56,6 +67,8 @@ func (c *countingConn) Start(ctx context.Context, argv []string) (hosts.Process,
 // hashes an agent already there), and the agent's serve session, which
 // verifies an uploaded agent, then checks, measures the clock, arms,
 // begins and would stop; everything else goes over the one SFTP session.
+// The captures' status comes on that session too, pushed by the agent: a
+// run reads no status file.
 func TestExecSessionsPerHost(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, 3)
@@ -84,6 +97,9 @@ func TestExecSessionsPerHost(t *testing.T) {
 			t.Logf("%s, %s: %d exec sessions: %v", round, h.Name, len(c.execs), c.execs)
 			if len(c.execs) > 2 {
 				t.Errorf("%s, %s: %d exec sessions (%v), want at most 2", round, h.Name, len(c.execs), c.execs)
+			}
+			if c.statusReads > 0 {
+				t.Errorf("%s, %s: the status file was read %d times over SFTP; the agent pushes it on the serve session", round, h.Name, c.statusReads)
 			}
 		}
 	}

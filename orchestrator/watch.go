@@ -127,14 +127,17 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 			return false
 		}
 		// Poll every pollInterval, but wake at the window's end, and poll
-		// fast from then on.
+		// fast from then on, and at once when an agent pushes a status
+		// (the captures' end comes that way).
 		wait := pollInterval
+		var pushed <-chan struct{}
 		if stopped || time.Now().After(end) {
-			wait = endPoll
+			wait, pushed = endPoll, o.pushed
 		} else if until := time.Until(end) + endPoll; until < wait {
 			wait = until
 		}
 		select {
+		case <-pushed:
 		case <-o.opt.Signals.Stop:
 			if act(sigStop) {
 				return true
@@ -158,6 +161,15 @@ func (unfinished) Error() string {
 
 var errUnfinished error = unfinished{}
 
+// pushedStatus is the status its agent pushed on the run's session, and
+// whether it is current (see held.status).
+func (h *hostRun) pushedStatus() (*agentproto.Status, bool) {
+	if hs := h.run.held; hs != nil && hs.listening() {
+		return hs.status()
+	}
+	return nil, false
+}
+
 // poll reads every live host's status at once.
 func (o *Orchestrator) poll(ctx context.Context) []Progress {
 	var mu sync.Mutex
@@ -170,9 +182,24 @@ func (o *Orchestrator) poll(ctx context.Context) []Progress {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			st, err := o.readStatus(rctx, h)
+			// The status the agent pushed on its session, while it is
+			// current; else the status file.
+			st, current := h.pushedStatus()
+			var err error
+			switch {
+			case current && st == nil:
+				return // none pushed yet: nothing new to show
+			case current:
+			case time.Since(h.run.readAt) < endPoll && h.run.status != nil:
+				// Woken by another host's push: this one's file was
+				// read a moment ago.
+				st = h.run.status
+			default:
+				h.run.readAt = time.Now()
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				st, err = o.readStatus(rctx, h)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

@@ -827,10 +827,37 @@ func TestServeSession(t *testing.T) {
 	}
 
 	j, in, out, sess := serve("served")
+	// From the begin on, the agent pushes its status between the answers.
+	var pushed []*agentproto.Status
+	// one reads a line: a pushed status is kept and "" returned.
+	one := func() string {
+		line, err := out.ReadString('\n')
+		if err != nil {
+			for _, p := range pushed {
+				t.Logf("pushed: %s %+v", p.State, p.Captures)
+			}
+			t.Fatalf("the session ended: %v", err)
+		}
+		st, ok, err := agentproto.ParseStatusLine([]byte(line))
+		if !ok {
+			return line
+		}
+		if err != nil {
+			t.Fatalf("pushed %q: %v", line, err)
+		}
+		pushed = append(pushed, st)
+		return ""
+	}
+	next := func() string {
+		for {
+			if line := one(); line != "" {
+				return line
+			}
+		}
+	}
 	ask := func(line string) string {
 		in.Write([]byte(line))
-		ans, _ := out.ReadString('\n')
-		return ans
+		return next()
 	}
 	at := time.Now().Add(200 * time.Millisecond)
 	if line := ask(string(agentproto.BeginLine(at))); !strings.Contains(line, `"begun":true`) {
@@ -844,6 +871,15 @@ func TestServeSession(t *testing.T) {
 	if line := ask(string(agentproto.StopLine(time.Time{}))); json.Unmarshal([]byte(line), &stopped) != nil {
 		t.Fatalf("stop on the session: %q", line)
 	}
+	// The pushes go on until the captures are over: the last is the
+	// final status, as the file has it.
+	done := time.AfterFunc(10*time.Second, func() { in.Close() })
+	for len(pushed) == 0 || !pushed[len(pushed)-1].Over() {
+		if line := one(); line != "" {
+			t.Fatalf("an answer nobody asked for: %q", line)
+		}
+	}
+	done.Stop()
 	in.Close()
 	if err := sess.Wait(); err != nil {
 		t.Errorf("a serve session ended by casecap should exit quietly: %v", err)
@@ -852,6 +888,16 @@ func TestServeSession(t *testing.T) {
 	got, err := seqcast.ReadFile(filepath.Join(j.CaseDir, "h01.eth0.RxTx.pcapng"), 1)
 	if c := st.Captures[0]; err != nil || c.StopReason != agentproto.StopRequest || got.Distinct < 1000 || got.FirstSeen.Before(at) {
 		t.Errorf("status %+v, file %+v (%v): want the capture begun at %v and stopped on request", c, got, err, at)
+	}
+	running := 0
+	for _, p := range pushed {
+		if p.State == agentproto.StateRunning {
+			running++
+		}
+	}
+	last := pushed[len(pushed)-1]
+	if running < 1 || last.Captures[0].Packets != st.Captures[0].Packets || last.Captures[0].CRC32C != st.Captures[0].CRC32C {
+		t.Errorf("pushed %d statuses, %d while running, the last %+v; want it running then the file's final %+v", len(pushed), running, last.Captures[0], st.Captures[0])
 	}
 
 	// casecap went away before the begin: disarmed, no file.

@@ -1,6 +1,8 @@
 package agentproto
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -17,7 +19,11 @@ import (
 // nanoseconds), then takes the job as "job JSON" (answered Armed), "ping",
 // "begin TIME" (answered Begun; the session goes on) and "stop [TIME]"
 // (answered StopAnswer), until casecap ends it. Its end before a begin
-// disarms the captures; after one, they run on.
+// disarms the captures; after one, they run on. From the Begun answer on,
+// the agent also pushes the captures' status, unasked: "status JSON" (one
+// line, the status.json it writes) each time that file changes (looked at
+// every PushEvery), the last once every capture has ended. Answers and
+// pushed lines interleave; a reader tells them apart by LineStatus.
 const (
 	LinePing = "ping"
 	LinePong = "pong"
@@ -29,7 +35,39 @@ const (
 	LineJob = "job"
 	// LineStop, alone (now) or followed by a space and an instant.
 	LineStop = "stop"
+	// LineStatus, followed by a space and the Status as JSON on one line:
+	// pushed by the agent after the begin.
+	LineStatus = "status"
 )
+
+// PushEvery is how often a serve session looks at its status.json for a
+// change to push: the delay before casecap learns the captures ended.
+const PushEvery = 50 * time.Millisecond
+
+// StatusLine is a pushed status (statusJSON compacted onto one line),
+// newline ended.
+func StatusLine(statusJSON []byte) ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString(LineStatus + " ")
+	if err := json.Compact(&b, statusJSON); err != nil {
+		return nil, err
+	}
+	b.WriteByte('\n')
+	return b.Bytes(), nil
+}
+
+// ParseStatusLine reads a pushed status; ok is false for any other line.
+func ParseStatusLine(line []byte) (st *Status, ok bool, err error) {
+	rest, ok := bytes.CutPrefix(line, []byte(LineStatus+" "))
+	if !ok {
+		return nil, false, nil
+	}
+	st = new(Status)
+	if err := json.Unmarshal(rest, st); err != nil {
+		return nil, true, fmt.Errorf("pushed status: %w", err)
+	}
+	return st, true, nil
+}
 
 // Armed is the answer to a held start once every capture is armed.
 type Armed struct {

@@ -53,6 +53,10 @@ func (s *Status) Finished() bool {
 	return true
 }
 
+// Over says whether the agent is done and every capture has ended: the
+// status will not change again.
+func (s *Status) Over() bool { return s != nil && s.State.Ended() && s.Finished() }
+
 // CaptureState is where one capture is.
 type CaptureState string
 

@@ -16,6 +16,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,8 +25,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -190,17 +194,31 @@ func serveBegin(dir string, in *bufio.Reader, w io.Writer) error {
 // host's facts, then clock probes, the job, ping, begin and stop, one line
 // each way, until casecap ends the session. Its end before a begin
 // disarms the captures (as start --hold's does); after one, they run on
-// and the session's end changes nothing.
+// and the session's end changes nothing. From the begin on it also pushes
+// the captures' status as it changes (pushStatus), so that casecap needs
+// no file reads to follow them, and learns at once that they ended.
 func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
-	b, err := json.Marshal(agent.Check(version))
-	if err != nil {
+	var mu sync.Mutex // answers and pushed statuses share the session
+	write := func(b []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		_, err := w.Write(b)
 		return err
 	}
-	if _, err := fmt.Fprintf(w, "%s\n", b); err != nil {
+	answer := func(v any) error {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		return write(append(b, '\n'))
+	}
+	if err := answer(agent.Check(version)); err != nil {
 		return err
 	}
 	var dir string // the job's state directory, once armed
 	begun := false
+	quit := make(chan struct{})
+	defer close(quit)
 	for {
 		s, err := in.ReadString('\n')
 		if err != nil {
@@ -215,9 +233,9 @@ func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
 		case err != nil:
 			return err
 		case req.Clock:
-			_, err = fmt.Fprintln(w, hostclock.Now().UnixNano())
+			err = write(append(strconv.AppendInt(nil, hostclock.Now().UnixNano(), 10), '\n'))
 		case req.Ping:
-			_, err = io.WriteString(w, agentproto.LinePong+"\n")
+			err = write([]byte(agentproto.LinePong + "\n"))
 		case req.Job != nil:
 			if dir != "" {
 				return errors.New("serve: a second job on one session")
@@ -228,22 +246,57 @@ func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
 				return err
 			}
 			dir = j.StateDir
-			err = line(w, ans)
+			err = answer(ans)
 		case dir == "":
 			return fmt.Errorf("serve: %q before a job", strings.TrimSpace(s))
 		case !req.Begin.IsZero():
+			if begun {
+				return errors.New("serve: a second begin on one session")
+			}
 			if err = agent.RequestBegin(dir, req.Begin); err == nil {
 				begun = true
-				err = line(w, agentproto.Begun{Begun: true, Now: hostclock.Now()})
+				if err = answer(agentproto.Begun{Begun: true, Now: hostclock.Now()}); err == nil {
+					go pushStatus(filepath.Join(dir, agentproto.StatusFile), write, quit)
+				}
 			}
 		case req.Stop:
 			var running bool
 			if running, err = agent.RequestStop(dir, req.StopAt); err == nil {
-				err = line(w, agentproto.StopAnswer{Running: running, Now: hostclock.Now()})
+				err = answer(agentproto.StopAnswer{Running: running, Now: hostclock.Now()})
 			}
 		}
 		if err != nil {
 			return err
+		}
+	}
+}
+
+// pushStatus sends the status file as a status line each time it changes
+// (looked at every agentproto.PushEvery: a local read, where casecap's
+// would be a round trip), until it says the captures are over, the session
+// is gone, or quit.
+func pushStatus(file string, write func([]byte) error, quit <-chan struct{}) {
+	t := time.NewTicker(agentproto.PushEvery)
+	defer t.Stop()
+	var last []byte
+	for {
+		if b, err := os.ReadFile(file); err == nil && !bytes.Equal(b, last) {
+			var st agentproto.Status
+			line, lerr := agentproto.StatusLine(b)
+			if lerr == nil && json.Unmarshal(b, &st) == nil {
+				if write(line) != nil {
+					return
+				}
+				last = b
+				if st.Over() {
+					return
+				}
+			}
+		}
+		select {
+		case <-quit:
+			return
+		case <-t.C:
 		}
 	}
 }
