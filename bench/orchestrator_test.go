@@ -162,9 +162,11 @@ func BenchmarkTogether(b *testing.B) {
 				opt.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			}
 			o := orchestrator.New(opt)
+			cpu := busyCPU()
 			start := time.Now()
 			m, err := o.Run(context.Background())
 			took := time.Since(start)
+			b.ReportMetric((busyCPU() - cpu).Seconds(), "machine-cpu-s")
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -203,6 +205,7 @@ func BenchmarkTogether(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		cpu := busyCPU()
 		began := time.Now()
 		var g errgroup.Group
 		for i, h := range l.Hosts {
@@ -233,6 +236,7 @@ func BenchmarkTogether(b *testing.B) {
 			b.Fatal(err)
 		}
 		floor := time.Since(began) - window
+		b.ReportMetric((busyCPU() - cpu).Seconds(), "machine-cpu-s")
 		b.ReportMetric(floor.Seconds(), "overhead-s")
 		for name, o := range overheads {
 			b.ReportMetric(o.Seconds()/floor.Seconds(), name+"/floor")
@@ -265,6 +269,26 @@ func BenchmarkTogether(b *testing.B) {
 		b.ReportMetric(tStop.Seconds(), "pssh-stop-s")
 		b.ReportMetric(0, "ns/op")
 	})
+}
+
+// busyCPU is the CPU time the whole machine has spent busy (every CPU,
+// from /proc/stat): the lab's sshds and agents run here, so a run's CPU
+// cost on its hosts shows beside casecap's own.
+func busyCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
+		if i < len(f) {
+			n, _ := strconv.ParseInt(f[i], 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
 }
 
 // conns dials the given lab hosts (all of them when none is given) with

@@ -215,7 +215,8 @@ func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *agentproto.
 	}
 	tr := o.disp.Download(h.name(), name, cs.Size)
 	tr.Add(offset)
-	n, err := fetch(ctx, h.conn, remote, f, offset, s, tr.Add)
+	fl := newFlusher(f, offset)
+	n, err := fetch(ctx, h.conn, remote, f, offset, s, fl, tr.Add)
 	if err == nil && n != cs.Size {
 		err = fmt.Errorf("downloaded %d bytes, the agent wrote %d", n, cs.Size)
 	}
@@ -226,7 +227,7 @@ func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *agentproto.
 		}
 	}
 	if err == nil {
-		err = errors.Join(f.Sync(), os.Chmod(part, 0o640), os.Rename(part, final))
+		err = errors.Join(fl.sync(), os.Chmod(part, 0o640), os.Rename(part, final))
 	}
 	tr.Done(err)
 	if err != nil {
@@ -240,8 +241,8 @@ func (o *Orchestrator) download(ctx context.Context, h *hostRun, cs *agentproto.
 // whole file's size. (Checksumming on a goroutine of its own costs one
 // more copy of every byte, and did not pay on the 2-core lab, where both
 // ends of the transfer compete for the CPUs.)
-func fetch(ctx context.Context, c hosts.Conn, remote string, f io.WriterAt, offset int64, sums io.Writer, progress func(int64)) (int64, error) {
-	w := &hashingWriterAt{w: f, h: sums, next: offset}
+func fetch(ctx context.Context, c hosts.Conn, remote string, f io.WriterAt, offset int64, sums io.Writer, fl *flusher, progress func(int64)) (int64, error) {
+	w := &hashingWriterAt{w: f, h: sums, next: offset, fl: fl}
 	_, err := c.Download(ctx, remote, w, offset, progress)
 	return w.next, err
 }
@@ -256,7 +257,7 @@ func Fetch(ctx context.Context, c hosts.Conn, remote, local string) (string, int
 	}
 	defer f.Close()
 	s := newSums()
-	n, err := fetch(ctx, c, remote, f, 0, s, nil)
+	n, err := fetch(ctx, c, remote, f, 0, s, nil, nil)
 	return s.sha256(), n, err
 }
 
@@ -266,6 +267,7 @@ type hashingWriterAt struct {
 	w    io.WriterAt
 	h    io.Writer
 	next int64
+	fl   *flusher // nil: no background fsyncs
 }
 
 func (x *hashingWriterAt) WriteAt(p []byte, off int64) (int, error) {
@@ -275,6 +277,7 @@ func (x *hashingWriterAt) WriteAt(p []byte, off int64) (int, error) {
 	n, err := x.w.WriteAt(p, off)
 	x.h.Write(p[:n])
 	x.next += int64(n)
+	x.fl.wrote(x.next)
 	return n, err
 }
 

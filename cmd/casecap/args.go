@@ -16,27 +16,32 @@ import (
 // refuses it (exit 2) instead of it being taken for a plan. Commands that
 // parse their own flags (the hidden `agent`) are left alone.
 func flagsFirst(app *cli.App, args []string) []string {
-	if len(args) < 2 {
+	// The command is the first argument after the global flags (and
+	// their values).
+	at := 1
+	global := valueFlags(app.Flags)
+	for at < len(args) && strings.HasPrefix(args[at], "-") && args[at] != "--" {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(args[at], "-"), "=")
+		if global[name] && !hasValue {
+			at++
+		}
+		at++
+	}
+	if at >= len(args) {
 		return args
 	}
 	var cmd *cli.Command
 	for _, c := range app.Commands {
-		if c.HasName(args[1]) {
+		if c.HasName(args[at]) {
 			cmd = c
 		}
 	}
 	if cmd == nil || cmd.SkipFlagParsing {
 		return args
 	}
-	takesValue := map[string]bool{}
-	for _, f := range cmd.Flags {
-		_, isBool := f.(*cli.BoolFlag)
-		for _, name := range f.Names() {
-			takesValue[name] = !isBool
-		}
-	}
+	takesValue := valueFlags(cmd.Flags)
 	var flags, rest []string
-	rest = append(rest, args[2:]...)
+	rest = append(rest, args[at+1:]...)
 	var positional []string
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
@@ -55,6 +60,18 @@ func flagsFirst(app *cli.App, args []string) []string {
 			flags = append(flags, rest[i])
 		}
 	}
-	out := append([]string{args[0], args[1]}, flags...)
+	out := append(append([]string{}, args[:at+1]...), flags...)
 	return append(out, positional...)
+}
+
+// valueFlags says which of the flags' names take a value (all but bools).
+func valueFlags(fs []cli.Flag) map[string]bool {
+	takesValue := map[string]bool{}
+	for _, f := range fs {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, name := range f.Names() {
+			takesValue[name] = !isBool
+		}
+	}
+	return takesValue
 }

@@ -100,6 +100,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			"capture at one agreed instant, stops them together and collects the files, verified,\n" +
 			"into a local case folder. See README.md and examples/.",
 		HideHelpCommand: true,
+		Flags:           []cli.Flag{cpuProfileFlag()},
+		Before:          startProfile,
+		After:           stopProfile,
 		Commands: []*cli.Command{
 			validateCommand(),
 			runCommand(),

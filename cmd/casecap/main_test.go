@@ -129,6 +129,9 @@ func TestFlagsAfterThePlan(t *testing.T) {
 		{[]string{"casecap", "run", "p.yaml", "--out=/x", "--parallel", "8"}, []string{"casecap", "run", "--out=/x", "--parallel", "8", "p.yaml"}},
 		{[]string{"casecap", "validate", "--", "-odd.yaml", "--json"}, []string{"casecap", "validate", "--", "-odd.yaml", "--json"}},
 		{[]string{"casecap", "agent", "start", "--hold", "-"}, []string{"casecap", "agent", "start", "--hold", "-"}},
+		// Global flags (and their values) stay ahead of the command.
+		{[]string{"casecap", "--cpuprofile", "c.prof", "collect", "p.yaml", "--out", "/x"}, []string{"casecap", "--cpuprofile", "c.prof", "collect", "--out", "/x", "p.yaml"}},
+		{[]string{"casecap", "--cpuprofile=c.prof", "collect", "p.yaml", "--json"}, []string{"casecap", "--cpuprofile=c.prof", "collect", "--json", "p.yaml"}},
 	} {
 		if got := flagsFirst(app, c.in); strings.Join(got, " ") != strings.Join(c.want, " ") {
 			t.Errorf("flagsFirst(%q) = %q, want %q", c.in, got, c.want)
