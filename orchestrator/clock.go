@@ -49,16 +49,27 @@ func (c clockReading) String() string {
 	return fmt.Sprintf("clock offset %v ± %v (%s)", c.offset.Round(time.Microsecond), c.uncertainty().Round(time.Microsecond), verdict)
 }
 
-// Clock probes: at least minProbes, then more, a little apart, until the
-// best round trip is at most goodRTT or maxProbes were sent. A loaded host
-// (or link) answers some probes late; the shortest round trip is the one
-// least delayed on either way (NTP's minimum-delay filter), and waiting a
-// little between probes lets a burst of load pass.
+// Clock probes: at least a round's min, then more, a little apart, until
+// the best round trip is at most goodRTT or the round's max were sent. A
+// loaded host (or link) answers some probes late; the shortest round trip
+// is the one least delayed on either way (NTP's minimum-delay filter), and
+// waiting a little between probes lets a burst of load pass. A run spreads
+// its probes over the time it arms: a round at check, and, unless that one
+// found a small round trip, another once the host is armed, while the
+// other hosts still arm; the best of both counts.
 const (
-	minProbes  = 8
-	maxProbes  = 32
 	goodRTT    = time.Millisecond
 	probeSpace = 2 * time.Millisecond
+)
+
+// probeRound is how many probes one round sends: at least min (unless an
+// earlier round's reading is good already), at most max.
+type probeRound struct{ min, max int }
+
+var (
+	checkRound = probeRound{min: 4, max: 16}
+	armRound   = probeRound{min: 4, max: 16}
+	aloneRound = probeRound{min: 8, max: 32} // a command that measures once (stop)
 )
 
 // measureClock runs the agent's clock responder on its own.
@@ -73,15 +84,23 @@ func measureClock(ctx context.Context, h *hostRun) (c clockReading, err error) {
 			err = werr
 		}
 	}()
-	return clockExchange(ctx, p.Stdin(), bufio.NewReader(p.Stdout()))
+	return clockExchange(ctx, p.Stdin(), bufio.NewReader(p.Stdout()), nil, aloneRound)
 }
 
-// clockExchange sends clock probes and keeps the one with the shortest
-// round trip: offset = host time - (t0 + t1)/2.
-func clockExchange(ctx context.Context, w io.Writer, r *bufio.Reader) (clockReading, error) {
+// clockExchange sends a round of clock probes and keeps the one with the
+// shortest round trip (offset = host time - (t0 + t1)/2), or prev's, the
+// reading of an earlier round, if it is shorter; a good prev needs no
+// round at all.
+func clockExchange(ctx context.Context, w io.Writer, r *bufio.Reader, prev *clockReading, round probeRound) (clockReading, error) {
 	best := clockReading{rtt: time.Hour}
-	for n := 0; n < maxProbes; n++ {
-		if n >= minProbes {
+	if prev != nil {
+		if prev.rtt <= goodRTT {
+			return *prev, nil
+		}
+		best = *prev
+	}
+	for n := 0; n < round.max; n++ {
+		if n >= round.min {
 			if best.rtt <= goodRTT || !sleep(ctx, probeSpace) {
 				break
 			}

@@ -43,23 +43,57 @@ func TestClockExchangeProbesUntilSmall(t *testing.T) {
 	}{
 		// (a little room above the minimum: a probe of this in-process
 		// fake can still be preempted past 1 ms on a busy machine)
-		{"fast", 0, minProbes, minProbes + 2},
+		{"fast", 0, aloneRound.min, aloneRound.min + 2},
 		{"slow at first", 20, 21, 23},
-		{"always slow", maxProbes + 5, maxProbes, maxProbes},
+		{"always slow", aloneRound.max + 5, aloneRound.max, aloneRound.max},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			host := &fakeClock{slowFirst: c.slowFirst, offset: 40 * time.Millisecond}
-			r, err := clockExchange(context.Background(), host, bufio.NewReader(host))
+			r, err := clockExchange(context.Background(), host, bufio.NewReader(host), nil, aloneRound)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if host.probes < c.wantMin || host.probes > c.wantMax {
 				t.Errorf("%d probes, want %d to %d", host.probes, c.wantMin, c.wantMax)
 			}
-			if c.slowFirst <= maxProbes && (r.rtt > 3*goodRTT || r.offset < 39*time.Millisecond || r.offset > 41*time.Millisecond) {
+			if c.slowFirst <= aloneRound.max && (r.rtt > 3*goodRTT || r.offset < 39*time.Millisecond || r.offset > 41*time.Millisecond) {
 				t.Errorf("reading %v after a fast probe, want the offset near 40ms", r)
 			}
 		})
+	}
+}
+
+// TestClockRoundsSpread: a run's probes come in two rounds, at check and
+// once armed. A host slow throughout check gets a second round, and the
+// best reading of both counts; one whose check found a small round trip
+// gets none.
+func TestClockRoundsSpread(t *testing.T) {
+	host := &fakeClock{slowFirst: checkRound.max, offset: 40 * time.Millisecond}
+	r := bufio.NewReader(host)
+	first, err := clockExchange(context.Background(), host, r, nil, checkRound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host.probes != checkRound.max || first.rtt < 4*time.Millisecond {
+		t.Fatalf("check: %d probes, reading %v; want %d slow ones", host.probes, first, checkRound.max)
+	}
+	second, err := clockExchange(context.Background(), host, r, &first, armRound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := host.probes - checkRound.max; n < armRound.min || n > armRound.min+2 || second.rtt > 3*goodRTT || second.offset < 39*time.Millisecond || second.offset > 41*time.Millisecond {
+		t.Errorf("armed: %d more probes, reading %v; want about %d, fast, the offset near 40ms", n, second, armRound.min)
+	}
+	// A good reading already: no second round.
+	before := host.probes
+	if again, err := clockExchange(context.Background(), host, r, &clockReading{offset: time.Millisecond, rtt: goodRTT / 2}, armRound); err != nil || host.probes != before || again.offset != time.Millisecond {
+		t.Errorf("after a good check: %d probes, reading %v (%v); want none and the check's", host.probes-before, again, err)
+	}
+	// A worse second round keeps the first's reading.
+	slow := &fakeClock{slowFirst: 1 << 30, offset: 40 * time.Millisecond}
+	good := clockReading{offset: 7 * time.Millisecond, rtt: 2 * time.Millisecond}
+	if kept, err := clockExchange(context.Background(), slow, bufio.NewReader(slow), &good, armRound); err != nil || kept != good {
+		t.Errorf("a slower round replaced a better reading: %v (%v)", kept, err)
 	}
 }
 
