@@ -19,6 +19,7 @@ import (
 // armHost makes every capture of the host ready, the driver's way, with
 // casecap's record of the run stored beside the captures' state.
 func (o *Orchestrator) armHost(ctx context.Context, h *hostRun) error {
+	defer o.arming.done(h) // a host that fails to arm is not waited for
 	p := o.opt.Plan
 	h.run.record = &Record{Casecap: o.opt.Version, Case: p.Case, Host: h.name(), Address: h.plan.Address, Kind: h.facts.kind,
 		OS: h.facts.os, Arch: h.facts.arch, Agent: h.facts.agent, ClockOffset: h.facts.clock.offset, RTT: h.facts.clock.rtt, ArmedAt: time.Now(),

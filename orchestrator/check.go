@@ -64,7 +64,7 @@ func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) (err error) {
 	if err := h.drv.checkFacts(h); err != nil {
 		return err
 	}
-	if h.facts.clock, err = clockExchange(ctx, hs.proc.Stdin(), hs.out, nil, checkRound); err != nil {
+	if h.facts.clock, err = clockExchange(ctx, hs.proc.Stdin(), hs.out, nil, checkRound, nil); err != nil {
 		return fmt.Errorf("measure the clock: %w", err)
 	}
 	if !hs.detach() {

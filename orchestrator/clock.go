@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/casecap/casecap/internal/agentproto"
@@ -55,8 +56,9 @@ func (c clockReading) String() string {
 // is the one least delayed on either way (NTP's minimum-delay filter), and
 // waiting a little between probes lets a burst of load pass. A run spreads
 // its probes over the time it arms: a round at check, and, unless that one
-// found a small round trip, another once the host is armed, while the
-// other hosts still arm; the best of both counts.
+// found a small round trip, another once the host is armed, for as long as
+// other hosts still arm (time the host would spend waiting anyway: the
+// last host to arm sends none); the best of both counts.
 const (
 	goodRTT    = time.Millisecond
 	probeSpace = 2 * time.Millisecond
@@ -67,8 +69,8 @@ const (
 type probeRound struct{ min, max int }
 
 var (
-	checkRound = probeRound{min: 4, max: 16}
-	armRound   = probeRound{min: 4, max: 16}
+	checkRound = probeRound{min: 4, max: 8}
+	armRound   = probeRound{min: 0, max: 24} // and only while others arm
 	aloneRound = probeRound{min: 8, max: 32} // a command that measures once (stop)
 )
 
@@ -84,14 +86,15 @@ func measureClock(ctx context.Context, h *hostRun) (c clockReading, err error) {
 			err = werr
 		}
 	}()
-	return clockExchange(ctx, p.Stdin(), bufio.NewReader(p.Stdout()), nil, aloneRound)
+	return clockExchange(ctx, p.Stdin(), bufio.NewReader(p.Stdout()), nil, aloneRound, nil)
 }
 
 // clockExchange sends a round of clock probes and keeps the one with the
 // shortest round trip (offset = host time - (t0 + t1)/2), or prev's, the
 // reading of an earlier round, if it is shorter; a good prev needs no
-// round at all.
-func clockExchange(ctx context.Context, w io.Writer, r *bufio.Reader, prev *clockReading, round probeRound) (clockReading, error) {
+// round at all. Past the round's min, the round also ends when until is
+// closed (nil: never).
+func clockExchange(ctx context.Context, w io.Writer, r *bufio.Reader, prev *clockReading, round probeRound, until <-chan struct{}) (clockReading, error) {
 	best := clockReading{rtt: time.Hour}
 	if prev != nil {
 		if prev.rtt <= goodRTT {
@@ -101,7 +104,7 @@ func clockExchange(ctx context.Context, w io.Writer, r *bufio.Reader, prev *cloc
 	}
 	for n := 0; n < round.max; n++ {
 		if n >= round.min {
-			if best.rtt <= goodRTT || !sleep(ctx, probeSpace) {
+			if best.rtt <= goodRTT || closed(until) || n > 0 && !sleep(ctx, probeSpace) {
 				break
 			}
 		}
@@ -123,4 +126,58 @@ func clockExchange(ctx context.Context, w io.Writer, r *bufio.Reader, prev *cloc
 		}
 	}
 	return best, ctx.Err()
+}
+
+// closed says whether c is closed (a nil c never is).
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// armWait tracks the hosts still arming, for the clock round each sends
+// once armed (see clockExchange).
+type armWait struct {
+	mu   sync.Mutex
+	left map[*hostRun]bool
+	all  chan struct{} // closed once no host is left arming
+}
+
+func newArmWait(hs []*hostRun) *armWait {
+	a := &armWait{left: map[*hostRun]bool{}, all: make(chan struct{})}
+	for _, h := range hs {
+		a.left[h] = true
+	}
+	if len(hs) == 0 {
+		close(a.all)
+	}
+	return a
+}
+
+// done says h is armed, or failed to (once per host; later calls do nothing).
+func (a *armWait) done(h *hostRun) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.left[h] {
+		return
+	}
+	delete(a.left, h)
+	if len(a.left) == 0 {
+		close(a.all)
+	}
+}
+
+// others is closed once every host has armed (or failed to); nil for none
+// tracked.
+func (a *armWait) others() <-chan struct{} {
+	if a == nil {
+		return nil
+	}
+	return a.all
 }

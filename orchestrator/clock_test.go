@@ -49,7 +49,7 @@ func TestClockExchangeProbesUntilSmall(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			host := &fakeClock{slowFirst: c.slowFirst, offset: 40 * time.Millisecond}
-			r, err := clockExchange(context.Background(), host, bufio.NewReader(host), nil, aloneRound)
+			r, err := clockExchange(context.Background(), host, bufio.NewReader(host), nil, aloneRound, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -64,36 +64,47 @@ func TestClockExchangeProbesUntilSmall(t *testing.T) {
 }
 
 // TestClockRoundsSpread: a run's probes come in two rounds, at check and
-// once armed. A host slow throughout check gets a second round, and the
-// best reading of both counts; one whose check found a small round trip
-// gets none.
+// once armed. A host slow throughout check gets a second round, for as long
+// as other hosts still arm, and the best reading of both counts; one whose
+// check found a small round trip gets none, and so does the last to arm.
 func TestClockRoundsSpread(t *testing.T) {
 	host := &fakeClock{slowFirst: checkRound.max, offset: 40 * time.Millisecond}
 	r := bufio.NewReader(host)
-	first, err := clockExchange(context.Background(), host, r, nil, checkRound)
+	first, err := clockExchange(context.Background(), host, r, nil, checkRound, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if host.probes != checkRound.max || first.rtt < 4*time.Millisecond {
 		t.Fatalf("check: %d probes, reading %v; want %d slow ones", host.probes, first, checkRound.max)
 	}
-	second, err := clockExchange(context.Background(), host, r, &first, armRound)
+	others := make(chan struct{}) // still arming
+	second, err := clockExchange(context.Background(), host, r, &first, armRound, others)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := host.probes - checkRound.max; n < armRound.min || n > armRound.min+2 || second.rtt > 3*goodRTT || second.offset < 39*time.Millisecond || second.offset > 41*time.Millisecond {
-		t.Errorf("armed: %d more probes, reading %v; want about %d, fast, the offset near 40ms", n, second, armRound.min)
+	if n := host.probes - checkRound.max; n < 1 || n > 3 || second.rtt > 3*goodRTT || second.offset < 39*time.Millisecond || second.offset > 41*time.Millisecond {
+		t.Errorf("armed: %d more probes, reading %v; want a few, fast, the offset near 40ms", n, second)
 	}
 	// A good reading already: no second round.
 	before := host.probes
-	if again, err := clockExchange(context.Background(), host, r, &clockReading{offset: time.Millisecond, rtt: goodRTT / 2}, armRound); err != nil || host.probes != before || again.offset != time.Millisecond {
+	if again, err := clockExchange(context.Background(), host, r, &clockReading{offset: time.Millisecond, rtt: goodRTT / 2}, armRound, others); err != nil || host.probes != before || again.offset != time.Millisecond {
 		t.Errorf("after a good check: %d probes, reading %v (%v); want none and the check's", host.probes-before, again, err)
 	}
-	// A worse second round keeps the first's reading.
+	// A worse second round keeps the first's reading; it goes on while
+	// others arm, and stops when they are done.
 	slow := &fakeClock{slowFirst: 1 << 30, offset: 40 * time.Millisecond}
 	good := clockReading{offset: 7 * time.Millisecond, rtt: 2 * time.Millisecond}
-	if kept, err := clockExchange(context.Background(), slow, bufio.NewReader(slow), &good, armRound); err != nil || kept != good {
+	time.AfterFunc(30*time.Millisecond, func() { close(others) })
+	if kept, err := clockExchange(context.Background(), slow, bufio.NewReader(slow), &good, armRound, others); err != nil || kept != good {
 		t.Errorf("a slower round replaced a better reading: %v (%v)", kept, err)
+	}
+	if slow.probes < 2 || slow.probes >= armRound.max {
+		t.Errorf("%d probes while others armed for 30 ms (7 ms each); want a few, fewer than the round's max", slow.probes)
+	}
+	// The last to arm: none.
+	last := &fakeClock{slowFirst: 1 << 30}
+	if _, err := clockExchange(context.Background(), last, bufio.NewReader(last), &good, armRound, others); err != nil || last.probes != 0 {
+		t.Errorf("the last host to arm sent %d probes (%v), want none", last.probes, err)
 	}
 }
 

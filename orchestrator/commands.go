@@ -61,6 +61,7 @@ func (o *Orchestrator) startAll(ctx context.Context) (time.Time, []signal, error
 	if !o.prepare(sctx) {
 		return abort(o.failures())
 	}
+	o.arming = newArmWait(o.live())
 	if !o.runPhases(sctx, phase{name: phaseArm, host: o.armHost}) {
 		return abort(o.failures())
 	}

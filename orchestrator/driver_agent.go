@@ -126,7 +126,7 @@ func (agentCmds) armJob(ctx context.Context, o *Orchestrator, h *hostRun, j *age
 	if hs == nil {
 		return errors.New("no agent session held from check to arm on")
 	}
-	return armOnServe(ctx, h, hs, raw)
+	return armOnServe(ctx, o, h, hs, raw)
 }
 
 // begin tells the agent the instant on its own clock: on the serve
@@ -207,7 +207,7 @@ func (agentCmds) collected(string, *agentproto.CaptureStatus) error { return nil
 // one line, answered once every capture is armed, then a ping that times
 // the session under the load of every host arming. Until then a failure
 // elsewhere (the phase's end) ends the session, which disarms the host.
-func armOnServe(ctx context.Context, h *hostRun, hs *held, job []byte) error {
+func armOnServe(ctx context.Context, o *Orchestrator, h *hostRun, hs *held, job []byte) error {
 	release := context.AfterFunc(ctx, hs.cancel)
 	began := time.Now()
 	h.run.armed = true // from here on something may run there
@@ -224,9 +224,10 @@ func armOnServe(ctx context.Context, h *hostRun, hs *held, job []byte) error {
 	}
 	h.run.execLat = max(time.Since(began)-armed.Arming, 0)
 	h.run.held = nil
-	// The clock again, now, under the load of the other hosts arming
-	// (see clockExchange): the best reading of check's and this counts.
-	if h.facts.clock, err = clockExchange(ctx, hs.proc.Stdin(), hs.out, &h.facts.clock, armRound); err != nil {
+	// The clock again, while the other hosts arm (see clockExchange):
+	// the best reading of check's and this counts.
+	o.arming.done(h)
+	if h.facts.clock, err = clockExchange(ctx, hs.proc.Stdin(), hs.out, &h.facts.clock, armRound, o.arming.others()); err != nil {
 		hs.close()
 		return fmt.Errorf("measure the clock: %w", err)
 	}

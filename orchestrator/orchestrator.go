@@ -155,6 +155,8 @@ type Orchestrator struct {
 	known   map[string]*hosts.KnownHosts
 	// pushed is told when an agent pushes a status (see held.listen).
 	pushed chan struct{}
+	// arming are the hosts still arming (the arm phase's clock round).
+	arming *armWait
 }
 
 // New prepares an orchestrator for the plan.

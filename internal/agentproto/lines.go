@@ -22,7 +22,8 @@ import (
 // disarms the captures; after one, they run on. From the Begun answer on,
 // the agent also pushes the captures' status, unasked: "status JSON" (one
 // line, the status.json it writes) each time that file changes (looked at
-// every PushEvery), the last once every capture has ended. Answers and
+// every PushEvery from the window's end or a stop on), the last once every
+// capture has ended. Answers and
 // pushed lines interleave; a reader tells them apart by LineStatus.
 const (
 	LinePing = "ping"
@@ -41,8 +42,9 @@ const (
 )
 
 // PushEvery is how often a serve session looks at its status.json for a
-// change to push: the delay before casecap learns the captures ended.
-const PushEvery = 50 * time.Millisecond
+// change to push once the captures' window is over or a stop was asked:
+// the delay before casecap learns that they ended.
+const PushEvery = 10 * time.Millisecond
 
 // StatusLine is a pushed status (statusJSON compacted onto one line),
 // newline ended.

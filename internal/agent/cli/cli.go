@@ -215,8 +215,10 @@ func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
 	if err := answer(agent.Check(version)); err != nil {
 		return err
 	}
-	var dir string // the job's state directory, once armed
+	var dir string           // the job's state directory, once armed
+	var window time.Duration // the job's longest capture
 	begun := false
+	stopAsked := make(chan struct{}, 1)
 	quit := make(chan struct{})
 	defer close(quit)
 	for {
@@ -246,6 +248,9 @@ func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
 				return err
 			}
 			dir = j.StateDir
+			for _, c := range j.Captures {
+				window = max(window, c.Duration)
+			}
 			err = answer(ans)
 		case dir == "":
 			return fmt.Errorf("serve: %q before a job", strings.TrimSpace(s))
@@ -256,10 +261,14 @@ func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
 			if err = agent.RequestBegin(dir, req.Begin); err == nil {
 				begun = true
 				if err = answer(agentproto.Begun{Begun: true, Now: hostclock.Now()}); err == nil {
-					go pushStatus(filepath.Join(dir, agentproto.StatusFile), write, quit)
+					go pushStatus(filepath.Join(dir, agentproto.StatusFile), req.Begin.Add(window), write, stopAsked, quit)
 				}
 			}
 		case req.Stop:
+			select {
+			case stopAsked <- struct{}{}:
+			default:
+			}
 			var running bool
 			if running, err = agent.RequestStop(dir, req.StopAt); err == nil {
 				err = answer(agentproto.StopAnswer{Running: running, Now: hostclock.Now()})
@@ -271,14 +280,16 @@ func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
 	}
 }
 
-// pushStatus sends the status file as a status line each time it changes
-// (looked at every agentproto.PushEvery: a local read, where casecap's
-// would be a round trip), until it says the captures are over, the session
-// is gone, or quit.
-func pushStatus(file string, write func([]byte) error, quit <-chan struct{}) {
-	t := time.NewTicker(agentproto.PushEvery)
-	defer t.Stop()
+// pushStatus sends the status file as a status line each time it changes,
+// until it says the captures are over, the session is gone, or quit. It
+// looks every StatusEvery/5 while the captures run (the agent rewrites the
+// file every StatusEvery), and every agentproto.PushEvery from their
+// window's end (host clock) or a stop request on: how soon casecap learns
+// that they ended, and can collect. (A local read, where casecap's would
+// be a round trip.)
+func pushStatus(file string, end time.Time, write func([]byte) error, stopAsked <-chan struct{}, quit <-chan struct{}) {
 	var last []byte
+	ending := false
 	for {
 		if b, err := os.ReadFile(file); err == nil && !bytes.Equal(b, last) {
 			var st agentproto.Status
@@ -293,10 +304,18 @@ func pushStatus(file string, write func([]byte) error, quit <-chan struct{}) {
 				}
 			}
 		}
+		until := end.Sub(hostclock.Now())
+		ending = ending || until <= 0
+		wait := min(agentproto.StatusEvery/5, until)
+		if ending {
+			wait = agentproto.PushEvery
+		}
 		select {
 		case <-quit:
 			return
-		case <-t.C:
+		case <-stopAsked:
+			ending = true
+		case <-time.After(wait):
 		}
 	}
 }
