@@ -224,15 +224,18 @@ func armOnServe(ctx context.Context, o *Orchestrator, h *hostRun, hs *held, job 
 	}
 	h.run.execLat = max(time.Since(began)-armed.Arming, 0)
 	h.run.held = nil
+	// The ping first: its round trip is timed under the load of the other
+	// hosts arming, which is what the begin's margin must cover.
+	if err := h.hold(hs); err != nil {
+		return err
+	}
 	// The clock again, while the other hosts arm (see clockExchange):
 	// the best reading of check's and this counts.
 	o.arming.done(h)
 	if h.facts.clock, err = clockExchange(ctx, hs.proc.Stdin(), hs.out, &h.facts.clock, armRound, o.arming.others()); err != nil {
+		h.run.held = nil
 		hs.close()
 		return fmt.Errorf("measure the clock: %w", err)
-	}
-	if err := h.hold(hs); err != nil {
-		return err
 	}
 	if !release() {
 		h.run.held = nil
