@@ -3,13 +3,20 @@
 package orchestrator_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/casecap/casecap/analysis/casedir"
+	"github.com/casecap/casecap/analysis/merge"
 	"github.com/casecap/casecap/internal/lab"
 	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/internal/lab/seqcast"
@@ -68,6 +75,54 @@ func TestSkewedClocks(t *testing.T) {
 	t.Logf("true start skew %v, stop skew %v", start, stop)
 	if start > 5*time.Millisecond || stop > 5*time.Millisecond {
 		t.Errorf("captures started %v and stopped %v apart in true time, want within 5 ms", start, stop)
+	}
+	mergedOnOneClock(t, filepath.Join(out, "Case_SKEW"), 37, len(m.Captures))
+}
+
+// mergedOnOneClock merges a case folder and checks that every stream
+// packet of every interface is stamped within 20 ms of its sending (the
+// lab's hosts share the sender's clock, so the skew of a host's clock is
+// all that could put it further): casecap merge moved each skewed host's
+// packets onto casecap's clock.
+func mergedOnOneClock(t *testing.T, caseDir string, stream uint32, captures int) {
+	t.Helper()
+	c, err := casedir.Open(caseDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	st, err := merge.Merge(c, &buf)
+	if err != nil || st.Interfaces != captures {
+		t.Fatalf("merge: %+v %v", st, err)
+	}
+	r, err := pcapgo.NewNgReader(&buf, pcapgo.NgReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worst := map[int]time.Duration{}
+	for {
+		data, ci, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload, ok := seqcast.UDPPayload(r.LinkType(), data)
+		p, ok2 := seqcast.ParsePayload(payload)
+		if !ok || !ok2 || p.Stream != stream {
+			continue
+		}
+		if d := ci.Timestamp.Sub(p.Sent); d.Abs() > worst[ci.InterfaceIndex].Abs() {
+			worst[ci.InterfaceIndex] = d
+		}
+	}
+	for i := range r.NInterfaces() {
+		intf, _ := r.Interface(i)
+		t.Logf("merged: %s: stamped at most %v from its sending (%s)", intf.Name, worst[i], intf.Comment)
+		if d, ok := worst[i]; !ok || d.Abs() > 20*time.Millisecond {
+			t.Errorf("merged: %s: packets stamped up to %v from their sending (seen: %v), want within 20 ms on casecap's clock", intf.Name, d, ok)
+		}
 	}
 }
 

@@ -95,4 +95,18 @@ func TestDemoEndToEnd(t *testing.T) {
 	if n := len(strings.Fields(string(demo))); n < 30 {
 		t.Errorf("tshark finds %d demo datagrams in %s, want at least 30 (10/s for 5 s)", n, c.File)
 	}
+	// The case merges into one pcapng that Wireshark's tools read: every
+	// packet, on an interface named after the capture.
+	if o, err := exec.Command(bin, "merge", caseDir).CombinedOutput(); err != nil {
+		t.Fatalf("casecap merge: %v\n%s", err, o)
+	}
+	merged := filepath.Join(caseDir, "merged.pcapng")
+	names, err := exec.Command("tshark", "-r", merged, "-T", "fields", "-e", "frame.interface_name").Output()
+	if err != nil {
+		t.Fatalf("tshark -r merged.pcapng: %v", err)
+	}
+	lines := strings.Fields(string(names))
+	if uint64(len(lines)) != c.Packets || lines[0] != "local.any.RxTx" {
+		t.Errorf("merged.pcapng: %d packets (manifest %d), interface %q", len(lines), c.Packets, lines[0])
+	}
 }
