@@ -111,6 +111,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			stopCommand(),
 			collectCommand(),
 			mergeCommand(),
+			analyzeCommand(),
 			targetsCommand(),
 			pointsCommand(),
 			agentCommand(),

@@ -1,0 +1,193 @@
+package hops
+
+import (
+	"sort"
+
+	"github.com/casecap/casecap/analysis/packetkey"
+	"github.com/casecap/casecap/analysis/timeline"
+)
+
+// record is one packet on its way: when each capture point first saw it,
+// and how many copies each saw. A TCP segment that carries data is a byte
+// range; a point saw it once its pieces there covered the whole range.
+type record struct {
+	key    packetkey.Key // exact records: the key they are listed by
+	flow   packetkey.Flow
+	first  int64   // the first sighting, casecap's clock
+	seen   []int64 // per point: first sighting (0: none)
+	copies []uint16
+	// TCP data: the range, and per point the bytes of it seen so far.
+	data     bool
+	seq, end uint32
+	covered  []uint32
+}
+
+// at reports whether point p saw the whole packet, and when it began to.
+func (r *record) at(p int) (int64, bool) {
+	if r.seen[p] == 0 {
+		return 0, false
+	}
+	if r.data && r.covered[p] < r.end-r.seq {
+		return 0, false // some of its bytes never reached p
+	}
+	return r.seen[p], true
+}
+
+// matcher finds each packet at every point that saw it, from sightings in
+// time order. A record is final once the window (the longest latency
+// looked for) has passed since its first sighting: then final is called,
+// and the record forgotten. Memory is bounded by the packets of one
+// window, not by the case.
+type matcher struct {
+	points int
+	window int64
+	final  func(*record)
+	exact  map[packetkey.Key]*record
+	ranges map[packetkey.Flow][]*record // TCP data records, by seq
+	queue  []*record                    // by first sighting
+	head   int
+}
+
+func newMatcher(points int, window int64, final func(*record)) *matcher {
+	return &matcher{points: points, window: window, final: final,
+		exact: map[packetkey.Key]*record{}, ranges: map[packetkey.Flow][]*record{}}
+}
+
+func (m *matcher) newRecord(s *timeline.Sighting) *record {
+	r := &record{flow: s.Packet.Key.Flow, first: s.At, seen: make([]int64, m.points), copies: make([]uint16, m.points)}
+	m.queue = append(m.queue, r)
+	return r
+}
+
+// add takes one sighting.
+func (m *matcher) add(s *timeline.Sighting) {
+	m.expire(s.At)
+	p := &s.Packet
+	if !p.Data {
+		r := m.exact[p.Key]
+		if r == nil {
+			r = m.newRecord(s)
+			r.key = p.Key
+			m.exact[p.Key] = r
+		}
+		if r.seen[s.Point] == 0 {
+			r.seen[s.Point] = s.At
+		}
+		r.copies[s.Point]++
+		return
+	}
+	flow, seq, end := p.Range()
+	list := m.ranges[flow]
+	// The records overlapping [seq, end): list is sorted by seq, and
+	// records of one flow do not overlap one another.
+	i := sort.Search(len(list), func(i int) bool { return after(list[i].end, seq) })
+	covered := uint32(0)
+	for j := i; j < len(list) && before(list[j].seq, end); j++ {
+		r := list[j]
+		lo, hi := maxSeq(seq, r.seq), minSeq(end, r.end)
+		n := hi - lo
+		if r.seen[s.Point] == 0 {
+			r.seen[s.Point] = s.At
+		}
+		if r.covered[s.Point] >= r.end-r.seq {
+			r.copies[s.Point]++ // all of it seen here already: a copy
+		} else {
+			r.covered[s.Point] = min(r.covered[s.Point]+n, r.end-r.seq)
+			if r.copies[s.Point] == 0 {
+				r.copies[s.Point] = 1
+			}
+		}
+		covered += n
+	}
+	if covered >= end-seq {
+		return
+	}
+	// Bytes no record holds yet: new records for the gaps.
+	at := seq
+	var fresh []*record
+	for j := i; j < len(list) && before(list[j].seq, end); j++ {
+		if before(at, list[j].seq) {
+			fresh = append(fresh, m.rangeRecord(s, at, list[j].seq))
+		}
+		at = maxSeq(at, list[j].end)
+	}
+	if before(at, end) {
+		fresh = append(fresh, m.rangeRecord(s, at, end))
+	}
+	inOrder := len(list) == 0 || !before(fresh[0].seq, list[len(list)-1].end)
+	list = append(list, fresh...)
+	if !inOrder {
+		// A retransmission of bytes before the flow's newest, or a gap
+		// filled: rare; the common case (new bytes) appends in order.
+		sort.Slice(list, func(a, b int) bool { return before(list[a].seq, list[b].seq) })
+	}
+	m.ranges[flow] = list
+}
+
+func (m *matcher) rangeRecord(s *timeline.Sighting, seq, end uint32) *record {
+	r := m.newRecord(s)
+	r.data, r.seq, r.end, r.covered = true, seq, end, make([]uint32, m.points)
+	r.seen[s.Point], r.copies[s.Point], r.covered[s.Point] = s.At, 1, end-seq
+	return r
+}
+
+// expire finalizes the records whose window has passed by now.
+func (m *matcher) expire(now int64) {
+	for m.head < len(m.queue) && now-m.queue[m.head].first > m.window {
+		m.finish(m.queue[m.head])
+		m.queue[m.head] = nil
+		m.head++
+	}
+	if m.head > 4096 && m.head*2 > len(m.queue) {
+		m.queue = append(m.queue[:0], m.queue[m.head:]...)
+		m.head = 0
+	}
+}
+
+// flush finalizes every record left, at the end of the case.
+func (m *matcher) flush() {
+	for ; m.head < len(m.queue); m.head++ {
+		m.finish(m.queue[m.head])
+	}
+	m.queue, m.head = nil, 0
+}
+
+func (m *matcher) finish(r *record) {
+	if r.data {
+		list := m.ranges[r.flow]
+		// Records of a flow do not overlap: find r by its seq (expired
+		// records are at the front, mostly).
+		i := sort.Search(len(list), func(i int) bool { return !before(list[i].seq, r.seq) })
+		if i < len(list) && list[i] == r {
+			if i == 0 {
+				list = list[1:]
+			} else {
+				list = append(list[:i], list[i+1:]...)
+			}
+		}
+		if len(list) == 0 {
+			delete(m.ranges, r.flow)
+		} else {
+			m.ranges[r.flow] = list
+		}
+	} else if m.exact[r.key] == r {
+		delete(m.exact, r.key)
+	}
+	m.final(r)
+}
+
+// Sequence numbers compare modulo 2^32 (RFC 1982).
+func before(a, b uint32) bool { return int32(a-b) < 0 }
+func after(a, b uint32) bool  { return int32(a-b) > 0 }
+func maxSeq(a, b uint32) uint32 {
+	if after(a, b) {
+		return a
+	}
+	return b
+}
+func minSeq(a, b uint32) uint32 {
+	if before(a, b) {
+		return a
+	}
+	return b
+}
