@@ -7,8 +7,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -230,5 +232,88 @@ func TestHistogram(t *testing.T) {
 	}
 	if h.max != 100_000_000 {
 		t.Errorf("max %d", h.max)
+	}
+}
+
+// TestReceiveOffload: MSS pieces on the wire first, then one segment that
+// receive offload (GRO/LRO) merged at the receiving vNIC: each piece is
+// delivered when the merged segment covers it; a piece the merged one
+// misses (a hole the host never got) is lost.
+func TestReceiveOffload(t *testing.T) {
+	a, b := net.IP{198, 18, 0, 11}, net.IP{198, 18, 0, 12}
+	ms := time.Millisecond
+	wire := point{name: "h2.uplink.vmnic2.UplinkRcv", host: "h2", start: 0, stop: time.Second}
+	vnic := point{name: "h2.app.eth0.VnicRx", host: "h2", start: 0, stop: time.Second}
+	seq := uint32(1000)
+	for i := range 10 {
+		at := time.Duration(10+i*20) * ms
+		for k := range 10 {
+			wire.frames = append(wire.frames, seen{at + time.Duration(k)*10*time.Microsecond, tcpSeg(t, a, b, uint16(i*10+k), seq+uint32(k*1448), 1448)})
+		}
+		if i == 5 {
+			// The host merged the first nine only: the tenth never made it.
+			vnic.frames = append(vnic.frames, seen{at + 300*time.Microsecond, tcpSeg(t, a, b, 9999, seq, 9*1448)})
+		} else {
+			vnic.frames = append(vnic.frames, seen{at + 300*time.Microsecond, tcpSeg(t, a, b, 9999, seq, 10*1448)})
+		}
+		seq += 10 * 1448
+	}
+	r, err := Analyze(writeCase(t, []point{vnic, wire}), Options{Window: 100 * ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Hops) != 1 || r.Hops[0].From != wire.name || r.Hops[0].Packets != 100 || r.Hops[0].Lost != 1 {
+		t.Errorf("hops: %+v", r.Hops)
+	}
+}
+
+// TestAnalyzeStreams: memory does not grow with the case: the heap in use
+// peaks no higher for a case four times as long at the same rate.
+func TestAnalyzeStreams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 50 MB")
+	}
+	peak := func(n int) uint64 {
+		a, b := net.IP{198, 18, 0, 11}, net.IP{198, 18, 0, 12}
+		p1 := point{name: "h1.eth0.Tx", host: "h1", stop: time.Hour}
+		p2 := point{name: "h2.eth0.Rx", host: "h2", stop: time.Hour}
+		for i := range n {
+			at := time.Duration(i) * 100 * time.Microsecond
+			f := udp(t, a, b, i, 64)
+			p1.frames = append(p1.frames, seen{at, f})
+			p2.frames = append(p2.frames, seen{at + time.Millisecond, f})
+		}
+		c := writeCase(t, []point{p1, p2})
+		p1.frames, p2.frames = nil, nil
+		runtime.GC()
+		var top atomic.Uint64
+		done, sampled := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(sampled)
+			var m runtime.MemStats
+			for {
+				runtime.ReadMemStats(&m)
+				if m.HeapInuse > top.Load() {
+					top.Store(m.HeapInuse)
+				}
+				select {
+				case <-done:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
+		r, err := Analyze(c, Options{Window: 50 * time.Millisecond})
+		close(done)
+		<-sampled
+		if err != nil || len(r.Hops) != 1 || r.Hops[0].Lost != 0 {
+			t.Fatalf("%+v %v", r, err)
+		}
+		return top.Load()
+	}
+	small, large := peak(50_000), peak(200_000)
+	t.Logf("heap in use peaked at %.1f MiB for 50,000 packets a point, %.1f MiB for 200,000", float64(small)/(1<<20), float64(large)/(1<<20))
+	if large > small+small/2+(4<<20) {
+		t.Errorf("the heap grew with the case: %d MiB against %d MiB", large>>20, small>>20)
 	}
 }
