@@ -163,9 +163,9 @@ func (l *learner) path(flow packetkey.Flow) []int {
 // counter is the second pass: it counts each hop of each flow's path.
 type counter struct {
 	l       *learner
-	paths   map[packetkey.Flow][]int
-	windows [][2]int64 // per point: its window, casecap's clock
-	start   int64      // the report's window
+	paths   map[packetkey.Flow]*pathCount // each flow direction's path, found once
+	windows [][2]int64                    // per point: its window, casecap's clock
+	start   int64                         // the report's window
 	hops    map[[2]int]*hopCount
 	// pathUse counts the packets that took each path (by its points).
 	pathUse map[string]*pathCount
@@ -194,7 +194,7 @@ type flowCount struct {
 }
 
 func newCounter(c *casedir.Case, l *learner) *counter {
-	cnt := &counter{l: l, paths: map[packetkey.Flow][]int{}, hops: map[[2]int]*hopCount{}, pathUse: map[string]*pathCount{}}
+	cnt := &counter{l: l, paths: map[packetkey.Flow]*pathCount{}, hops: map[[2]int]*hopCount{}, pathUse: map[string]*pathCount{}}
 	for i, cp := range c.Captures {
 		from, to := timeline.Window(cp)
 		w := [2]int64{l.first[i], l.last[i] + 1}
@@ -208,6 +208,9 @@ func newCounter(c *casedir.Case, l *learner) *counter {
 		if w[0] != 0 {
 			cnt.start = min(cnt.start, w[0])
 		}
+	}
+	if cnt.start == math.MaxInt64 {
+		cnt.start = 0 // no point saw a packet
 	}
 	return cnt
 }
@@ -228,18 +231,18 @@ func (cnt *counter) hop(a, b int) *hopCount {
 }
 
 func (cnt *counter) final(r *record) {
-	path, ok := cnt.paths[r.flow]
+	pc, ok := cnt.paths[r.flow]
 	if !ok {
-		path = cnt.l.path(r.flow)
-		cnt.paths[r.flow] = path
-	}
-	if len(path) > 1 {
+		path := cnt.l.path(r.flow)
 		sig := fmt.Sprint(path)
-		pc := cnt.pathUse[sig]
-		if pc == nil {
+		if pc = cnt.pathUse[sig]; pc == nil {
 			pc = &pathCount{points: path}
 			cnt.pathUse[sig] = pc
 		}
+		cnt.paths[r.flow] = pc
+	}
+	path := pc.points
+	if len(path) > 1 {
 		pc.n++
 	}
 	for i := 0; i+1 < len(path); i++ {
@@ -294,7 +297,9 @@ func (cnt *counter) report(c *casedir.Case) *Report {
 	// packets took them; a hop on several paths is listed once.
 	var paths []*pathCount
 	for _, pc := range cnt.pathUse {
-		paths = append(paths, pc)
+		if len(pc.points) > 1 {
+			paths = append(paths, pc)
+		}
 	}
 	sort.Slice(paths, func(i, j int) bool {
 		if paths[i].n != paths[j].n {

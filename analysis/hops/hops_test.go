@@ -317,3 +317,30 @@ func TestAnalyzeStreams(t *testing.T) {
 		t.Errorf("the heap grew with the case: %d MiB against %d MiB", large>>20, small>>20)
 	}
 }
+
+// TestRepeatedPieceIsNoMissingOne: after segmentation offload, a segment
+// whose second piece never came is lost, even if its first piece came
+// twice (as many bytes as the whole, not the same bytes).
+func TestRepeatedPieceIsNoMissingOne(t *testing.T) {
+	a, b := net.IP{198, 18, 0, 11}, net.IP{198, 18, 0, 12}
+	vnic := point{name: "h1.app.eth0.VnicTx", host: "h1", stop: time.Second}
+	wire := point{name: "h1.uplink.vmnic2.UplinkSnd", host: "h1", stop: time.Second}
+	for i := range 4 {
+		at := time.Duration(100+i*100) * time.Millisecond
+		seq := uint32(1 + i*2896)
+		vnic.frames = append(vnic.frames, seen{at, tcpSeg(t, a, b, uint16(i), seq, 2896)})
+		wire.frames = append(wire.frames, seen{at + 50*time.Microsecond, tcpSeg(t, a, b, uint16(100+i), seq, 1448)})
+		second := tcpSeg(t, a, b, uint16(200+i), seq+1448, 1448)
+		if i == 2 {
+			second = tcpSeg(t, a, b, uint16(200+i), seq, 1448) // the first piece again
+		}
+		wire.frames = append(wire.frames, seen{at + 60*time.Microsecond, second})
+	}
+	r, err := Analyze(writeCase(t, []point{vnic, wire}), Options{Window: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Hops) != 1 || r.Hops[0].Packets != 4 || r.Hops[0].Lost != 1 {
+		t.Errorf("hops: %+v", r.Hops)
+	}
+}

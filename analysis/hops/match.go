@@ -85,19 +85,21 @@ func (m *matcher) add(s *timeline.Sighting) {
 	for j := i; j < len(list) && before(list[j].seq, end); j++ {
 		r := list[j]
 		lo, hi := maxSeq(seq, r.seq), minSeq(end, r.end)
-		n := hi - lo
+		covered += hi - lo
 		if r.seen[s.Point] == 0 {
 			r.seen[s.Point] = s.At
 		}
-		if r.covered[s.Point] >= r.end-r.seq {
+		// covered is the prefix of the range seen here: a piece that
+		// continues it (or repeats part of it) extends it; one past a
+		// gap is not counted (pieces of one segment come in order at a
+		// point), so a repeated piece never stands in for a missing one.
+		switch have := r.covered[s.Point]; {
+		case have >= r.end-r.seq:
 			r.copies[s.Point]++ // all of it seen here already: a copy
-		} else {
-			r.covered[s.Point] = min(r.covered[s.Point]+n, r.end-r.seq)
-			if r.copies[s.Point] == 0 {
-				r.copies[s.Point] = 1
-			}
+		case !after(lo, r.seq+have):
+			r.covered[s.Point] = max(have, hi-r.seq)
+			r.copies[s.Point] = max(r.copies[s.Point], 1)
 		}
-		covered += n
 	}
 	if covered >= end-seq {
 		return
