@@ -190,7 +190,9 @@ type secondCount struct{ packets, lost uint64 }
 
 type flowCount struct {
 	packets, lost uint64
-	lastArrival   int64 // the latest arrival at the second point so far (reorderings)
+	// The latest arrival at the second point so far, and when that
+	// packet reached the first (reorderings).
+	lastArrival, lastDeparture int64
 }
 
 func newCounter(c *casedir.Case, l *learner) *counter {
@@ -280,10 +282,18 @@ func (cnt *counter) final(r *record) {
 		if c := r.copies[b]; c > 1 {
 			h.dups += uint64(c - 1)
 		}
-		if tb < f.lastArrival {
-			h.reordered++ // overtaken by a packet that reached a after it
+		// Reordered: it reached a after the packet that reached b last so
+		// far, and b before it (it overtook that one). Records come in
+		// the order of their first sighting, which is not always their
+		// order at a (one first seen at a, sent before the first point's
+		// capture began, comes after those seen earlier upstream): the
+		// order at a is what counts.
+		if tb < f.lastArrival && ta > f.lastDeparture {
+			h.reordered++
 		}
-		f.lastArrival = max(f.lastArrival, tb)
+		if tb > f.lastArrival {
+			f.lastArrival, f.lastDeparture = tb, ta
+		}
 	}
 }
 
