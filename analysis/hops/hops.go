@@ -257,31 +257,36 @@ func (cnt *counter) final(r *record) {
 		if ta < h.from || ta >= h.to {
 			continue
 		}
-		h.packets++
+		// Each copy that reached a is a packet; those b saw as often are
+		// delivered, the rest lost there; more at b are duplicates. (A
+		// TCP segment lost and sent again reached a twice and b once.)
+		na, nb := r.copiesAt(a), r.copiesAt(b)
+		lost := na - min(na, nb)
+		h.packets += na
+		h.lost += lost
 		sec := (ta - cnt.start) / int64(time.Second)
 		s := h.perSecond[sec]
 		if s == nil {
 			s = &secondCount{}
 			h.perSecond[sec] = s
 		}
-		s.packets++
+		s.packets += na
+		s.lost += lost
 		f := h.flows[r.flow]
 		if f == nil {
 			f = &flowCount{}
 			h.flows[r.flow] = f
 		}
-		f.packets++
+		f.packets += na
+		f.lost += lost
+		if nb > na {
+			h.dups += nb - na
+		}
 		tb, ok := r.at(b)
 		if !ok {
-			h.lost++
-			s.lost++
-			f.lost++
 			continue
 		}
 		h.latency.add(tb - ta)
-		if c := r.copies[b]; c > 1 {
-			h.dups += uint64(c - 1)
-		}
 		// Reordered: it reached a after the packet that reached b last so
 		// far, and b before it (it overtook that one). Records come in
 		// the order of their first sighting, which is not always their

@@ -5,13 +5,17 @@ package hops_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/casecap/casecap/analysis/casedir"
 	"github.com/casecap/casecap/analysis/hops"
@@ -29,8 +33,10 @@ import (
 // of the path; analyze finds the path's order from the data, names the
 // router's hop as the one that lost, its loss equal to the count the
 // sequence numbers in the two files give (within the in-flight edge), its
-// p50 latency the delay within 2 ms, and no loss on the other hops (nor
-// reordering, nor duplicates, anywhere).
+// p50 latency the delay within 2 ms, and no loss, reordering or duplicates
+// on the other hops. A TCP bulk flow goes the same way, in 64 KB segments
+// where it leaves h01 (segmentation offload) and MSS pieces past the
+// router: matched whole, it loses only on the router's hop.
 func TestAnalyzeRoutedPath(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, 3)
@@ -82,6 +88,41 @@ func TestAnalyzeRoutedPath(t *testing.T) {
 		}
 	}()
 
+	// A TCP bulk flow too, h01 to h03: h01 hands 64 KB segments to its
+	// link (segmentation offload on), the router cuts them to MSS size.
+	var ln net.Listener
+	if err := lab.InHost(path.B, func() (err error) {
+		ln, err = net.Listen("tcp4", net.JoinHostPort(path.BAddr.String(), "5001"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(io.Discard, c)
+	}()
+	var bulk net.Conn
+	if err := lab.InHost(path.A, func() (err error) {
+		bulk, err = net.DialTimeout("tcp4", net.JoinHostPort(path.BAddr.String(), "5001"), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer bulk.Close()
+	go func() {
+		chunk := make([]byte, 256<<10)
+		for sctx.Err() == nil {
+			if _, err := bulk.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "case: PATH\ndatastore: %s\nduration: 3s\nssh: { user: root, identity_file: %s, known_hosts: %s }\nhosts:\n", l.Datastore, l.ClientKey, l.KnownHosts)
 	for _, h := range []struct {
@@ -90,7 +131,7 @@ func TestAnalyzeRoutedPath(t *testing.T) {
 	}{{path.A, []string{lab.PathIf}}, {path.R, []string{lab.RouterIn, lab.RouterOut}}, {path.B, []string{lab.PathIf}}} {
 		fmt.Fprintf(&sb, "  - name: %s\n    kind: linux\n    address: %s\n    captures:\n", h.host.Name, h.host.Addr)
 		for _, i := range h.ifs {
-			fmt.Fprintf(&sb, "      - { interface: %s, filter: { udpport: 9999 } }\n", i)
+			fmt.Fprintf(&sb, "      - { interface: %s }\n", i) // the path's links carry the test's flows only
 		}
 	}
 	p, err := plans.Parse("path.yaml", []byte(sb.String()))
@@ -105,6 +146,7 @@ func TestAnalyzeRoutedPath(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 	stop()
+	path.Close()
 	st := path.Stats()
 	t.Logf("router: forwarded %d, dropped %d", st.Forwarded, st.Dropped)
 
@@ -121,41 +163,145 @@ func TestAnalyzeRoutedPath(t *testing.T) {
 	r.WriteText(&text)
 	t.Logf("\n%s", text.String())
 
+	// The paths, found from the data: the stream's and the bulk flow's
+	// one way, the bulk flow's acknowledgements the other.
 	in, outName := "h02.r0.RxTx", "h02.r1.RxTx"
-	if len(r.Paths) == 0 || strings.Join(r.Paths[0].Points, " > ") != "h01.p0.RxTx > "+in+" > "+outName+" > h03.p0.RxTx" {
-		t.Fatalf("paths: %+v", r.Paths)
+	var paths []string
+	for _, p := range r.Paths {
+		paths = append(paths, strings.Join(p.Points, " > "))
 	}
-	// The truth from the files' sequence numbers: what r0 saw and r1
-	// did not.
-	sIn, err1 := seqcast.ReadFile(filepath.Join(caseDir, in+".pcapng"), stream)
-	sOut, err2 := seqcast.ReadFile(filepath.Join(caseDir, outName+".pcapng"), stream)
-	if err1 != nil || err2 != nil {
-		t.Fatal(err1, err2)
+	slices.Sort(paths)
+	if want := []string{"h01.p0.RxTx > " + in + " > " + outName + " > h03.p0.RxTx", "h03.p0.RxTx > " + outName + " > " + in + " > h01.p0.RxTx"}; !slices.Equal(paths, want) {
+		t.Fatalf("paths: %q, want %q", paths, want)
 	}
-	truth := int64(sIn.Distinct) - int64(sOut.Distinct)
-	for _, h := range r.Hops {
-		if h.Reordered != 0 || h.Duplicates != 0 {
-			t.Errorf("%s > %s: %d reordered, %d duplicates; the path neither reorders nor duplicates", h.From, h.To, h.Reordered, h.Duplicates)
+	// The truth from the files' sequence numbers: the stream's packets
+	// r0 saw and r1 did not, but for those r0 saw in its last 50 ms (in
+	// flight when r1 stopped).
+	atIn := seqTimes(t, filepath.Join(caseDir, in+".pcapng"), stream)
+	atOut := seqTimes(t, filepath.Join(caseDir, outName+".pcapng"), stream)
+	var last time.Time
+	for _, at := range atIn {
+		if at.After(last) {
+			last = at
 		}
-		switch {
-		case h.From == in && h.To == outName:
-			// The in-flight edge: packets at r0 in the last 20 ms are not
-			// counted (they would reach r1 after its end), and r1 holds the
-			// first 20 ms of packets r0 saw before its window... both ends
-			// are within a few packets of the sequence numbers' count.
-			if d := int64(h.Lost) - truth; d < -2 || d > 2 || h.Latency == nil || math.Abs(h.Latency.P50-20) > 2 {
-				t.Errorf("router hop: lost %d (the files' sequence numbers: %d), latency %+v; want the loss and a p50 of 20 ms", h.Lost, truth, h.Latency)
+	}
+	truth := int64(0)
+	for seq, at := range atIn {
+		if _, ok := atOut[seq]; !ok && at.Before(last.Add(-50*time.Millisecond)) {
+			truth++
+		}
+	}
+	var udpLost, udpPackets uint64
+	for _, f := range r.Flows {
+		if strings.HasPrefix(f.Flow, "udp ") {
+			if f.From != in || f.To != outName {
+				t.Errorf("UDP lost on %s > %s: %+v", f.From, f.To, f)
 			}
-			if ratio := float64(h.Lost) / float64(h.Packets); math.Abs(ratio-1.0/dropEvery) > 0.005 {
-				t.Errorf("router hop: loss %.4f, the router drops 1 in %d", ratio, dropEvery)
+			udpLost, udpPackets = f.Lost, f.Packets
+		}
+	}
+	// The in-flight edge: packets at r0 in the last 20 ms are not counted
+	// (they would reach r1 after its end): the count is within a few of
+	// what the sequence numbers give.
+	t.Logf("UDP: lost %d of %d at the router; the files' sequence numbers: %d", udpLost, udpPackets, truth)
+	if d := int64(udpLost) - truth; d < -2 || d > 2 {
+		t.Errorf("UDP: lost %d at the router, the files' sequence numbers say %d", udpLost, truth)
+	}
+	if ratio := float64(udpLost) / float64(udpPackets); math.Abs(ratio-1.0/dropEvery) > 0.01 {
+		t.Errorf("UDP: loss %.4f at the router, which drops 1 in %d", ratio, dropEvery)
+	}
+	for _, h := range r.Hops {
+		if h.From == in && h.To == outName {
+			if h.Latency == nil || math.Abs(h.Latency.P50-20) > 2 {
+				t.Errorf("router hop: latency %+v, want a p50 of 20 ms", h.Latency)
 			}
-		default:
-			if h.Lost != 0 {
-				t.Errorf("%s > %s: %d lost, want none", h.From, h.To, h.Lost)
-			}
+			continue
+		}
+		// (Reordering is the lab's own: veth hands packets sent from two
+		// CPUs at once to per-CPU queues, which may swap them.)
+		if h.Lost != 0 || h.Duplicates != 0 {
+			t.Errorf("%s > %s: %d lost, %d duplicates; want none off the router", h.From, h.To, h.Lost, h.Duplicates)
 		}
 	}
 	if w := r.Worst(); w == nil || w.From != in || w.To != outName {
 		t.Errorf("the worst hop: %+v, want %s > %s", w, in, outName)
+	}
+	// The TCP flow: its segments were 64 KB where it left h01 and MSS
+	// sized past the router, and matched whole (no loss before or after
+	// the router); the router hop lost what the router dropped of it.
+	if big, small := largest(t, filepath.Join(caseDir, "h01.p0.RxTx.pcapng")), largest(t, filepath.Join(caseDir, outName+".pcapng")); big <= 1514 || small > 1514 {
+		t.Errorf("largest frames: %d at h01 (want segmentation offload's), %d past the router (want the MTU's)", big, small)
+	}
+	var tcpDrops int
+	for _, d := range path.Drops() {
+		if d.TCP && r.Window != nil && !d.At.Before(r.Window.Start) && d.At.Before(r.Window.Stop) {
+			tcpDrops++
+		}
+	}
+	var tcpLost uint64
+	for _, f := range r.Flows {
+		if strings.HasPrefix(f.Flow, "tcp ") {
+			if f.From != in || f.To != outName {
+				t.Errorf("TCP lost on %s > %s: %+v", f.From, f.To, f)
+			}
+			tcpLost += f.Lost
+		}
+	}
+	// The unit is the segment as h01 handed it over (64 KB): one that
+	// lost any of its MSS pieces on the router and had them sent again
+	// counts once. So analyze counts some loss, and no more than the
+	// router's drops. (Counting the wire packets lost within such a
+	// segment is still to do: issue 14.)
+	t.Logf("TCP: the router dropped %d of its pieces inside the window; analyze counts %d segments lost", tcpDrops, tcpLost)
+	if tcpDrops == 0 || tcpLost == 0 || tcpLost > uint64(tcpDrops) {
+		t.Errorf("TCP: analyze counts %d lost at the router, which dropped %d of its pieces inside the window", tcpLost, tcpDrops)
+	}
+}
+
+// seqTimes reads a capture's packets of the numbered stream: when it saw
+// each sequence number first.
+func seqTimes(t *testing.T, file string, stream uint32) map[uint64]time.Time {
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint64]time.Time{}
+	for {
+		data, ci, err := r.ReadPacketData()
+		if err != nil {
+			return out
+		}
+		payload, ok := seqcast.UDPPayload(r.LinkType(), data)
+		if p, ok2 := seqcast.ParsePayload(payload); ok && ok2 && p.Stream == stream {
+			if _, seen := out[p.Seq]; !seen {
+				out[p.Seq] = ci.Timestamp
+			}
+		}
+	}
+}
+
+// largest is the largest frame of a capture file.
+func largest(t *testing.T, file string) int {
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		_, ci, err := r.ZeroCopyReadPacketData()
+		if err != nil {
+			return n
+		}
+		n = max(n, ci.Length)
 	}
 }

@@ -16,10 +16,62 @@ type record struct {
 	first  int64   // the first sighting, casecap's clock
 	seen   []int64 // per point: first sighting (0: none)
 	copies []uint16
-	// TCP data: the range, and per point the bytes of it seen so far.
+	// TCP data: the range, and per point the parts of it seen (spans of
+	// offsets into it) and the bytes seen again (retransmissions: copies).
 	data     bool
 	seq, end uint32
-	covered  []uint32
+	spans    [][]span
+	again    []uint64
+}
+
+// span is a part [lo, hi) of a record's range, as offsets into it.
+type span struct{ lo, hi uint32 }
+
+// cover adds [lo, hi) to spans (sorted, apart), and says how many of its
+// bytes were in them already.
+func cover(spans []span, lo, hi uint32) ([]span, uint32) {
+	out := make([]span, 0, len(spans)+1)
+	var seen uint32
+	nlo, nhi, placed := lo, hi, false
+	for _, s := range spans {
+		switch {
+		case s.hi < nlo:
+			out = append(out, s)
+		case s.lo > nhi:
+			if !placed {
+				out, placed = append(out, span{nlo, nhi}), true
+			}
+			out = append(out, s)
+		default: // overlapping or touching: merge
+			if o := int64(min(s.hi, hi)) - int64(max(s.lo, lo)); o > 0 {
+				seen += uint32(o)
+			}
+			nlo, nhi = min(nlo, s.lo), max(nhi, s.hi)
+		}
+	}
+	if !placed {
+		out = append(out, span{nlo, nhi})
+	}
+	return out, seen
+}
+
+// copiesAt is how many times point p saw the whole packet. A TCP range
+// counts once for its first full covering and once more for each range's
+// worth, or part of one, of its bytes seen again: a segment of which any
+// part was sent again (a retransmission) was sent twice, so where the
+// first point saw it twice and the second once, one was lost between.
+// (The unit is the segment as the first point saw it: a 64 KB segment
+// before segmentation offload, one MSS piece of which was lost and sent
+// again, is one packet lost, not one of 45.)
+func (r *record) copiesAt(p int) uint64 {
+	if _, ok := r.at(p); !ok {
+		return 0
+	}
+	if r.data {
+		n := uint64(r.end - r.seq)
+		return 1 + (r.again[p]+n-1)/n
+	}
+	return uint64(r.copies[p])
 }
 
 // at reports whether point p saw the whole packet, and when it began to.
@@ -27,7 +79,7 @@ func (r *record) at(p int) (int64, bool) {
 	if r.seen[p] == 0 {
 		return 0, false
 	}
-	if r.data && r.covered[p] < r.end-r.seq {
+	if r.data && (len(r.spans[p]) != 1 || r.spans[p][0] != span{0, r.end - r.seq}) {
 		return 0, false // some of its bytes never reached p
 	}
 	return r.seen[p], true
@@ -89,17 +141,13 @@ func (m *matcher) add(s *timeline.Sighting) {
 		if r.seen[s.Point] == 0 {
 			r.seen[s.Point] = s.At
 		}
-		// covered is the prefix of the range seen here: a piece that
-		// continues it (or repeats part of it) extends it; one past a
-		// gap is not counted (pieces of one segment come in order at a
-		// point), so a repeated piece never stands in for a missing one.
-		switch have := r.covered[s.Point]; {
-		case have >= r.end-r.seq:
-			r.copies[s.Point]++ // all of it seen here already: a copy
-		case !after(lo, r.seq+have):
-			r.covered[s.Point] = max(have, hi-r.seq)
-			r.copies[s.Point] = max(r.copies[s.Point], 1)
-		}
+		// The bytes seen here, as spans of the range: a piece fills its
+		// part (a retransmission may fill a hole after later pieces
+		// came); bytes seen here already count as a copy, so a repeated
+		// piece never stands in for a missing one.
+		var again uint32
+		r.spans[s.Point], again = cover(r.spans[s.Point], lo-r.seq, hi-r.seq)
+		r.again[s.Point] += uint64(again)
 	}
 	if covered >= end-seq {
 		return
@@ -128,8 +176,8 @@ func (m *matcher) add(s *timeline.Sighting) {
 
 func (m *matcher) rangeRecord(s *timeline.Sighting, seq, end uint32) *record {
 	r := m.newRecord(s)
-	r.data, r.seq, r.end, r.covered = true, seq, end, make([]uint32, m.points)
-	r.seen[s.Point], r.copies[s.Point], r.covered[s.Point] = s.At, 1, end-seq
+	r.data, r.seq, r.end, r.spans, r.again = true, seq, end, make([][]span, m.points), make([]uint64, m.points)
+	r.seen[s.Point], r.copies[s.Point], r.spans[s.Point] = s.At, 1, []span{{0, end - seq}}
 	return r
 }
 

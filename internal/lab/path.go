@@ -41,6 +41,16 @@ type PathOptions struct {
 	DropEvery int           // drop one IPv4 packet in this many (0: none)
 }
 
+// Drop is a packet the router dropped.
+type Drop struct {
+	At  time.Time
+	TCP bool
+}
+
+// Drops are the packets the router dropped (read it once the path is
+// closed).
+func (p *Path) Drops() []Drop { return p.fwd.drops }
+
 // PathStats are what the router did.
 type PathStats struct {
 	Forwarded, Dropped uint64 // A to B
@@ -152,6 +162,7 @@ type forwarder struct {
 	macs                     [4]net.HardwareAddr // A p0, R r0, R r1, B p0
 	forwarded, dropped, back atomic.Uint64
 	n                        uint64 // IPv4 packets from A seen (drop counter)
+	drops                    []Drop
 	stop                     atomic.Bool
 	wg                       sync.WaitGroup
 }
@@ -191,6 +202,11 @@ func packetSocket(name string) (fd, index int, err error) {
 		unix.Close(fd)
 		return -1, 0, err
 	}
+	// Room for a burst: a drop here would be loss nobody asked for.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20); err != nil {
+		unix.Close(fd)
+		return -1, 0, err
+	}
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100_000}); err != nil {
 		unix.Close(fd)
 		return -1, 0, err
@@ -220,7 +236,7 @@ func (f *forwarder) run(from, to, toIdx int, src, dst net.HardwareAddr, aToB boo
 		}
 	}()
 	defer func() { close(line); <-done }()
-	buf := make([]byte, 65536)
+	buf := make([]byte, 128<<10) // a segment before segmentation offload: up to 64 KiB and headers
 	for !f.stop.Load() {
 		n, _, err := unix.Recvfrom(from, buf, 0)
 		if err != nil {
@@ -233,26 +249,115 @@ func (f *forwarder) run(from, to, toIdx int, src, dst net.HardwareAddr, aToB boo
 		if n < 34 || binary.BigEndian.Uint16(frame[12:]) != 0x0800 || frame[14+8] <= 1 {
 			continue // not IPv4, or its TTL is spent
 		}
-		if aToB {
-			f.n++
-			if f.opt.DropEvery > 0 && f.n%uint64(f.opt.DropEvery) == 0 {
-				f.dropped.Add(1)
-				continue
-			}
-		}
 		out := append([]byte(nil), frame...)
 		copy(out[0:6], dst)
 		copy(out[6:12], src)
 		out[14+8]-- // TTL
 		ipChecksum(out[14 : 14+int(out[14]&0x0f)*4])
-		if aToB {
-			f.forwarded.Add(1)
-			line <- due{time.Now().Add(f.opt.Delay), out}
-		} else {
-			f.back.Add(1)
-			line <- due{time.Now(), out}
+		// A segment larger than the link (segmentation offload upstream)
+		// leaves in MSS-sized pieces, as the NIC would cut it; drops are
+		// of packets on the wire.
+		for _, piece := range segment(out, linkMTU) {
+			if aToB {
+				f.n++
+				if f.opt.DropEvery > 0 && f.n%uint64(f.opt.DropEvery) == 0 {
+					f.dropped.Add(1)
+					f.drops = append(f.drops, Drop{At: time.Now(), TCP: piece[14+9] == 6})
+					continue
+				}
+				f.forwarded.Add(1)
+				line <- due{time.Now().Add(f.opt.Delay), piece}
+			} else {
+				f.back.Add(1)
+				line <- due{time.Now(), piece}
+			}
 		}
 	}
+}
+
+// linkMTU is the path's links' MTU.
+const linkMTU = 1500
+
+// segment cuts an IPv4 TCP frame larger than the link into MSS-sized
+// frames, as a NIC's segmentation offload does: each with the headers,
+// the IP ID counted up, the sequence number moved on, PSH and FIN on the
+// last only, both checksums new. Its transport checksum is made whole in
+// any case: the sender's kernel left it to the (virtual) NIC, and a
+// packet socket hands it over unfinished. (UDP's is set to none, which
+// IPv4 allows.)
+func segment(frame []byte, mtu int) [][]byte {
+	ihl := int(frame[14]&0x0f) * 4
+	switch frame[14+9] {
+	case 17:
+		if len(frame) >= 14+ihl+8 {
+			frame[14+ihl+6], frame[14+ihl+7] = 0, 0
+		}
+		return [][]byte{frame}
+	case 6:
+		if len(frame) < 14+ihl+20 {
+			return [][]byte{frame}
+		}
+		if len(frame) <= 14+mtu {
+			tcpChecksum(frame[14:], ihl)
+			return [][]byte{frame}
+		}
+	default:
+		return [][]byte{frame}
+	}
+	thl := int(frame[14+ihl+12]>>4) * 4
+	hdr := 14 + ihl + thl
+	end := len(frame)
+	if total := int(binary.BigEndian.Uint16(frame[14+2:])); total != 0 {
+		end = min(end, 14+total)
+	}
+	if hdr >= end {
+		return [][]byte{frame}
+	}
+	payload := frame[hdr:end]
+	mss := mtu - ihl - thl
+	id := binary.BigEndian.Uint16(frame[14+4:])
+	seq := binary.BigEndian.Uint32(frame[14+ihl+4:])
+	flags := frame[14+ihl+13]
+	var out [][]byte
+	for off := 0; off < len(payload); off += mss {
+		n := min(mss, len(payload)-off)
+		f := make([]byte, hdr+n)
+		copy(f, frame[:hdr])
+		copy(f[hdr:], payload[off:off+n])
+		ip := f[14:]
+		binary.BigEndian.PutUint16(ip[2:], uint16(ihl+thl+n))
+		binary.BigEndian.PutUint16(ip[4:], id+uint16(len(out)))
+		binary.BigEndian.PutUint32(ip[ihl+4:], seq+uint32(off))
+		if off+n < len(payload) {
+			ip[ihl+13] = flags &^ (0x01 | 0x08) // FIN and PSH: the last piece's
+		}
+		ipChecksum(ip[:ihl])
+		tcpChecksum(ip, ihl)
+		out = append(out, f)
+	}
+	return out
+}
+
+// tcpChecksum sets the TCP checksum of an IPv4 packet (header length ihl).
+func tcpChecksum(ip []byte, ihl int) {
+	seg := ip[ihl:]
+	seg[16], seg[17] = 0, 0
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(b[i:]))
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(ip[12:20]) // source and destination
+	sum += 6 + uint32(len(seg))
+	add(seg)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(seg[16:], ^uint16(sum))
 }
 
 // ipChecksum sets an IPv4 header's checksum.
