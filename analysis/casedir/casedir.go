@@ -38,6 +38,9 @@ type Capture struct {
 	// Start and Stop are the capture's window on its host's clock, as the
 	// manifest has them (zero if unknown).
 	Start, Stop time.Time
+	// Drops are packets the capture itself lost (its kernel buffer was
+	// full): missing there, though the network delivered them.
+	Drops uint64
 }
 
 // Skipped is a capture of the manifest that is not there to read.
@@ -96,6 +99,7 @@ type manifest struct {
 		Host      string    `json:"host"`
 		Start     time.Time `json:"start"`
 		Stop      time.Time `json:"stop"`
+		Drops     uint64    `json:"drops"`
 		Collected bool      `json:"collected"`
 		Error     string    `json:"error"`
 	} `json:"captures"`
@@ -140,7 +144,7 @@ func Open(dir string) (*Case, error) {
 			continue
 		}
 		c.Captures = append(c.Captures, Capture{Name: strings.TrimSuffix(mc.File, ".pcapng"), Path: p, Host: mc.Host,
-			Clock: clocks[mc.Host], Start: mc.Start, Stop: mc.Stop})
+			Clock: clocks[mc.Host], Start: mc.Start, Stop: mc.Stop, Drops: mc.Drops})
 	}
 	if len(c.Captures) == 0 {
 		return c, fmt.Errorf("%s has no collected capture to read (%d in its manifest)", dir, len(m.Captures))

@@ -307,6 +307,12 @@ func (cnt *counter) report(c *casedir.Case) *Report {
 	r := &Report{Hops: []Hop{}, Flows: []FlowLoss{}}
 	for _, cp := range c.Captures {
 		r.Points = append(r.Points, cp.Name)
+		if cp.Drops > 0 {
+			if r.CaptureDrops == nil {
+				r.CaptureDrops = map[string]uint64{}
+			}
+			r.CaptureDrops[cp.Name] = cp.Drops
+		}
 	}
 	// Hops in the order of the paths they are on, the paths by how many
 	// packets took them; a hop on several paths is listed once.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,46 +48,10 @@ func TestAnalyzeRoutedPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer path.Close()
-	// A receiver on h03 (no port-unreachable chatter), a sender on h01.
-	var rx *net.UDPConn
-	if err := lab.InHost(path.B, func() (err error) {
-		rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: path.BAddr.AsSlice(), Port: 9999})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			if _, err := rx.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
-	var tx *net.UDPConn
-	if err := lab.InHost(path.A, func() (err error) {
-		tx, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: path.BAddr.AsSlice(), Port: 9999})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	const stream = 61
-	go func() {
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for seq := uint64(0); ; seq++ {
-			select {
-			case <-sctx.Done():
-				return
-			case <-tick.C:
-			}
-			tx.Write(seqcast.Packet{Stream: stream, Seq: seq, Sent: time.Now()}.Marshal(nil))
-		}
-	}()
+	udpStream(t, sctx, path.A, path.B, path.BAddr, stream)
 
 	// A TCP bulk flow too, h01 to h03: h01 hands 64 KB segments to its
 	// link (segmentation offload on), the router cuts them to MSS size.
@@ -115,46 +80,26 @@ func TestAnalyzeRoutedPath(t *testing.T) {
 	}
 	defer bulk.Close()
 	go func() {
-		chunk := make([]byte, 256<<10)
+		// About 4 MB/s: what four captures of it keep up with on a busy
+		// two-core machine (a capture's own drops would be loss here).
+		chunk := make([]byte, 64<<10)
+		tick := time.NewTicker(16 * time.Millisecond)
+		defer tick.Stop()
 		for sctx.Err() == nil {
 			if _, err := bulk.Write(chunk); err != nil {
 				return
 			}
+			<-tick.C
 		}
 	}()
 
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "case: PATH\ndatastore: %s\nduration: 3s\nssh: { user: root, identity_file: %s, known_hosts: %s }\nhosts:\n", l.Datastore, l.ClientKey, l.KnownHosts)
-	for _, h := range []struct {
-		host *lab.Host
-		ifs  []string
-	}{{path.A, []string{lab.PathIf}}, {path.R, []string{lab.RouterIn, lab.RouterOut}}, {path.B, []string{lab.PathIf}}} {
-		fmt.Fprintf(&sb, "  - name: %s\n    kind: linux\n    address: %s\n    captures:\n", h.host.Name, h.host.Addr)
-		for _, i := range h.ifs {
-			fmt.Fprintf(&sb, "      - { interface: %s }\n", i) // the path's links carry the test's flows only
-		}
-	}
-	p, err := plans.Parse("path.yaml", []byte(sb.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := t.TempDir()
-	bin := agenttest.Binary(t)
-	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, Version: "test",
-		AgentBinary: func(string) ([]byte, error) { return os.ReadFile(bin) }})
-	if _, err := o.Run(ctx); err != nil {
-		t.Fatalf("run: %v", err)
-	}
+	caseDir := runCase(t, ctx, l, "PATH", []hostIfs{{path.A, []string{lab.PathIf}}, {path.R, []string{lab.RouterIn, lab.RouterOut}}, {path.B, []string{lab.PathIf}}})
 	stop()
 	path.Close()
 	st := path.Stats()
 	t.Logf("router: forwarded %d, dropped %d", st.Forwarded, st.Dropped)
 
-	caseDir := filepath.Join(out, p.CaseDir())
-	c, err := casedir.Open(caseDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := openCase(t, caseDir)
 	r, err := hops.Analyze(c, hops.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -303,5 +248,143 @@ func largest(t *testing.T, file string) int {
 			return n
 		}
 		n = max(n, ci.Length)
+	}
+}
+
+// openCase opens a case folder whose captures lost nothing themselves:
+// the premise of comparing analyze's loss with the router's.
+func openCase(t *testing.T, dir string) *casedir.Case {
+	c, err := casedir.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cp := range c.Captures {
+		if cp.Drops > 0 {
+			t.Fatalf("%s dropped %d packets itself: the machine was too busy for this test's truth", cp.Name, cp.Drops)
+		}
+	}
+	return c
+}
+
+// udpStream sends a numbered stream (one packet a millisecond, UDP port
+// 9999) from a socket in from to to, where a socket in dst receives it
+// (no port-unreachable chatter), until ctx ends.
+func udpStream(t *testing.T, ctx context.Context, from, dst *lab.Host, to netip.Addr, stream uint32) {
+	var rx *net.UDPConn
+	if err := lab.InHost(dst, func() (err error) {
+		rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: to.AsSlice(), Port: 9999})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rx.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, err := rx.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	var tx *net.UDPConn
+	if err := lab.InHost(from, func() (err error) {
+		tx, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: to.AsSlice(), Port: 9999})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Close() })
+	go func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for seq := uint64(0); ; seq++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			tx.Write(seqcast.Packet{Stream: stream, Seq: seq, Sent: time.Now()}.Marshal(nil))
+		}
+	}()
+}
+
+// hostIfs is a host and the interfaces a case captures there.
+type hostIfs struct {
+	host *lab.Host
+	ifs  []string
+}
+
+// runCase runs casecap on the hosts' interfaces for 3 s (no filter: the
+// path's links carry the test's flows only) and returns the case folder.
+func runCase(t *testing.T, ctx context.Context, l *lab.Lab, caseID string, hs []hostIfs) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "case: %s\ndatastore: %s\nduration: 3s\nssh: { user: root, identity_file: %s, known_hosts: %s }\nhosts:\n", caseID, l.Datastore, l.ClientKey, l.KnownHosts)
+	for _, h := range hs {
+		fmt.Fprintf(&sb, "  - name: %s\n    kind: linux\n    address: %s\n    captures:\n", h.host.Name, h.host.Addr)
+		for _, i := range h.ifs {
+			fmt.Fprintf(&sb, "      - { interface: %s }\n", i)
+		}
+	}
+	p, err := plans.Parse(strings.ToLower(caseID)+".yaml", []byte(sb.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	bin := agenttest.Binary(t)
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, Version: "test",
+		AgentBinary: func(string) ([]byte, error) { return os.ReadFile(bin) }})
+	if _, err := o.Run(ctx); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	return filepath.Join(out, p.CaseDir())
+}
+
+// TestAnalyzeVXLAN: an overlay (VXLAN between h01 and h03, over the
+// routed path whose router drops one packet in 25 and delays by 10 ms),
+// captured on the overlay devices and on every underlay interface:
+// analyze takes the tunnel off, so the overlay's packets are the same
+// packets at all six points, in one path from h01's overlay device to
+// h03's, and the router's hop is the one that lost.
+func TestAnalyzeVXLAN(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 3)
+	ctx := context.Background()
+	path, err := l.NewPath(ctx, l.Hosts[0], l.Hosts[1], l.Hosts[2], lab.PathOptions{Delay: 10 * time.Millisecond, DropEvery: 25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer path.Close()
+	ov, err := path.AddVXLAN(ctx, 4242)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	udpStream(t, sctx, path.A, path.B, ov.BOverlay, 62)
+	caseDir := runCase(t, ctx, l, "VXLAN", []hostIfs{{path.A, []string{ov.If, lab.PathIf}}, {path.R, []string{lab.RouterIn, lab.RouterOut}}, {path.B, []string{lab.PathIf, ov.If}}})
+	stop()
+	c := openCase(t, caseDir)
+	r, err := hops.Analyze(c, hops.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	r.WriteText(&text)
+	t.Logf("\n%s", text.String())
+	want := "h01.vx0.RxTx > h01.p0.RxTx > h02.r0.RxTx > h02.r1.RxTx > h03.p0.RxTx > h03.vx0.RxTx"
+	if len(r.Paths) == 0 || strings.Join(r.Paths[0].Points, " > ") != want {
+		t.Fatalf("paths: %+v, want %s first", r.Paths, want)
+	}
+	for _, h := range r.Hops {
+		router := h.From == "h02.r0.RxTx" && h.To == "h02.r1.RxTx"
+		switch {
+		case router && (h.Lost == 0 || math.Abs(h.Loss-1.0/25) > 0.015 || h.Latency == nil || math.Abs(h.Latency.P50-10) > 2):
+			t.Errorf("router hop: %+v %+v; want 1 in 25 lost, 10 ms", h, h.Latency)
+		case !router && h.Lost != 0:
+			t.Errorf("%s > %s: %d lost, want none off the router", h.From, h.To, h.Lost)
+		}
+	}
+	if w := r.Worst(); w == nil || w.From != "h02.r0.RxTx" {
+		t.Errorf("the worst hop: %+v", w)
 	}
 }

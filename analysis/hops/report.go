@@ -10,10 +10,13 @@ type Report struct {
 	Window *Window `json:"window,omitempty"`
 	// Points are the capture points read, by name; Paths the ways the
 	// packets took through them, found from the data.
-	Points  []string `json:"points"`
-	Paths   []Path   `json:"paths"`
-	Frames  uint64   `json:"frames"`     // frames read
-	Packets uint64   `json:"ip_packets"` // of those, IP packets
+	Points []string `json:"points"`
+	Paths  []Path   `json:"paths"`
+	// CaptureDrops are, by capture, the packets it lost itself (its
+	// buffer was full): a hop to it may show them as loss.
+	CaptureDrops map[string]uint64 `json:"capture_drops,omitempty"`
+	Frames       uint64            `json:"frames"`     // frames read
+	Packets      uint64            `json:"ip_packets"` // of those, IP packets
 }
 
 // Path is a way packets took: the capture points in the order they saw

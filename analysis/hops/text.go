@@ -40,6 +40,14 @@ func (r *Report) WriteText(w io.Writer) error {
 	default:
 		p.f("lost between %s and %s: %s of %s (%s)\n\n", worst.From, worst.To, humanize.Comma(int64(worst.Lost)), humanize.Comma(int64(worst.Packets)), percent(worst.Loss))
 	}
+	for _, name := range r.Points {
+		if n := r.CaptureDrops[name]; n > 0 {
+			p.f("%s lost %s packets itself (its capture buffer was full): loss on the hops to it may be the capture's, not the network's\n", name, humanize.Comma(int64(n)))
+		}
+	}
+	if len(r.CaptureDrops) > 0 {
+		p.f("\n")
+	}
 	for _, path := range r.Paths {
 		p.f("path (%s packets): %s\n", humanize.Comma(int64(path.Packets)), strings.Join(path.Points, " > "))
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -38,7 +39,7 @@ type Path struct {
 // PathOptions say what the router does to packets from A to B.
 type PathOptions struct {
 	Delay     time.Duration // added to every packet
-	DropEvery int           // drop one IPv4 packet in this many (0: none)
+	DropEvery int           // drop one IPv4 packet in this many, at random (0: none)
 }
 
 // Drop is a packet the router dropped.
@@ -66,7 +67,9 @@ const (
 
 // NewPath joins a, r and b into a routed path.
 func (l *Lab) NewPath(ctx context.Context, a, r, b *Host, opt PathOptions) (*Path, error) {
-	id := byte(l.ID)
+	// Addresses in 198.19.(128+K).0/24: apart from the hosts' (198.18.K)
+	// and the ESXi VMs' (198.19.K), inside 198.18.0.0/15 like them.
+	id := byte(128 + l.ID)
 	mac := func(i int) string { return fmt.Sprintf("02:cd:%02x:00:00:%02x", id, i) }
 	addr := func(i byte) netip.Addr { return netip.AddrFrom4([4]byte{198, 19, id, i}) }
 	p := &Path{A: a, R: r, B: b, AAddr: addr(1), BAddr: addr(18)}
@@ -110,6 +113,31 @@ func (l *Lab) NewPath(ctx context.Context, a, r, b *Host, opt PathOptions) (*Pat
 	}
 	p.fwd = fwd
 	return p, nil
+}
+
+// Overlay is a VXLAN overlay between A and B, over the path: what A sends
+// to BOverlay leaves A's p0 encapsulated (UDP 4789) and is taken off at B.
+type Overlay struct {
+	If                 string // the VXLAN device on A and on B
+	AOverlay, BOverlay netip.Addr
+}
+
+// AddVXLAN joins A and B by a VXLAN device (vx0, this VNI) over the path.
+func (p *Path) AddVXLAN(ctx context.Context, vni int) (*Overlay, error) {
+	id := p.AAddr.As4()[2]
+	o := &Overlay{If: "vx0", AOverlay: netip.AddrFrom4([4]byte{198, 19, id, 33}), BOverlay: netip.AddrFrom4([4]byte{198, 19, id, 34})}
+	for _, side := range []struct {
+		h             *Host
+		local, remote netip.Addr
+		addr          netip.Addr
+	}{{p.A, p.AAddr, p.BAddr, o.AOverlay}, {p.B, p.BAddr, p.AAddr, o.BOverlay}} {
+		script := fmt.Sprintf("ip link add vx0 type vxlan id %d local %s remote %s dstport 4789 dev %s && sysctl -qw net.ipv6.conf.vx0.disable_ipv6=1 && ip addr add %s/28 dev vx0 && ip link set vx0 up",
+			vni, side.local, side.remote, PathIf, side.addr)
+		if out, err := side.h.Command(ctx, "sh", "-c", script).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("%s: %s: %v: %s", side.h.Name, script, err, out)
+		}
+	}
+	return o, nil
 }
 
 // Stats are the router's counts so far.
@@ -163,12 +191,13 @@ type forwarder struct {
 	forwarded, dropped, back atomic.Uint64
 	n                        uint64 // IPv4 packets from A seen (drop counter)
 	drops                    []Drop
+	rng                      *rand.Rand
 	stop                     atomic.Bool
 	wg                       sync.WaitGroup
 }
 
 func newForwarder(r *Host, opt PathOptions, macs [4]net.HardwareAddr) (*forwarder, error) {
-	f := &forwarder{opt: opt, macs: macs, in: -1, out: -1}
+	f := &forwarder{opt: opt, macs: macs, in: -1, out: -1, rng: rand.New(rand.NewPCG(1, 2))}
 	err := InHost(r, func() error {
 		var err error
 		if f.in, f.inIdx, err = packetSocket(RouterIn); err != nil {
@@ -260,7 +289,10 @@ func (f *forwarder) run(from, to, toIdx int, src, dst net.HardwareAddr, aToB boo
 		for _, piece := range segment(out, linkMTU) {
 			if aToB {
 				f.n++
-				if f.opt.DropEvery > 0 && f.n%uint64(f.opt.DropEvery) == 0 {
+				// At random (seeded: the same drops run to run), one in
+				// DropEvery: every Nth would fall in step with a flow's
+				// bursts and drop one flow more than another.
+				if f.opt.DropEvery > 0 && f.rng.IntN(f.opt.DropEvery) == 0 {
 					f.dropped.Add(1)
 					f.drops = append(f.drops, Drop{At: time.Now(), TCP: piece[14+9] == 6})
 					continue
