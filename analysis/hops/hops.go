@@ -283,7 +283,11 @@ func (cnt *counter) final(r *record) {
 			h.dups += nb - na
 		}
 		tb, ok := r.at(b)
-		if !ok {
+		if !ok || na != nb {
+			// Where a copy was lost (or one came twice), the first
+			// sighting at b may be another copy's than a's first (a
+			// retransmission's): no latency or order can be read from
+			// it.
 			continue
 		}
 		h.latency.add(tb - ta)
