@@ -404,15 +404,8 @@ func uncertainty(a, b casedir.Capture) time.Duration {
 	return a.Clock.Uncertainty + b.Clock.Uncertainty
 }
 
-func ms(d any) float64 {
-	switch v := d.(type) {
-	case time.Duration:
-		return float64(v) / 1e6
-	case int64:
-		return float64(v) / 1e6
-	}
-	return 0
-}
+// ms is nanoseconds in milliseconds.
+func ms[T time.Duration | int64](ns T) float64 { return float64(ns) / 1e6 }
 
 func flowString(f packetkey.Flow) string {
 	proto := map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6"}[f.Proto]
