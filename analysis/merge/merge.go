@@ -7,7 +7,6 @@ package merge
 
 import (
 	"bufio"
-	"container/heap"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/casecap/casecap/analysis/casedir"
+	"github.com/casecap/casecap/analysis/internal/kway"
 )
 
 // Stats is what a merge wrote.
@@ -119,18 +119,25 @@ func Merge(c *casedir.Case, w io.Writer) (Stats, error) {
 			}
 		}
 	}
-	h := &byTime{}
+	h := kway.New(func(a, b *source) bool {
+		// By time on casecap's clock, then in the case's order (a stable
+		// merge of equal times).
+		if a.at != b.at {
+			return a.at < b.at
+		}
+		return a.cap.Name < b.cap.Name
+	})
 	for _, s := range srcs {
 		ok, err := s.next()
 		if err != nil {
 			return st, err
 		}
 		if ok {
-			heap.Push(h, s)
+			h.Push(s)
 		}
 	}
 	for h.Len() > 0 {
-		s := (*h)[0]
+		s := h.Top()
 		id, known := s.out[s.ci.InterfaceIndex]
 		if !known {
 			if err := addInterface(s, s.ci.InterfaceIndex); err != nil {
@@ -146,14 +153,10 @@ func Merge(c *casedir.Case, w io.Writer) (Stats, error) {
 		}
 		st.Packets++
 		ok, err := s.next()
-		switch {
-		case err != nil:
+		if err != nil {
 			return st, err
-		case ok:
-			heap.Fix(h, 0)
-		default:
-			heap.Pop(h)
 		}
+		h.Next(ok)
 	}
 	// The sources' interface statistics, their times moved as the
 	// packets were.
@@ -214,24 +217,4 @@ func (s *source) next() (bool, error) {
 	s.data, s.ci, s.opts = data, ci, opts
 	s.at = ci.Timestamp.UnixNano() + int64(s.shift)
 	return true, nil
-}
-
-// byTime orders the sources by their next packet's time on casecap's
-// clock, then by the case's order (a stable merge of equal times).
-type byTime []*source
-
-func (h byTime) Len() int { return len(h) }
-func (h byTime) Less(i, j int) bool {
-	if h[i].at != h[j].at {
-		return h[i].at < h[j].at
-	}
-	return h[i].cap.Name < h[j].cap.Name
-}
-func (h byTime) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *byTime) Push(x any)   { *h = append(*h, x.(*source)) }
-func (h *byTime) Pop() any {
-	old := *h
-	s := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return s
 }

@@ -6,7 +6,6 @@ package timeline
 
 import (
 	"bufio"
-	"container/heap"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/casecap/casecap/analysis/casedir"
+	"github.com/casecap/casecap/analysis/internal/kway"
 	"github.com/casecap/casecap/analysis/packetkey"
 )
 
@@ -43,7 +43,12 @@ func Read(c *casedir.Case, fn func(*Sighting)) (Stats, error) {
 			s.f.Close()
 		}
 	}()
-	h := &byTime{}
+	h := kway.New(func(a, b *source) bool {
+		if a.sighting.At != b.sighting.At {
+			return a.sighting.At < b.sighting.At
+		}
+		return a.sighting.Point < b.sighting.Point
+	})
 	for i, cp := range c.Captures {
 		s, err := open(i, cp)
 		if err != nil {
@@ -55,21 +60,17 @@ func Read(c *casedir.Case, fn func(*Sighting)) (Stats, error) {
 			return st, err
 		}
 		if ok {
-			heap.Push(h, s)
+			h.Push(s)
 		}
 	}
 	for h.Len() > 0 {
-		s := (*h)[0]
+		s := h.Top()
 		fn(&s.sighting)
 		ok, err := s.next(&st)
-		switch {
-		case err != nil:
+		if err != nil {
 			return st, err
-		case ok:
-			heap.Fix(h, 0)
-		default:
-			heap.Pop(h)
 		}
+		h.Next(ok)
 	}
 	return st, nil
 }
@@ -122,25 +123,6 @@ func (s *source) next(st *Stats) (bool, error) {
 		s.sighting.Packet = p
 		return true, nil
 	}
-}
-
-// byTime orders sources by their next sighting, then by capture.
-type byTime []*source
-
-func (h byTime) Len() int { return len(h) }
-func (h byTime) Less(i, j int) bool {
-	if h[i].sighting.At != h[j].sighting.At {
-		return h[i].sighting.At < h[j].sighting.At
-	}
-	return h[i].sighting.Point < h[j].sighting.Point
-}
-func (h byTime) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *byTime) Push(x any)   { *h = append(*h, x.(*source)) }
-func (h *byTime) Pop() any {
-	old := *h
-	s := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return s
 }
 
 // Window is a capture's window on casecap's clock: from its start to its
