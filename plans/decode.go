@@ -274,7 +274,7 @@ func levelOf(path string) string {
 	switch last := parts[len(parts)-1]; {
 	case path == "":
 		return "plan"
-	case last == "ssh" || last == "filter":
+	case last == "ssh" || last == "filter" || last == "ring" || last == "until" || last == "packet" || last == "drops" || last == "log":
 		return last
 	case last == "hosts":
 		return "host"
@@ -291,7 +291,7 @@ var indexRE = regexp.MustCompile(`\[\d+\]`)
 // documents, and its test holds it to.
 func Keys() map[string][]string {
 	d := &decoder{file: "keys", known: map[string][]string{}}
-	const every = "case: k\ndatastore: /ds\nssh: {}\nfilter: {}\nhosts:\n  - name: h\n    address: 192.0.2.1\n    ssh: {}\n    filter: {}\n    captures:\n      - interface: eth0\n        filter: {}\n"
+	const every = "case: k\ndatastore: /ds\nssh: {}\nfilter: {}\nring: {}\nuntil: [ { packet: {}, drops: {}, log: {} } ]\nhosts:\n  - name: h\n    address: 192.0.2.1\n    ssh: {}\n    filter: {}\n    captures:\n      - interface: eth0\n        filter: {}\n"
 	d.parse("keys", []byte(every))
 	return d.known
 }

@@ -94,6 +94,7 @@ type defaults struct {
 	filter        Filter
 	excludeOwnSSH bool
 	buffer        uint64
+	ring          *Ring
 	ssh           SSH
 }
 
@@ -140,6 +141,7 @@ func (d *decoder) limitFields(s *defaults) map[string]field {
 			}
 		},
 		"filter": func(v *yaml.Node, p string) { s.filter = d.filter(v, p) },
+		"ring":   func(v *yaml.Node, p string) { s.ring = d.ring(v, p) },
 		"exclude_own_ssh": func(v *yaml.Node, p string) {
 			if x, ok := d.boolean(v, p); ok {
 				s.excludeOwnSSH = x
@@ -157,7 +159,7 @@ func (d *decoder) plan(n *yaml.Node) *Plan {
 		// then root and 22, fill them in at connect time.
 		ssh: SSH{ConnectTimeout: 10 * time.Second, Keepalive: 15 * time.Second},
 	}
-	var caseNode, hostsNode *yaml.Node
+	var caseNode, hostsNode, untilNode, postNode *yaml.Node
 	fs := map[string]field{
 		"version": func(v *yaml.Node, path string) {
 			if x, ok := d.integer(v, path, 1, 1); ok {
@@ -181,6 +183,14 @@ func (d *decoder) plan(n *yaml.Node) *Plan {
 		},
 		"ssh":   func(v *yaml.Node, path string) { def.ssh = d.ssh(v, path, def.ssh) },
 		"hosts": func(v *yaml.Node, _ string) { hostsNode = v },
+		"until": func(v *yaml.Node, path string) {
+			untilNode = v
+			p.Until = d.until(v, path)
+		},
+		"post": func(v *yaml.Node, path string) {
+			postNode = v
+			p.Post, _ = d.duration(v, path, 0, MaxPost)
+		},
 	}
 	maps.Copy(fs, d.limitFields(&def))
 	// Top-level keys starting with "x-" are ignored, so that a runbook can
@@ -218,6 +228,15 @@ func (d *decoder) plan(n *yaml.Node) *Plan {
 		}
 	}
 	d.checkUnique(p, items)
+	switch {
+	case untilNode != nil:
+		d.checkRuleHosts(p)
+		if postNode == nil {
+			p.Post = DefaultPost
+		}
+	case postNode != nil:
+		d.errf(postNode, "post", "post is how long captures go on after a trigger; the plan has no until rules")
+	}
 	return p
 }
 
@@ -672,7 +691,10 @@ func (d *decoder) capture(n *yaml.Node, p string, def defaults, h *Host) *Captur
 
 	c.Filter, c.ExcludeOwnSSH = cd.filter, cd.excludeOwnSSH
 	c.Snaplen, c.Duration = cd.snaplen, cd.duration
-	c.MaxPackets, c.MaxBytes, c.MinFree, c.Buffer = cd.maxPackets, cd.maxBytes, cd.minFree, cd.buffer
+	c.MaxPackets, c.MaxBytes, c.MinFree, c.Buffer, c.Ring = cd.maxPackets, cd.maxBytes, cd.minFree, cd.buffer, cd.ring
+	if r := c.Ring; r != nil && r.Keep > c.Duration {
+		d.errf(n, p, "the ring keeps %v, longer than the capture's duration %v: nothing would ever rotate out", r.Keep, c.Duration)
+	}
 	at := filterNode
 	if at == nil {
 		at = n

@@ -25,8 +25,12 @@ type Plan struct {
 	Case        string  `json:"case"`
 	Description string  `json:"description,omitempty"`
 	Hosts       []*Host `json:"hosts"`
-	Warnings    []Diag  `json:"warnings,omitempty"`
-	Source      []byte  `json:"-"` // the plan as written, copied into the case folder
+	// Until are the trigger rules, Post how long after one fires every
+	// capture goes on (issue 15; see until.go).
+	Until    []Rule        `json:"until,omitempty"`
+	Post     time.Duration `json:"post,omitempty"`
+	Warnings []Diag        `json:"warnings,omitempty"`
+	Source   []byte        `json:"-"` // the plan as written, copied into the case folder
 }
 
 // CaseDir is the case folder's name, local and remote: Case_<case>.
@@ -170,6 +174,7 @@ type Capture struct {
 	MaxBytes      uint64        `json:"max_bytes,omitempty"`
 	MinFree       uint64        `json:"min_free,omitempty"`
 	Buffer        uint64        `json:"buffer,omitempty"` // kernel ring; 0: the agent's default (4 MiB)
+	Ring          *Ring         `json:"ring,omitempty"`   // keep only the latest packets (issue 15)
 	Label         string        `json:"label,omitempty"`
 	File          string        `json:"file"`
 	Path          string        `json:"path"` // YAML path, for messages: hosts[0].captures[1]

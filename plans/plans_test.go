@@ -494,3 +494,45 @@ func TestREADMEKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestUntilPlan: ring, until and post as issue 15's contract writes them:
+// a ring at the plan's level reaches every capture (and a host's or a
+// capture's own replaces it), rules keep their kind, hosts and defaults,
+// post defaults to 10s; a plan without them is not triggered.
+func TestUntilPlan(t *testing.T) {
+	p := mustParse(t, `case: UNTIL
+datastore: /vmfs/volumes/ds1
+duration: 1h
+ring: { keep: 60s, segment: 10s }
+until:
+  - packet: { filter: { tcpport: 443, expr: "tcp[tcpflags] & tcp-rst != 0" } }
+    hosts: [esxi01]
+  - drops: { min: 1 }
+  - command: "grep -q 'Link down' /var/log/vmkernel.log"
+    every: 2s
+  - log: { file: /var/log/vmkernel.log, match: "vmnic[0-9]+: .*link down" }
+  - command: "true"
+hosts:
+  - name: esxi01
+    address: 192.0.2.10
+    captures:
+      - uplink: vmnic2
+      - uplink: vmnic3
+        ring: { keep_bytes: 2GiB, segment_bytes: 256MiB }
+`)
+	if !p.Triggered() || p.Post != DefaultPost || len(p.Until) != 5 {
+		t.Fatalf("triggered %v, post %v, %d rules", p.Triggered(), p.Post, len(p.Until))
+	}
+	r := p.Until
+	if r[0].Packet == nil || r[0].Packet.Expr == "" || !slices.Equal(r[0].Hosts, []string{"esxi01"}) || r[1].DropsMin != 1 ||
+		r[2].Command == "" || r[2].Every != 2*time.Second || r[3].LogFile != "/var/log/vmkernel.log" || r[4].Every != DefaultEvery || r[1].Line != 8 {
+		t.Errorf("rules: %+v", r)
+	}
+	caps := p.Captures()
+	if *caps[0].Ring != (Ring{Keep: time.Minute, Segment: 10 * time.Second}) || *caps[1].Ring != (Ring{KeepBytes: 2 << 30, SegmentBytes: 256 << 20}) {
+		t.Errorf("rings: %+v %+v", caps[0].Ring, caps[1].Ring)
+	}
+	if plain := mustParse(t, "case: P\ndatastore: /ds\nhosts:\n  - { name: h, address: 192.0.2.1, captures: [ { interface: eth0 } ] }\n"); plain.Triggered() {
+		t.Error("a plan without ring or until is triggered")
+	}
+}

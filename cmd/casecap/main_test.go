@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -257,5 +258,23 @@ func TestSummaryClocks(t *testing.T) {
 	}
 	if strings.Contains(out, "esxi02") || strings.Contains(out, "esxi03") {
 		t.Errorf("summary names hosts whose clocks were not corrected:\n%s", out)
+	}
+}
+
+// TestRingPlansRefusedForNow: a plan with ring or until validates, and run
+// and start refuse it with exit 2 before touching any host (192.0.2.0/24
+// answers nothing), saying why, rather than capture otherwise than the
+// plan says.
+func TestRingPlansRefusedForNow(t *testing.T) {
+	plan := filepath.Join(t.TempDir(), "ring.yaml")
+	os.WriteFile(plan, []byte("case: RING\ndatastore: /ds\nduration: 5m\nring: { keep: 60s, segment: 10s }\nhosts:\n  - { name: h, address: 192.0.2.1, captures: [ { interface: eth0 } ] }\n"), 0o600)
+	if code, _, errOut := runCLI(t, "validate", plan); code != exitOK {
+		t.Errorf("validate: exit %d: %s", code, errOut)
+	}
+	for _, cmd := range []string{"run", "start"} {
+		code, _, errOut := runCLI(t, cmd, plan)
+		if code != exitUsage || !strings.Contains(errOut, "issue 15") {
+			t.Errorf("%s: exit %d: %s", cmd, code, errOut)
+		}
 	}
 }

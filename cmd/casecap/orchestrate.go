@@ -266,6 +266,9 @@ func orchestrated(oc orchestratedCommand) *cli.Command {
 			if err != nil {
 				return err
 			}
+			if oc.name == "start" && p.Triggered() {
+				return usageError{plans.ErrNotBuilt.Error()}
+			}
 			ctx := c.Context
 			sigs, stop := watchSignals()
 			if !oc.signals {

@@ -29,6 +29,9 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if p.Triggered() {
+				return usageError{plans.ErrNotBuilt.Error()}
+			}
 			sigs, stop := watchSignals()
 			defer stop()
 			s, err := newSession(c, p, true, sigs)
