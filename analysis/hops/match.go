@@ -13,9 +13,9 @@ import (
 type record struct {
 	key    packetkey.Key // exact records: the key they are listed by
 	flow   packetkey.Flow
-	first  int64   // the first sighting, casecap's clock
-	seen   []int64 // per point: first sighting (0: none)
-	copies []uint16
+	first  int64    // the first sighting, casecap's clock
+	seen   []int64  // per point: first sighting (0: none)
+	copies []uint16 // exact records: per point, how many times (TCP ranges count by spans and again)
 	// TCP data: the range, and per point the parts of it seen (spans of
 	// offsets into it) and the bytes seen again (retransmissions: copies).
 	data     bool
@@ -106,7 +106,7 @@ func newMatcher(points int, window int64, final func(*record)) *matcher {
 }
 
 func (m *matcher) newRecord(s *timeline.Sighting) *record {
-	r := &record{flow: s.Packet.Key.Flow, first: s.At, seen: make([]int64, m.points), copies: make([]uint16, m.points)}
+	r := &record{flow: s.Packet.Key.Flow, first: s.At, seen: make([]int64, m.points)}
 	m.queue = append(m.queue, r)
 	return r
 }
@@ -119,7 +119,7 @@ func (m *matcher) add(s *timeline.Sighting) {
 		r := m.exact[p.Key]
 		if r == nil {
 			r = m.newRecord(s)
-			r.key = p.Key
+			r.key, r.copies = p.Key, make([]uint16, m.points)
 			m.exact[p.Key] = r
 		}
 		if r.seen[s.Point] == 0 {
@@ -177,7 +177,7 @@ func (m *matcher) add(s *timeline.Sighting) {
 func (m *matcher) rangeRecord(s *timeline.Sighting, seq, end uint32) *record {
 	r := m.newRecord(s)
 	r.data, r.seq, r.end, r.spans, r.again = true, seq, end, make([][]span, m.points), make([]uint64, m.points)
-	r.seen[s.Point], r.copies[s.Point], r.spans[s.Point] = s.At, 1, []span{{0, end - seq}}
+	r.seen[s.Point], r.spans[s.Point] = s.At, []span{{0, end - seq}}
 	return r
 }
 
