@@ -19,6 +19,7 @@ import (
 
 	"github.com/casecap/casecap/internal/agent/capture"
 	"github.com/casecap/casecap/internal/agent/pktcap"
+	"github.com/casecap/casecap/internal/agent/rules"
 	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/esxi"
 	"github.com/casecap/casecap/plans/filter/bpfgen"
@@ -79,6 +80,20 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 		ownNote = fmt.Sprintf("casecap's own SSH session could not be left out (SSH_CONNECTION %q is not client-address port server-address port): its packets may appear", opt.SSHConn)
 	}
 	st := agentproto.Status{Case: j.Case, Host: j.Host, PID: os.Getpid(), Agent: opt.Version, State: agentproto.StateArming}
+	trig := newTriggers(j)
+	var watch []capture.PacketWatch
+	var dropRules []agentproto.Rule
+	for _, r := range j.Until {
+		switch {
+		case r.Packet != nil:
+			watch = append(watch, capture.PacketWatch{ID: r.ID, Filter: r.Packet.Filter})
+		case r.DropsMin > 0:
+			dropRules = append(dropRules, r)
+		}
+	}
+	onPacket := func(rule string, p agentproto.TriggerPacket) {
+		trig.fire(agentproto.Trigger{At: p.Time, Host: j.Host, Source: agentproto.TriggerRule, Rule: rule, Packet: &p})
+	}
 
 	caps := make([]engine, 0, len(j.Captures))
 	closeAll := func() {
@@ -97,6 +112,9 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 	}
 	for _, jc := range j.Captures {
 		if jc.Pktcap != nil {
+			if jc.Ring != nil || len(watch) > 0 {
+				return armFailed(jc.Name, errors.New("ring buffers and packet rules are not built for pktcap-uw captures yet"))
+			}
 			c, err := armPktcap(j, jc, opt)
 			if err != nil {
 				return armFailed(jc.Name, err)
@@ -110,10 +128,14 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 			Exclude: jc.Exclude, Snaplen: jc.Snaplen, Start: jc.Start, Stop: jc.Stop, Pending: jc.Duration > 0,
 			MaxPackets: jc.MaxPackets, MaxBytes: jc.MaxBytes, MinFree: jc.MinFree,
 			Tcpdump: tcpdump, Version: opt.Version,
+			Ring: jc.Ring, RingDir: filepath.Join(j.StateDir, agentproto.RingDir, jc.Name),
+		}
+		if trig.enabled() {
+			spec.Watch, spec.OnPacket = watch, onPacket
 		}
 		if jc.Buffer > 0 {
-			spec.Ring.BlockSize = 1 << 20
-			spec.Ring.Blocks = int(max(1, jc.Buffer>>20))
+			spec.Buffer.BlockSize = 1 << 20
+			spec.Buffer.Blocks = int(max(1, jc.Buffer>>20))
 		}
 		if jc.ExcludeOwnSSH && haveOwn {
 			spec.Exclude = append(spec.Exclude, own)
@@ -129,6 +151,7 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 	snapshot := func(state agentproto.AgentState) agentproto.Status {
 		s := st
 		s.State, s.Updated = state, hostclock.Now()
+		s.Trigger = trig.get()
 		s.Captures = make([]agentproto.CaptureStatus, len(caps))
 		for i, c := range caps {
 			s.Captures[i] = c.Status()
@@ -140,8 +163,45 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 		return err
 	}
 
+	trig.set(caps)
+	// The rules that need no packet start with the window (at once when
+	// no capture waits for a begin).
+	rulesCtx, stopRules := context.WithCancel(ctx)
+	defer stopRules()
+	rulesStarted := false
+	startRules := func() {
+		if rulesStarted || !trig.enabled() {
+			return
+		}
+		rulesStarted = true
+		err := rules.Start(rulesCtx, j.Until, func(r agentproto.Rule, at time.Time, note string) {
+			trig.fire(agentproto.Trigger{At: at, Host: j.Host, Source: agentproto.TriggerRule, Rule: r.ID, Note: note})
+		})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "trigger rules: %v\n", err)
+			st.Error = "trigger rules: " + err.Error()
+		}
+	}
+	pending := false
+	for _, jc := range j.Captures {
+		pending = pending || jc.Duration > 0
+	}
+	if !pending {
+		startRules()
+	}
+	checkDrops := func(s agentproto.Status) {
+		for _, r := range dropRules {
+			for _, c := range s.Captures {
+				if c.Drops >= r.DropsMin && c.State == agentproto.CaptureCapturing {
+					trig.fire(agentproto.Trigger{At: hostclock.Now(), Host: j.Host, Source: agentproto.TriggerRule, Rule: r.ID,
+						Note: fmt.Sprintf("%s dropped %d packets", c.Name, c.Drops)})
+				}
+			}
+		}
+	}
+
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP, syscall.SIGWINCH)
 	defer signal.Stop(sigs)
 	ready("armed")
 
@@ -194,6 +254,14 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 						c.Begin(at, d)
 					}
 				}
+				startRules()
+			case syscall.SIGWINCH:
+				tr, err := readTrigger(statePath(j, agentproto.TriggerFile))
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "trigger request: %v\n", err)
+					continue
+				}
+				trig.fire(*tr)
 			case syscall.SIGHUP:
 				// The SSH session that started us went away: keep capturing.
 			default:
@@ -205,8 +273,12 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 			for _, c := range caps {
 				c.RequestStop(hostclock.Now(), agentproto.StopSignal)
 			}
-		case <-tick.C:
+		case <-trig.dirty:
 			_ = writeAtomic(statePath(j, agentproto.StatusFile), marshalStatus(armedIfAll(snapshot(agentproto.StateRunning))), 0o640)
+		case <-tick.C:
+			s := snapshot(agentproto.StateRunning)
+			checkDrops(s)
+			_ = writeAtomic(statePath(j, agentproto.StatusFile), marshalStatus(armedIfAll(s)), 0o640)
 		}
 	}
 }
@@ -216,6 +288,8 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 type engine interface {
 	Begin(start time.Time, duration time.Duration) bool
 	RequestStop(at time.Time, reason agentproto.StopReason)
+	// Trigger stops the capture at stop, around a trigger at at.
+	Trigger(at, stop time.Time)
 	Status() agentproto.CaptureStatus
 	Run(ctx context.Context) agentproto.CaptureStatus
 }

@@ -1,6 +1,7 @@
 package agentproto
 
 import (
+	"encoding/json"
 	"slices"
 	"time"
 )
@@ -74,3 +75,13 @@ func FormatTime(t time.Time) string { return t.Format(time.RFC3339Nano) }
 
 // ParseTime reads an instant written by FormatTime.
 func ParseTime(s string) (time.Time, error) { return time.Parse(time.RFC3339Nano, s) }
+
+// CmdTrigger fires a trigger on the agent of a state directory.
+const CmdTrigger = "trigger"
+
+// Trigger fires a trigger on the agent of stateDir at the instant (host
+// clock), noting who and why; it answers a TriggerAnswer.
+func (a Argv) Trigger(t Trigger, stateDir string) []string {
+	b, _ := json.Marshal(t)
+	return a.with(CmdTrigger, "--json", string(b), stateDir)
+}

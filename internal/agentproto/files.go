@@ -10,7 +10,12 @@ const (
 	RecordFile = "run.json"    // casecap's own record of the run (Job.Record)
 	StopFile   = "stop.json"   // an Instant: stop then, read on SIGUSR1
 	BeginFile  = "begin.json"  // an Instant: begin then, read on SIGUSR2
-	LogFile    = "agent.log"   // what the agent had to say
+	// TriggerFile is a Trigger (casecap trigger's, or another host's),
+	// read on SIGWINCH.
+	TriggerFile = "trigger.json"
+	// RingDir holds each ring capture's segment files, by capture name.
+	RingDir = "ring"
+	LogFile = "agent.log" // what the agent had to say
 
 	// Ssh mode (ESXi hosts that refuse to run the uploaded agent): casecap's
 	// script drives pktcap-uw and keeps StatusFile, PIDFile and RecordFile

@@ -29,6 +29,11 @@ type Job struct {
 	// path...), kept as RecordFile in the state directory so that later
 	// commands find it; the agent does not read it.
 	Record json.RawMessage `json:"record,omitempty"`
+	// Until are the plan's trigger rules this host watches, Post how long
+	// every capture runs on after a trigger (wherever it fired). A job with
+	// a Post stops on a trigger; one without ignores triggers.
+	Until []Rule        `json:"until,omitempty"`
+	Post  time.Duration `json:"post,omitempty"`
 }
 
 // JobCapture is one capture of a job.
@@ -54,6 +59,8 @@ type JobCapture struct {
 	// Pktcap, on ESXi, is the pktcap-uw session that makes this capture
 	// (Interface, Direction, Filter and Snaplen are then not used).
 	Pktcap *esxi.Capture `json:"pktcap,omitempty"`
+	// Ring: keep only the latest packets (see Ring).
+	Ring *Ring `json:"ring,omitempty"`
 }
 
 // Check refuses jobs that would write outside their folders or never end.
@@ -80,6 +87,8 @@ func (j *Job) Check() error {
 			errs = append(errs, fmt.Errorf("capture %s: stop %v must be after start %v: nothing runs forever", c.Name, c.Stop, c.Start))
 		case c.Duration < 0 || (c.Duration > 0 && !c.Start.IsZero()):
 			errs = append(errs, fmt.Errorf("capture %s: give a start or a duration, not both", c.Name))
+		case c.Ring != nil && c.Ring.Segment == 0 && c.Ring.SegmentBytes == 0:
+			errs = append(errs, fmt.Errorf("capture %s: a ring needs a segment length or size", c.Name))
 		case c.Pktcap != nil && j.ESXi == nil:
 			errs = append(errs, fmt.Errorf("capture %s is a pktcap-uw session but the job names no ESXi release", c.Name))
 		}

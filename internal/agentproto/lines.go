@@ -39,6 +39,9 @@ const (
 	// LineStatus, followed by a space and the Status as JSON on one line:
 	// pushed by the agent after the begin.
 	LineStatus = "status"
+	// LineTrigger, followed by a space and a Trigger as JSON (At on the
+	// host's clock): answered by a TriggerAnswer.
+	LineTrigger = "trigger"
 )
 
 // PushEvery is how often a serve session looks at its status.json for a
@@ -108,18 +111,26 @@ func StopLine(at time.Time) []byte {
 
 // Request is one line casecap sent on a held session.
 type Request struct {
-	Ping   bool
-	Clock  bool
-	Begin  time.Time // set for a begin
-	Job    []byte    // set for a job
-	Stop   bool      // a stop, at StopAt (zero: now)
-	StopAt time.Time
+	Ping    bool
+	Clock   bool
+	Begin   time.Time // set for a begin
+	Job     []byte    // set for a job
+	Stop    bool      // a stop, at StopAt (zero: now)
+	StopAt  time.Time
+	Trigger *Trigger // set for a trigger
 }
 
 // ParseRequest reads one line of a held session.
 func ParseRequest(line string) (Request, error) {
 	if rest, ok := strings.CutPrefix(line, LineJob+" "); ok {
 		return Request{Job: []byte(strings.TrimSpace(rest))}, nil
+	}
+	if rest, ok := strings.CutPrefix(line, LineTrigger+" "); ok {
+		t := new(Trigger)
+		if err := json.Unmarshal([]byte(rest), t); err != nil || t.At.IsZero() {
+			return Request{}, fmt.Errorf("trigger: %q is not a trigger", strings.TrimSpace(rest))
+		}
+		return Request{Trigger: t}, nil
 	}
 	switch f := strings.Fields(line); {
 	case len(f) == 1 && f[0] == LineClock:

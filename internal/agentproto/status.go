@@ -33,8 +33,11 @@ type Status struct {
 	Error   string     `json:"error,omitempty"`
 	// BeginLate is how long after its instant a begin request arrived: the
 	// packets read before it were not kept.
-	BeginLate time.Duration   `json:"begin_late_ns,omitempty"`
-	Captures  []CaptureStatus `json:"captures"`
+	BeginLate time.Duration `json:"begin_late_ns,omitempty"`
+	// Trigger is the trigger this host's captures stop around, once one
+	// fired here or casecap passed one on.
+	Trigger  *Trigger        `json:"trigger,omitempty"`
+	Captures []CaptureStatus `json:"captures"`
 	// Alive is filled in by `status` when it reads the file: whether the
 	// agent that wrote it still runs.
 	Alive bool `json:"alive"`
@@ -86,6 +89,9 @@ const (
 	// StopInterfaceGone: the captured interface was removed from the host
 	// (the capture fails: what it had is kept).
 	StopInterfaceGone StopReason = "interface-gone"
+	// StopTrigger: a trigger fired (here or on another host) and the
+	// capture ran on for the plan's post.
+	StopTrigger StopReason = "trigger"
 	// StopDisarmed: stopped before its window began (a start that was
 	// called off): it captured nothing and keeps no file, which would only
 	// be in the way of the next start of the case.
@@ -120,6 +126,8 @@ type CaptureStatus struct {
 	// On ESXi: the pktcap-uw command line run, and what it could not honour.
 	Command string `json:"command,omitempty"`
 	Note    string `json:"note,omitempty"`
+	// Ring is what a ring capture holds while it runs.
+	Ring *RingStatus `json:"ring,omitempty"`
 }
 
 // castagnoli is CRC-32C's table: the polynomial CPUs compute in hardware.

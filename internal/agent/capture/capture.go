@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/casecap/casecap/internal/agent/ring"
+	"github.com/casecap/casecap/internal/agent/segments"
 	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/plans/filter"
 	"github.com/casecap/casecap/plans/filter/bpfgen"
@@ -40,12 +42,27 @@ type Spec struct {
 	Start, Stop time.Time
 	Pending     bool
 	MaxPackets  uint64
-	MaxBytes    uint64 // file size limit
-	MinFree     uint64 // free space to keep on the file's filesystem
-	Tcpdump     string // tcpdump to compile a raw expr with ("" = none on this host)
-	Ring        ring.Options
-	Version     string // of the agent, for the section header
-	Note        string // what the capture could not honour, for its status
+	MaxBytes    uint64       // file size limit
+	MinFree     uint64       // free space to keep on the file's filesystem
+	Tcpdump     string       // tcpdump to compile a raw expr with ("" = none on this host)
+	Buffer      ring.Options // the socket's ring
+	Version     string       // of the agent, for the section header
+	Note        string       // what the capture could not honour, for its status
+	// Ring, with RingDir for its segment files, keeps only the latest
+	// packets (package segments) and trims them into File at the end.
+	Ring    *agentproto.Ring
+	RingDir string
+	// Watch are the packet rules to fire a trigger on: OnPacket is called
+	// (from another goroutine) with the first packet inside the window
+	// that the capture's filter and a rule's both select.
+	Watch    []PacketWatch
+	OnPacket func(rule string, p agentproto.TriggerPacket)
+}
+
+// PacketWatch is a packet rule a capture watches for.
+type PacketWatch struct {
+	ID     string
+	Filter filter.Filter
 }
 
 // counters are the loop goroutine's own.
@@ -75,6 +92,16 @@ type Capture struct {
 
 	mu     sync.Mutex
 	status agentproto.CaptureStatus
+
+	// A ring capture writes segments (c.w writes the current one, segFile)
+	// and keeps the file, c.file, for the end; trimFrom is where a trigger
+	// says its file starts (math.MaxInt64 until one fires).
+	seg      *segments.Ring
+	segFile  *os.File
+	hdr      header
+	cooked   bool
+	trimFrom atomic.Int64
+	watchers []*watcher
 }
 
 // Program compiles the spec's filter: in Go for structured filters, with the
@@ -132,14 +159,35 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 		return nil, fmt.Errorf("create %s: %w", s.File, err)
 	}
 	h := header{Name: s.Name, Host: s.Host, Case: s.Case, Interface: s.Interface, Filter: expr, Version: s.Version, Direction: s.Direction, Snaplen: s.Snaplen}
-	if c.w, err = newFileWriter(c.file, h, cooked); err != nil {
+	c.hdr, c.cooked = h, cooked
+	c.trimFrom.Store(math.MaxInt64)
+	out := c.file
+	if r := s.Ring; r != nil {
+		// The file stays empty until the end; packets go to segments.
+		c.seg, err = segments.New(segments.Options{Dir: s.RingDir, Keep: r.Keep, KeepBytes: r.KeepBytes, Segment: r.Segment, SegmentBytes: r.SegmentBytes})
+		if err != nil {
+			return nil, err
+		}
+		if c.segFile, err = c.seg.Open(); err != nil {
+			return nil, err
+		}
+		out = c.segFile
+	}
+	if c.w, err = newFileWriter(out, h, cooked); err != nil {
 		return nil, err
 	}
 	c.size.Store(c.w.size())
-	ropt := s.Ring
+	ropt := s.Buffer
 	ropt.Interface, ropt.Program = s.Interface, prog
 	if c.ring, err = ring.Open(ropt); err != nil {
 		return nil, err
+	}
+	for _, w := range s.Watch {
+		wt, err := c.armWatch(ctx, w, prog, cooked)
+		if err != nil {
+			return nil, fmt.Errorf("packet rule %s: %w", w.ID, err)
+		}
+		c.watchers = append(c.watchers, wt)
 	}
 	return c, nil
 }
@@ -148,6 +196,13 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 func (c *Capture) abandon() {
 	if c.ring != nil {
 		c.ring.Close()
+	}
+	c.stopWatches()
+	if c.seg != nil {
+		if c.segFile != nil {
+			c.segFile.Close()
+		}
+		c.seg.Discard()
 	}
 	if c.file != nil {
 		c.file.Close()
@@ -163,6 +218,10 @@ func (c *Capture) Status() agentproto.CaptureStatus {
 	c.fill(&st)
 	if c.w != nil {
 		st.Size = c.size.Load()
+	}
+	if c.seg != nil && !st.State.Ended() {
+		rs := c.seg.Status(st.Size)
+		st.Ring, st.Size = &rs, rs.Bytes
 	}
 	return st
 }
@@ -251,6 +310,11 @@ func (c *Capture) loop(ctx context.Context) (agentproto.StopReason, error) {
 			if now.Sub(lastGuard) >= guardInterval {
 				if c.ring.Gone() {
 					return c.gone()
+				}
+				if c.seg != nil {
+					if err := c.keepRing(now.UnixNano()); err != nil {
+						return agentproto.StopError, err
+					}
 				}
 				written := c.w.size()
 				if r := c.guard(now.Sub(lastGuard), written-lastWritten); r != "" {
@@ -362,8 +426,8 @@ func (c *Capture) drain(stopAt int64) (agentproto.StopReason, error) {
 }
 
 func (c *Capture) blockTimeout() time.Duration {
-	if c.spec.Ring.BlockTimeout > 0 {
-		return c.spec.Ring.BlockTimeout
+	if c.spec.Buffer.BlockTimeout > 0 {
+		return c.spec.Buffer.BlockTimeout
 	}
 	return 50 * time.Millisecond
 }
@@ -420,6 +484,9 @@ func (c *Capture) disarmed() agentproto.CaptureStatus {
 // returns the limit's stop reason when no packet may follow (or this one
 // was refused).
 func (c *Capture) write(p *ring.Packet) (written bool, limit agentproto.StopReason, err error) {
+	if c.seg != nil {
+		return c.writeRing(p)
+	}
 	if m := c.spec.MaxPackets; m > 0 && c.n.packets >= m {
 		return false, agentproto.StopPacketCount, nil
 	}
@@ -448,14 +515,24 @@ func (c *Capture) finish(reason agentproto.StopReason, runErr error) agentproto.
 	c.publish()
 	recv, drops, _ := c.ring.Stats()
 	c.ring.Close()
+	c.stopWatches()
 	if c.startAt.Load() >= c.stopAt.Load() && runErr == nil {
+		if c.seg != nil {
+			c.segFile.Close()
+			c.seg.Discard()
+		}
 		return c.disarmed()
 	}
 	start, end := time.Unix(0, c.startAt.Load()), time.Unix(0, c.stopAt.Load())
-	err := errors.Join(runErr, c.w.close(start, end, recv, drops), c.file.Sync(), c.file.Close())
+	var err error
+	if c.seg != nil {
+		start, err = c.trim(start, end)
+	}
+	err = errors.Join(runErr, err, c.w.close(start, end, recv, drops), c.file.Sync(), c.file.Close())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.status.Received, c.status.Drops = recv, drops
+	c.status.Start = start
 	c.status.StoppedAt, c.status.StopReason = hostclock.Now(), reason
 	c.status.State = agentproto.CaptureStopped
 	if err != nil {

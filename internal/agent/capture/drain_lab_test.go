@@ -52,7 +52,7 @@ func TestDrainWaitsForTheLastBlock(t *testing.T) {
 	c, err := capture.Arm(ctx, capture.Spec{
 		Name: "lab.drain.RxTx", File: file, Host: "lab", Case: "drain", Interface: l.Hosts[0].Veth,
 		Filter: filter.Filter{UDPPort: &port}, Start: start, Stop: stop, Version: "test",
-		Ring: ring.Options{BlockTimeout: blockTimeout},
+		Buffer: ring.Options{BlockTimeout: blockTimeout},
 	})
 	if err != nil {
 		t.Fatal(err)

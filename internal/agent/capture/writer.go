@@ -215,9 +215,15 @@ func (f *fileWriter) flush() error {
 // Linux cooked header in front for cooked sockets, the VLAN tag the kernel
 // took off put back (as libpcap does) for Ethernet ones.
 func (f *fileWriter) frame(p *ring.Packet) ([]byte, int) {
+	return appendFrame(f.scratch[:0], p, f.cooked)
+}
+
+// appendFrame appends to dst what frame returns, when the packet needs a
+// header put in front or back; else it returns the packet's own data.
+func appendFrame(dst []byte, p *ring.Packet, cooked bool) ([]byte, int) {
 	switch {
-	case f.cooked:
-		b := f.scratch[:16]
+	case cooked:
+		b := append(dst, make([]byte, 16)...)[len(dst):]
 		binary.BigEndian.PutUint16(b[0:], uint16(p.Type))
 		binary.BigEndian.PutUint16(b[2:], p.HAType)
 		binary.BigEndian.PutUint16(b[4:], uint16(len(p.Addr)))
@@ -226,7 +232,7 @@ func (f *fileWriter) frame(p *ring.Packet) ([]byte, int) {
 		binary.BigEndian.PutUint16(b[14:], p.Protocol)
 		return append(b, p.Data...), p.Length + 16
 	case p.VLAN && len(p.Data) >= 12:
-		b := append(f.scratch[:0], p.Data[:12]...)
+		b := append(dst, p.Data[:12]...)
 		b = binary.BigEndian.AppendUint16(b, p.VLANTPID)
 		b = binary.BigEndian.AppendUint16(b, p.VLANTCI)
 		return append(b, p.Data[12:]...), p.Length + 4

@@ -8,6 +8,7 @@
 //	run JOB                run JOB in the foreground
 //	begin DIR [--at TIME]  start the pending captures of the agent in DIR
 //	stop DIR [--at TIME] [--wait D]  stop the agent of state directory DIR (idempotent); --wait: until it ends
+//	trigger DIR --json TRIGGER       pass a trigger to the agent of DIR (its instant on this host's clock)
 //	status DIR             print its status.json, with whether it still runs
 //	check [--clock]        this host's facts, as JSON (for preflight); with --clock, then the clock
 //	clock                  answer each line on stdin with this host's time
@@ -65,6 +66,8 @@ func Main(self []string, args []string, version string, stdout, stderr io.Writer
 		err = stop(rest, out)
 	case agentproto.CmdStatus:
 		err = status(rest, out)
+	case agentproto.CmdTrigger:
+		err = trigger(rest, out)
 	case agentproto.CmdCheck:
 		err = check(rest, version, stdout)
 	case agentproto.CmdClock:
@@ -264,6 +267,11 @@ func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
 					go pushStatus(filepath.Join(dir, agentproto.StatusFile), req.Begin.Add(window), write, stopAsked, quit)
 				}
 			}
+		case req.Trigger != nil:
+			var running bool
+			if running, err = agent.RequestTrigger(dir, *req.Trigger); err == nil {
+				err = answer(agentproto.TriggerAnswer{Running: running})
+			}
 		case req.Stop:
 			select {
 			case stopAsked <- struct{}{}:
@@ -446,4 +454,22 @@ func status(args []string, out func(any) error) error {
 		return err
 	}
 	return out(st)
+}
+
+func trigger(args []string, out func(any) error) error {
+	fs := flag.NewFlagSet("trigger", flag.ContinueOnError)
+	raw := fs.String("json", "", "the trigger, as JSON")
+	dir, err := oneArg(fs, args)
+	if err != nil {
+		return err
+	}
+	var tr agentproto.Trigger
+	if err := json.Unmarshal([]byte(*raw), &tr); err != nil || tr.At.IsZero() {
+		return fmt.Errorf("--json: not a trigger: %q", *raw)
+	}
+	running, err := agent.RequestTrigger(dir, tr)
+	if err != nil {
+		return err
+	}
+	return out(agentproto.TriggerAnswer{Running: running})
 }

@@ -113,6 +113,10 @@ func (c *Capture) RequestStop(at time.Time, reason agentproto.StopReason) {
 	c.poke()
 }
 
+// Trigger stops the session at stop: a trigger fired at at. (pktcap-uw
+// writes its own file: there is no ring to trim here yet.)
+func (c *Capture) Trigger(at, stop time.Time) { c.RequestStop(stop, agentproto.StopTrigger) }
+
 func (c *Capture) poke() {
 	select {
 	case c.wake <- struct{}{}:

@@ -1,0 +1,154 @@
+// Package rules watches a host for the trigger rules that need no packet:
+// a command that succeeds (run every so often) and a new line of a log
+// file that matches. (Packet rules are the capture engine's; drop rules
+// read its counters.) Each rule fires at most once; the agent keeps the
+// earliest trigger.
+package rules
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/casecap/casecap/internal/agent/hostclock"
+	"github.com/casecap/casecap/internal/agentproto"
+)
+
+// Fire is called (from a rule's goroutine) when a rule fires: at is when
+// the host saw it (host clock), note what it saw.
+type Fire func(r agentproto.Rule, at time.Time, note string)
+
+// LogPoll is how often a log rule looks for new lines.
+const LogPoll = 100 * time.Millisecond
+
+// Start checks and starts the command and log rules among rs; they run
+// until ctx ends. A log file must exist when the rules start (its new
+// lines are those written from then on).
+func Start(ctx context.Context, rs []agentproto.Rule, fire Fire) error {
+	var errs []error
+	var starts []func()
+	for _, r := range rs {
+		switch {
+		case r.Command != "":
+			every := r.Every
+			if every <= 0 {
+				every = 2 * time.Second
+			}
+			starts = append(starts, func() { go command(ctx, r, every, fire) })
+		case r.LogFile != "":
+			re, err := regexp.Compile(r.LogMatch)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.ID, err))
+				continue
+			}
+			f, err := os.Open(r.LogFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.ID, err))
+				continue
+			}
+			end, err := f.Seek(0, io.SeekEnd)
+			if err != nil {
+				f.Close()
+				errs = append(errs, fmt.Errorf("%s: %w", r.ID, err))
+				continue
+			}
+			starts = append(starts, func() { go follow(ctx, r, re, f, end, fire) })
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, s := range starts {
+		s()
+	}
+	return nil
+}
+
+// command runs the rule's command with /bin/sh every `every` (a run that
+// takes longer delays the next), and fires on its first exit status 0, at
+// the instant the run started: what it found was there by then.
+func command(ctx context.Context, r agentproto.Rule, every time.Duration, fire Fire) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		at := hostclock.Now()
+		rctx, cancel := context.WithTimeout(ctx, max(every, 10*time.Second))
+		cmd := exec.CommandContext(rctx, "/bin/sh", "-c", r.Command)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			fire(r, at, firstLine(out))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// follow reads the lines appended to a log file from offset on, and fires
+// on the first that matches. A file that shrinks or is replaced (rotated)
+// is read again from its start.
+func follow(ctx context.Context, r agentproto.Rule, re *regexp.Regexp, f *os.File, offset int64, fire Fire) {
+	defer func() { f.Close() }()
+	var partial []byte
+	t := time.NewTicker(LogPoll)
+	defer t.Stop()
+	br := bufio.NewReader(f)
+	for {
+		for {
+			line, err := br.ReadBytes('\n')
+			offset += int64(len(line))
+			if err != nil { // no full line yet: keep what there is
+				partial = append(partial, line...)
+				break
+			}
+			if len(partial) > 0 {
+				line, partial = append(partial, line...), nil
+			}
+			if re.Match(line) {
+				fire(r, hostclock.Now(), strings.TrimSpace(string(line)))
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// Rotated or truncated: start over on the file now at the path.
+		cur, err := os.Stat(r.LogFile)
+		if err != nil {
+			continue
+		}
+		if st, err := f.Stat(); err == nil && (!os.SameFile(st, cur) || cur.Size() < offset) {
+			nf, err := os.Open(r.LogFile)
+			if err != nil {
+				continue
+			}
+			f.Close()
+			f, offset, partial = nf, 0, nil
+			br.Reset(f)
+		}
+	}
+}
