@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/casecap/casecap/hosts"
+	"github.com/casecap/casecap/plans"
 )
 
 // checkHost asks the agent what it can do on the host (its driver holds
@@ -60,6 +61,9 @@ func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) (err error) {
 	}()
 	if err := json.Unmarshal(line, &h.facts.checked); err != nil {
 		return fmt.Errorf("the agent's check: %w", err)
+	}
+	if o.opt.Plan.Triggered() && h.facts.kind == plans.KindESXi {
+		return plans.ErrTriggerESXi
 	}
 	if err := h.drv.checkFacts(h); err != nil {
 		return err

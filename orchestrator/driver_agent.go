@@ -88,7 +88,7 @@ func direction(points []string) bpfgen.Direction {
 func (o *Orchestrator) job(h *hostRun, record []byte, sessions map[string]esxi.Capture) *agentproto.Job {
 	p := o.opt.Plan
 	j := &agentproto.Job{Version: agentproto.JobVersion, Case: p.Case, Host: h.name(), StateDir: h.stateDir(p), CaseDir: h.caseDir(p),
-		ESXi: h.facts.esxi, Record: record}
+		ESXi: h.facts.esxi, Record: record, Until: jobRules(p, h.name()), Post: p.Post}
 	hostNow := time.Now().Add(h.facts.clock.correction())
 	for _, c := range h.facts.captures {
 		jc := agentproto.JobCapture{
@@ -97,6 +97,9 @@ func (o *Orchestrator) job(h *hostRun, record []byte, sessions map[string]esxi.C
 			Filter: c.Filter, ExcludeOwnSSH: c.ExcludeOwnSSH, Snaplen: c.Snaplen,
 			Duration: c.Duration, Stop: hostNow.Add(c.Duration + armSlack),
 			MaxPackets: c.MaxPackets, MaxBytes: c.MaxBytes, MinFree: c.MinFree, Buffer: c.Buffer,
+		}
+		if r := c.Ring; r != nil {
+			jc.Ring = &agentproto.Ring{Keep: r.Keep, KeepBytes: r.KeepBytes, Segment: r.Segment, SegmentBytes: r.SegmentBytes}
 		}
 		if pc, ok := sessions[c.File]; ok {
 			jc.Pktcap = &pc

@@ -26,8 +26,28 @@ type Manifest struct {
 	Begin    time.Time         `json:"begin,omitzero"`
 	Hosts    []ManifestHost    `json:"hosts"`
 	Captures []ManifestCapture `json:"captures"`
-	Errors   []string          `json:"errors,omitempty"`
+	// Trigger is what every capture stopped around, when one fired.
+	Trigger *ManifestTrigger `json:"trigger,omitempty"`
+	Errors  []string         `json:"errors,omitempty"`
 }
+
+// ManifestTrigger is the trigger of a run with until: rules or rings.
+type ManifestTrigger struct {
+	Host   string        `json:"host"`   // where it fired (or was fired by hand)
+	Source string        `json:"source"` // rule, or manual (casecap trigger)
+	Rule   string        `json:"rule,omitempty"`
+	Note   string        `json:"note,omitempty"` // the matching log line, the command's output, casecap trigger's --note
+	At     time.Time     `json:"at"`             // on casecap's clock
+	AtHost time.Time     `json:"at_host"`        // on the host's clock, as its capture files are stamped
+	PostNs time.Duration `json:"post_ns"`
+	// Packet, for a packet rule: the capture that saw it, and the file
+	// (in the case folder) that holds it alone.
+	PacketCapture string `json:"packet_capture,omitempty"`
+	PacketFile    string `json:"packet_file,omitempty"`
+}
+
+// TriggerPacketFile holds the packet that fired a packet rule.
+const TriggerPacketFile = "trigger.pcapng"
 
 // ManifestHost is one host.
 type ManifestHost struct {
@@ -126,6 +146,12 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 			m.Captures = append(m.Captures, mc)
 		}
 	}
+	if t := o.earliestTrigger(o.hosts); t != nil {
+		m.Trigger = &ManifestTrigger{Host: t.Host, Source: string(t.Source), Rule: t.Rule, Note: t.Note, At: t.Local, AtHost: t.At, PostNs: p.Post}
+		if t.Packet != nil {
+			m.Trigger.PacketCapture, m.Trigger.PacketFile = t.Packet.Capture, TriggerPacketFile
+		}
+	}
 	return m
 }
 
@@ -153,6 +179,9 @@ func (o *Orchestrator) writeCaseFolder(m *Manifest) error {
 	}
 	// The plan first, so that the manifest can say if it is missing.
 	planErr := failed(writeFileAtomic(filepath.Join(dir, "plan.yaml"), o.opt.Plan.Source))
+	if t := o.earliestTrigger(o.hosts); t != nil && t.Packet != nil {
+		planErr = errors.Join(planErr, failed(writeTriggerPacket(filepath.Join(dir, TriggerPacketFile), t.Packet)))
+	}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err == nil {
 		err = writeFileAtomic(filepath.Join(dir, "manifest.json"), append(b, '\n'))

@@ -157,6 +157,8 @@ type Orchestrator struct {
 	pushed chan struct{}
 	// arming are the hosts still arming (the arm phase's clock round).
 	arming *armWait
+	// trigger is the trigger passed on to every host, once one fired.
+	trigger *firedTrigger
 }
 
 // New prepares an orchestrator for the plan.

@@ -89,6 +89,12 @@ func (o *Orchestrator) watch(ctx context.Context, t0 time.Time, window time.Dura
 	for {
 		all := o.poll(ctx)
 		o.disp.Captures(window, time.Since(t0), all)
+		if o.opt.Plan.Post > 0 {
+			// A trigger: every host stops at its instant + post.
+			if tr := o.spreadTrigger(ctx); tr != nil && !stopped {
+				end = minTime(end, tr.Local.Add(o.opt.Plan.Post))
+			}
+		}
 		done := true
 		for _, h := range o.live() {
 			if !finished(h.run.status) {
@@ -219,4 +225,11 @@ func (o *Orchestrator) poll(ctx context.Context) []Progress {
 	}
 	wg.Wait()
 	return all
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

@@ -228,14 +228,16 @@ func (d *decoder) plan(n *yaml.Node) *Plan {
 		}
 	}
 	d.checkUnique(p, items)
-	switch {
-	case untilNode != nil:
+	if untilNode != nil {
 		d.checkRuleHosts(p)
-		if postNode == nil {
-			p.Post = DefaultPost
-		}
-	case postNode != nil:
-		d.errf(postNode, "post", "post is how long captures go on after a trigger; the plan has no until rules")
+	}
+	// A plan with rings stops on a trigger too: casecap trigger fires one
+	// by hand.
+	switch {
+	case p.Triggered() && postNode == nil:
+		p.Post = DefaultPost
+	case !p.Triggered() && postNode != nil:
+		d.errf(postNode, "post", "post is how long captures go on after a trigger; the plan has no until rules and no ring")
 	}
 	return p
 }
@@ -694,6 +696,9 @@ func (d *decoder) capture(n *yaml.Node, p string, def defaults, h *Host) *Captur
 	c.MaxPackets, c.MaxBytes, c.MinFree, c.Buffer, c.Ring = cd.maxPackets, cd.maxBytes, cd.minFree, cd.buffer, cd.ring
 	if r := c.Ring; r != nil && r.Keep > c.Duration {
 		d.errf(n, p, "the ring keeps %v, longer than the capture's duration %v: nothing would ever rotate out", r.Keep, c.Duration)
+	}
+	if c.Ring != nil && (c.MaxPackets > 0 || c.MaxBytes > 0) {
+		d.errf(n, p, "a ring keeps the latest packets, however many: max_packets and max_bytes do not apply (keep_bytes bounds its size)")
 	}
 	at := filterNode
 	if at == nil {

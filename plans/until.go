@@ -212,5 +212,34 @@ func (p *Plan) Triggered() bool {
 	return false
 }
 
-// ErrNotBuilt is the refusal of run and start for plans with ring or until.
-var ErrNotBuilt = fmt.Errorf("ring buffers and triggers (ring:, until:, post:) are in the plan language but not run yet (issue 15): casecap validate checks them; run and start refuse them rather than capture otherwise than the plan says")
+// TriggerSupport refuses, before any host is touched, what casecap cannot
+// run yet of a plan with rings or triggers: ESXi hosts (the agent reads
+// pktcap-uw's file, not its stream, so far), and a detached start (the
+// hosts would fire on their own, but nothing would pass a trigger on).
+// A host whose kind is detected at preflight is checked there.
+func (p *Plan) TriggerSupport(detached bool) error {
+	if !p.Triggered() {
+		return nil
+	}
+	var esx []string
+	for _, h := range p.Hosts {
+		esxi := h.Kind == KindESXi
+		for _, c := range h.Captures {
+			esxi = esxi || c.Target.Kind.esxiOnly()
+		}
+		if esxi {
+			esx = append(esx, h.Name)
+		}
+	}
+	switch {
+	case len(esx) > 0:
+		return fmt.Errorf("ring buffers and triggers (ring:, until:) run on Linux hosts so far, and this plan has ESXi hosts (%s): on ESXi they are not built yet (issue 15 goes on); capture there without them", strings.Join(esx, ", "))
+	case detached:
+		return fmt.Errorf("casecap start with ring buffers or triggers (ring:, until:) is not built yet (issue 15 goes on): use casecap run, which passes a trigger from one host on to the others")
+	}
+	return nil
+}
+
+// ErrTriggerESXi is a host's refusal at preflight: an auto-detected ESXi
+// host in a plan with rings or triggers.
+var ErrTriggerESXi = fmt.Errorf("ring buffers and triggers (ring:, until:) are not built for ESXi hosts yet (issue 15 goes on); capture there without them")

@@ -232,6 +232,18 @@ func printSummary(w io.Writer, m *orchestrator.Manifest) {
 		}
 	}
 	printClocks(w, m)
+	if t := m.Trigger; t != nil {
+		fmt.Fprintf(w, "trigger: %s on %s at %s (casecap's clock); every capture kept up to %v after it\n", t.Source, t.Host, t.At.Local().Format("15:04:05.000"), t.PostNs)
+		if t.Rule != "" {
+			fmt.Fprintf(w, "  rule: %s\n", t.Rule)
+		}
+		if t.Note != "" {
+			fmt.Fprintf(w, "  saw: %s\n", t.Note)
+		}
+		if t.PacketFile != "" {
+			fmt.Fprintf(w, "  packet: seen by %s, saved as %s\n", t.PacketCapture, t.PacketFile)
+		}
+	}
 	for _, e := range m.Errors {
 		fmt.Fprintln(w, "error:", e)
 	}
@@ -266,8 +278,8 @@ func orchestrated(oc orchestratedCommand) *cli.Command {
 			if err != nil {
 				return err
 			}
-			if oc.name == "start" && p.Triggered() {
-				return usageError{plans.ErrNotBuilt.Error()}
+			if err := p.TriggerSupport(oc.name == "start"); oc.name == "start" && err != nil {
+				return usageError{err.Error()}
 			}
 			ctx := c.Context
 			sigs, stop := watchSignals()

@@ -29,8 +29,8 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if p.Triggered() {
-				return usageError{plans.ErrNotBuilt.Error()}
+			if err := p.TriggerSupport(false); err != nil {
+				return usageError{err.Error()}
 			}
 			sigs, stop := watchSignals()
 			defer stop()

@@ -165,22 +165,25 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 
 	trig.set(caps)
 	// The rules that need no packet start with the window (at once when
-	// no capture waits for a begin).
+	// no capture waits for a begin); one that cannot work fails the arming.
+	var ruleSet *rules.Set
+	if trig.enabled() {
+		var err error
+		if ruleSet, err = rules.Prepare(j.Until); err != nil {
+			return armFailed("trigger rules", err)
+		}
+		defer ruleSet.Close()
+	}
 	rulesCtx, stopRules := context.WithCancel(ctx)
 	defer stopRules()
-	rulesStarted := false
 	startRules := func() {
-		if rulesStarted || !trig.enabled() {
+		if ruleSet == nil {
 			return
 		}
-		rulesStarted = true
-		err := rules.Start(rulesCtx, j.Until, func(r agentproto.Rule, at time.Time, note string) {
+		ruleSet.Start(rulesCtx, func(r agentproto.Rule, at time.Time, note string) {
 			trig.fire(agentproto.Trigger{At: at, Host: j.Host, Source: agentproto.TriggerRule, Rule: r.ID, Note: note})
 		})
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "trigger rules: %v\n", err)
-			st.Error = "trigger rules: " + err.Error()
-		}
+		ruleSet = nil
 	}
 	pending := false
 	for _, jc := range j.Captures {

@@ -28,12 +28,18 @@ type Fire func(r agentproto.Rule, at time.Time, note string)
 // LogPoll is how often a log rule looks for new lines.
 const LogPoll = 100 * time.Millisecond
 
-// Start checks and starts the command and log rules among rs; they run
-// until ctx ends. A log file must exist when the rules start (its new
-// lines are those written from then on).
-func Start(ctx context.Context, rs []agentproto.Rule, fire Fire) error {
+// Set is the command and log rules of a job, checked and ready to start.
+type Set struct {
+	starts []func(ctx context.Context, fire Fire)
+	files  []*os.File
+}
+
+// Prepare checks the command and log rules among rs, so that a rule that
+// cannot work fails the arming: a log file must exist (its new lines are
+// those written from now on) and its pattern compile.
+func Prepare(rs []agentproto.Rule) (*Set, error) {
+	s := &Set{}
 	var errs []error
-	var starts []func()
 	for _, r := range rs {
 		switch {
 		case r.Command != "":
@@ -41,7 +47,7 @@ func Start(ctx context.Context, rs []agentproto.Rule, fire Fire) error {
 			if every <= 0 {
 				every = 2 * time.Second
 			}
-			starts = append(starts, func() { go command(ctx, r, every, fire) })
+			s.starts = append(s.starts, func(ctx context.Context, fire Fire) { go command(ctx, r, every, fire) })
 		case r.LogFile != "":
 			re, err := regexp.Compile(r.LogMatch)
 			if err != nil {
@@ -50,25 +56,39 @@ func Start(ctx context.Context, rs []agentproto.Rule, fire Fire) error {
 			}
 			f, err := os.Open(r.LogFile)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", r.ID, err))
+				errs = append(errs, fmt.Errorf("log rule: %w", err))
 				continue
 			}
+			s.files = append(s.files, f)
 			end, err := f.Seek(0, io.SeekEnd)
 			if err != nil {
-				f.Close()
-				errs = append(errs, fmt.Errorf("%s: %w", r.ID, err))
+				errs = append(errs, fmt.Errorf("log rule: %s: %w", r.LogFile, err))
 				continue
 			}
-			starts = append(starts, func() { go follow(ctx, r, re, f, end, fire) })
+			s.starts = append(s.starts, func(ctx context.Context, fire Fire) { go follow(ctx, r, re, f, end, fire) })
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return err
+		s.Close()
+		return nil, err
 	}
-	for _, s := range starts {
-		s()
+	return s, nil
+}
+
+// Start runs the rules until ctx ends.
+func (s *Set) Start(ctx context.Context, fire Fire) {
+	for _, st := range s.starts {
+		st(ctx, fire)
 	}
-	return nil
+	s.starts, s.files = nil, nil // the followers own their files now
+}
+
+// Close releases a Set that was not started.
+func (s *Set) Close() {
+	for _, f := range s.files {
+		f.Close()
+	}
+	s.files = nil
 }
 
 // command runs the rule's command with /bin/sh every `every` (a run that
