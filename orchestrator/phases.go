@@ -20,6 +20,7 @@ const (
 	phaseBegin     Phase = "begin"
 	phaseWatch     Phase = "watch"
 	phaseStop      Phase = "stop"
+	phaseTrigger   Phase = "trigger"
 	phaseCollect   Phase = "collect"
 	phaseAttach    Phase = "attach"
 	phaseStatus    Phase = "status"

@@ -183,3 +183,34 @@ func sendWithin(ctx context.Context, hs *held, line []byte) ([]byte, error) {
 		return nil, fmt.Errorf("no answer: %w", ctx.Err())
 	}
 }
+
+// Trigger fires a trigger by hand at this moment (casecap trigger): every
+// host of the case is told the instant on its own clock, and each of its
+// captures keeps its ring's last keep before it and stops post after it.
+// A running casecap run sees it in the hosts' statuses.
+func (o *Orchestrator) Trigger(ctx context.Context, note string) (*Manifest, error) {
+	at := time.Now() // the moment the person asked for
+	defer o.disp.Close()
+	defer o.closeAll()
+	if o.opt.Plan.Post <= 0 {
+		return nil, errors.New("the plan has no until: rules and no ring: there is nothing to trigger (casecap stop stops the captures)")
+	}
+	o.attach(ctx)
+	o.each(ctx, phaseTrigger, func(ctx context.Context, h *hostRun) error {
+		if err := h.drv.measureClock(ctx, h); err != nil {
+			return err
+		}
+		d, ok := h.drv.(triggerer)
+		if !ok {
+			return fmt.Errorf("a trigger cannot be passed to a host in %s mode", h.drv.mode())
+		}
+		t := agentproto.Trigger{At: at.Add(h.facts.clock.correction()), Host: "casecap", Source: agentproto.TriggerManual, Note: note}
+		if err := d.trigger(ctx, o, h, t); err != nil {
+			return err
+		}
+		o.disp.HostPhase(h.name(), "triggered")
+		return nil
+	})
+	o.poll(ctx)
+	return o.manifest("trigger"), o.failures()
+}

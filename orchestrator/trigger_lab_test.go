@@ -184,8 +184,9 @@ post: 1s
 }
 
 // TestTriggerLogAndCommandRules: the same with a log rule (a matching
-// line appended to a file on one host) and a command rule (a file that
-// appears, checked every 500 ms on another).
+// line appended to a file on one host), a command rule (a file that
+// appears, checked every 500 ms on another), and casecap trigger from
+// another process (a plan with a ring and no rules).
 func TestTriggerLogAndCommandRules(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, 2)
@@ -200,6 +201,7 @@ func TestTriggerLogAndCommandRules(t *testing.T) {
 	if err := os.WriteFile(logFile, []byte("2026-12-03T10:00:00Z vmnic2: link down (an old line: it must not fire)\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	var manual *plans.Plan // the manual case's plan, for its casecap trigger
 	for _, tc := range []struct {
 		name, rule string
 		fire       func()
@@ -219,18 +221,145 @@ func TestTriggerLogAndCommandRules(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, l.Hosts[1].Name, "command"},
+		{"manual", "", func() {
+			// casecap trigger, from another process, while casecap run goes on.
+			o := orchestrator.New(orchestrator.Options{Plan: manual, OutDir: t.TempDir(), AgentBinary: agentBinary(t), Version: "test"})
+			if _, err := o.Trigger(context.Background(), "the user saw it"); err != nil {
+				t.Error(err)
+			}
+		}, "casecap", "manual"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := triggerPlan(t, l, "TRIG-"+strings.ToUpper(tc.name), 15*time.Second, "ring: { keep: 2s, segment: 1s }\nuntil:\n"+tc.rule+"post: 1s\n",
+			top := "ring: { keep: 2s, segment: 1s }\nuntil:\n" + tc.rule + "post: 1s\n"
+			if tc.rule == "" {
+				top = "ring: { keep: 2s, segment: 1s }\npost: 1s\n"
+			}
+			p := triggerPlan(t, l, "TRIG-"+strings.ToUpper(tc.name), 15*time.Second, top,
 				"      - interface: eth0\n        filter: { udpport: 9999 }\n")
+			manual = p
 			m, caseDir := triggerRun(t, l, p, tc.fire)
 			checkAroundTrigger(t, m, caseDir, 43, interval, 2*time.Second, time.Second)
-			if tr := m.Trigger; tr.Host != tc.host || !strings.Contains(tr.Rule, tc.kind) || tr.PacketFile != "" {
+			if tr := m.Trigger; tr.Host != tc.host || !strings.Contains(tr.Rule+tr.Source, tc.kind) || tr.PacketFile != "" {
 				t.Errorf("trigger %+v, want a %s rule on %s", tr, tc.kind, tc.host)
 			}
 			if tc.name == "log" && !strings.Contains(m.Trigger.Note, "vmnic2: link down") {
 				t.Errorf("the trigger's note %q is not the matching line", m.Trigger.Note)
 			}
+			if tc.name == "manual" && m.Trigger.Note != "the user saw it" {
+				t.Errorf("the trigger's note %q is not casecap trigger's", m.Trigger.Note)
+			}
 		})
+	}
+}
+
+// TestTriggerNeverFires: a rule that never fires ends the captures at the
+// plan's duration, each file holding its ring's last keep.
+func TestTriggerNeverFires(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	const interval = time.Millisecond
+	labtest.Stream(t, l, 44, interval)
+	p := triggerPlan(t, l, "TRIG-NEVER", 4*time.Second, "ring: { keep: 2s, segment: 1s }\nuntil:\n  - packet: { filter: { udpport: 9997 } }\npost: 1s\n",
+		"      - interface: eth0\n        filter: { udpport: 9999 }\n")
+	out := t.TempDir()
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test"})
+	m, err := o.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Trigger != nil {
+		t.Errorf("a trigger with no rule fired: %+v", m.Trigger)
+	}
+	for _, c := range m.Captures {
+		s, err := seqcast.ReadFile(filepath.Join(out, p.CaseDir(), c.File), 44)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The window's end, as the agent kept it (the manifest's begin is
+		// the earliest kept packet's window: here the end - keep).
+		end := c.Stop
+		if !end.Equal(m.Begin.Add(2 * time.Second)) {
+			t.Errorf("%s: stops at %v, begins at %v: want keep (2s) apart", c.File, c.Stop, m.Begin)
+		}
+		if c.StopReason != string(agentproto.StopWindowEnd) || !c.Verified || !c.Start.Equal(end.Add(-2*time.Second)) || !s.Contiguous() {
+			t.Errorf("%s: %+v; stream %+v", c.File, c, s)
+		}
+		if d := s.FirstSeen.Sub(end.Add(-2 * time.Second)); d < 0 || d > 10*interval {
+			t.Errorf("%s: first packet %v after the end - keep", c.File, d)
+		}
+		if d := end.Sub(s.LastSeen); d < 0 || d > 10*interval {
+			t.Errorf("%s: last packet %v before the end", c.File, d)
+		}
+	}
+}
+
+// TestTriggerWithAHostCutOff: a host cut off the network before the
+// trigger does not hold up the others: they stop around the trigger and
+// are collected; the cut-off host is reported, and stops by itself at
+// the end of its window.
+func TestTriggerWithAHostCutOff(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 3)
+	const interval = time.Millisecond
+	labtest.Stream(t, l, 45, interval)
+	const duration = 12 * time.Second
+	p := triggerPlan(t, l, "TRIG-CUT", duration, `ring: { keep: 2s, segment: 1s }
+until:
+  - packet: { filter: { udpport: 9998 } }
+post: 1s
+`, "      - interface: eth0\n        filter: { proto: udp }\n")
+	for _, h := range p.Hosts {
+		h.SSH.Keepalive = time.Second
+	}
+	cut, target := l.Hosts[2], l.Hosts[0]
+	out := t.TempDir()
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test", StopWait: 2 * time.Second,
+		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	done := make(chan *orchestrator.Manifest, 1)
+	go func() { m, _ := o.Run(context.Background()); done <- m }()
+	whenCapturing(t, l, p.Case, 30*time.Second)
+	began := time.Now()
+	time.Sleep(2500 * time.Millisecond)
+	if err := cut.LinkDown(); err != nil {
+		t.Fatal(err)
+	}
+	defer cut.LinkUp()
+	time.Sleep(500 * time.Millisecond)
+	if _, err := seqcast.Send(context.Background(), seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(target.Addr, 9998), Stream: 46, Interval: interval, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m := <-done
+	returned := time.Since(began)
+	if m == nil || m.Trigger == nil || m.Trigger.Host != target.Name {
+		t.Fatalf("manifest %+v: want the trigger on %s", m, target.Name)
+	}
+	if returned > duration-time.Second {
+		t.Errorf("the run returned %v into a %v window: the cut-off host held it up", returned, duration)
+	}
+	for _, c := range m.Captures {
+		switch c.Host {
+		case cut.Name:
+			if c.Collected {
+				t.Errorf("%s collected from a host cut off", c.File)
+			}
+		default:
+			if !c.Collected || !c.Verified || c.StopReason != string(agentproto.StopTrigger) {
+				t.Errorf("%s: %+v", c.File, c)
+			}
+		}
+	}
+	failed := false
+	for _, h := range m.Hosts {
+		failed = failed || (h.Name == cut.Name && h.Error != "")
+	}
+	if !failed {
+		t.Errorf("the manifest does not report %s: %+v", cut.Name, m.Hosts)
+	}
+	// The cut-off host's agent stops by itself at its window's end.
+	time.Sleep(time.Until(began.Add(duration + 2*time.Second)))
+	raw, err := os.ReadFile(filepath.Join(l.Datastore, ".casecap", "cases", p.Case, cut.Name, agentproto.StatusFile))
+	var st agentproto.Status
+	if err != nil || json.Unmarshal(raw, &st) != nil || !st.Over() || st.Captures[0].StopReason != agentproto.StopWindowEnd {
+		t.Errorf("%s's agent after its window: %s %v", cut.Name, raw, err)
 	}
 }

@@ -109,6 +109,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			startCommand(),
 			statusCommand(),
 			stopCommand(),
+			triggerCommand(),
 			collectCommand(),
 			mergeCommand(),
 			analyzeCommand(),

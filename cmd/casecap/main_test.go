@@ -261,20 +261,37 @@ func TestSummaryClocks(t *testing.T) {
 	}
 }
 
-// TestRingPlansRefusedForNow: a plan with ring or until validates, and run
-// and start refuse it with exit 2 before touching any host (192.0.2.0/24
-// answers nothing), saying why, rather than capture otherwise than the
-// plan says.
-func TestRingPlansRefusedForNow(t *testing.T) {
-	plan := filepath.Join(t.TempDir(), "ring.yaml")
-	os.WriteFile(plan, []byte("case: RING\ndatastore: /ds\nduration: 5m\nring: { keep: 60s, segment: 10s }\nhosts:\n  - { name: h, address: 192.0.2.1, captures: [ { interface: eth0 } ] }\n"), 0o600)
-	if code, _, errOut := runCLI(t, "validate", plan); code != exitOK {
-		t.Errorf("validate: exit %d: %s", code, errOut)
+// TestTriggeredPlansNotBuiltYet: a plan with ring or until validates;
+// run and start refuse it on ESXi hosts, and start refuses it on Linux,
+// with exit 2 before touching any host (192.0.2.0/24 answers nothing),
+// saying why, rather than capture otherwise than the plan says. trigger
+// refuses a plan with nothing to trigger.
+func TestTriggeredPlansNotBuiltYet(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, captures string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte("case: RING\ndatastore: /ds\nduration: 5m\nring: { keep: 60s, segment: 10s }\nhosts:\n  - { name: h, address: 192.0.2.1, captures: [ "+captures+" ] }\n"), 0o600)
+		return p
 	}
-	for _, cmd := range []string{"run", "start"} {
-		code, _, errOut := runCLI(t, cmd, plan)
-		if code != exitUsage || !strings.Contains(errOut, "issue 15") {
-			t.Errorf("%s: exit %d: %s", cmd, code, errOut)
+	esxi, linux := write("esxi.yaml", "{ uplink: vmnic2 }"), write("linux.yaml", "{ interface: eth0 }")
+	for _, plan := range []string{esxi, linux} {
+		if code, _, errOut := runCLI(t, "validate", plan); code != exitOK {
+			t.Errorf("validate %s: exit %d: %s", plan, code, errOut)
 		}
+	}
+	for _, c := range []struct{ cmd, plan, want string }{
+		{"run", esxi, "ESXi hosts (h)"},
+		{"start", esxi, "ESXi hosts (h)"},
+		{"start", linux, "casecap start with ring buffers"},
+	} {
+		code, _, errOut := runCLI(t, c.cmd, c.plan)
+		if code != exitUsage || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, "issue 15") {
+			t.Errorf("%s %s: exit %d: %s", c.cmd, filepath.Base(c.plan), code, errOut)
+		}
+	}
+	plain := filepath.Join(dir, "plain.yaml")
+	os.WriteFile(plain, []byte("case: P\ndatastore: /ds\nduration: 5m\nhosts:\n  - { name: h, address: 192.0.2.1, captures: [ { interface: eth0 } ] }\n"), 0o600)
+	if code, _, errOut := runCLI(t, "trigger", plain); code != exitUsage || !strings.Contains(errOut, "nothing to trigger") {
+		t.Errorf("trigger of a plan without rules: exit %d: %s", code, errOut)
 	}
 }

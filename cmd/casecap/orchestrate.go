@@ -262,6 +262,8 @@ func printSummary(w io.Writer, m *orchestrator.Manifest) {
 type orchestratedCommand struct {
 	name, usage string
 	do          func(*orchestrator.Orchestrator, context.Context) (*orchestrator.Manifest, error)
+	// doFlags, when set, gives do from the command's flags.
+	doFlags func(*cli.Context) func(*orchestrator.Orchestrator, context.Context) (*orchestrator.Manifest, error)
 	// collects: it writes into the case folder (and takes --out).
 	collects bool
 	// signals: the orchestrator acts on Ctrl-C, SIGTERM and SIGHUP itself;
@@ -281,6 +283,9 @@ func orchestrated(oc orchestratedCommand) *cli.Command {
 			if err := p.TriggerSupport(oc.name == "start"); oc.name == "start" && err != nil {
 				return usageError{err.Error()}
 			}
+			if oc.name == "trigger" && !p.Triggered() {
+				return usageError{"the plan has no until: rules and no ring: there is nothing to trigger (casecap stop stops the captures)"}
+			}
 			ctx := c.Context
 			sigs, stop := watchSignals()
 			if !oc.signals {
@@ -297,7 +302,11 @@ func orchestrated(oc orchestratedCommand) *cli.Command {
 				return err
 			}
 			defer s.close()
-			m, err := oc.do(s.orch, ctx)
+			do := oc.do
+			if oc.doFlags != nil {
+				do = oc.doFlags(c)
+			}
+			m, err := do(s.orch, ctx)
 			if errors.Is(err, orchestrator.ErrCalledOff) {
 				fmt.Fprintln(c.App.ErrWriter, "casecap:", err)
 			}

@@ -61,7 +61,7 @@ func (c *Capture) rotate() error {
 		return err
 	}
 	c.w = w
-	return c.seg.Prune(c.n.last, c.trimFrom.Load())
+	return c.seg.Prune(c.n.last, c.trimFrom.Load(), c.w.size())
 }
 
 // keepRing does a ring's periodic work at now: a quiet segment that spans
@@ -73,7 +73,7 @@ func (c *Capture) keepRing(now int64) error {
 			return err
 		}
 	}
-	return c.seg.Prune(now, c.trimFrom.Load())
+	return c.seg.Prune(now, c.trimFrom.Load(), c.w.size())
 }
 
 // Trigger makes the capture stop at stop, and a ring capture keep its

@@ -138,9 +138,10 @@ func (r *Ring) Rotate(size int64) {
 // Prune deletes the oldest closed segments the ring no longer needs at
 // now: those whose every packet is older than now - Keep - Grace and than
 // keepFrom (a trigger's start, math.MaxInt64 without one); with
-// KeepBytes, also those the rest of the ring holds enough bytes without
-// (so KeepBytes caps a ring that also has a Keep).
-func (r *Ring) Prune(now, keepFrom int64) error {
+// KeepBytes, also those the rest of the ring (the current segment's size
+// bytes included) holds enough bytes without (so KeepBytes caps a ring
+// that also has a Keep).
+func (r *Ring) Prune(now, keepFrom, size int64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	horizon := int64(math.MinInt64)
@@ -151,7 +152,7 @@ func (r *Ring) Prune(now, keepFrom int64) error {
 	for len(r.closed) > 0 {
 		s := r.closed[0]
 		old := r.opt.Keep > 0 && s.last < horizon
-		enough := r.opt.KeepBytes > 0 && uint64(r.bytes-s.size) >= r.opt.KeepBytes && s.last < keepFrom
+		enough := r.opt.KeepBytes > 0 && uint64(r.bytes+size-s.size) >= r.opt.KeepBytes && s.last < keepFrom
 		if !old && !enough {
 			break
 		}
