@@ -112,9 +112,10 @@ func flood(l *lab.Lab, rate int, d time.Duration) (seqcast.Sent, error) {
 
 var droppedRE = regexp.MustCompile(`(\d+) packets dropped by kernel`)
 
-func runTcpdump(b *testing.B, l *lab.Lab, rate int, d time.Duration) captureRun {
+func runTcpdump(b *testing.B, l *lab.Lab, rate int, d time.Duration, extra ...string) captureRun {
 	file := filepath.Join(l.Datastore, fmt.Sprintf("tcpdump-%d.pcap", rate))
-	cmd := inHost(l.Hosts[0], "tcpdump", "-i", "eth0", "-n", "-s", strconv.Itoa(snaplen), "-B", strconv.Itoa(ringMiB<<10), "-w", file, "udp", "port", "9999")
+	args := append([]string{"tcpdump", "-i", "eth0", "-n", "-s", strconv.Itoa(snaplen), "-B", strconv.Itoa(ringMiB << 10), "-w", file}, extra...)
+	cmd := inHost(l.Hosts[0], append(args, "udp", "port", "9999")...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -157,33 +158,42 @@ func runTcpdump(b *testing.B, l *lab.Lab, rate int, d time.Duration) captureRun 
 	// closed), which makes it write back the whole file in its own
 	// context; tcpdump leaves that to the kernel's flusher. The same
 	// writeback for tcpdump's file, measured apart.
-	fsync := inHost(l.Hosts[0], "sync", file)
-	if err := fsync.Run(); err != nil {
-		b.Fatal(err)
+	// With -C and -W, tcpdump's files are file0, file1...
+	files, _ := filepath.Glob(file + "*")
+	for _, f := range files {
+		fsync := inHost(l.Hosts[0], "sync", f)
+		if err := fsync.Run(); err != nil {
+			b.Fatal(err)
+		}
+		r.syncCPU += fsync.ProcessState.UserTime() + fsync.ProcessState.SystemTime()
+		s, err := seqcast.ReadFile(f, 7)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.kept += uint64(s.Distinct)
+		sum := inHost(l.Hosts[0], "sha256sum", f)
+		if err := sum.Run(); err != nil {
+			b.Fatal(err)
+		}
+		r.hashCPU += sum.ProcessState.UserTime() + sum.ProcessState.SystemTime()
+		os.Remove(f)
 	}
-	r.syncCPU = fsync.ProcessState.UserTime() + fsync.ProcessState.SystemTime()
-	s, err := seqcast.ReadFile(file, 7)
-	if err != nil {
-		b.Fatal(err)
-	}
-	r.kept = uint64(s.Distinct)
-	sum := inHost(l.Hosts[0], "sha256sum", file)
-	if err := sum.Run(); err != nil {
-		b.Fatal(err)
-	}
-	r.hashCPU = sum.ProcessState.UserTime() + sum.ProcessState.SystemTime()
-	os.Remove(file)
 	settle()
 	return r
 }
 
 func runAgent(b *testing.B, l *lab.Lab, bin string, rate int, d time.Duration) captureRun {
+	return runAgentRing(b, l, bin, rate, d, nil)
+}
+
+// runAgentRing is runAgent with a ring capture when ring is set.
+func runAgentRing(b *testing.B, l *lab.Lab, bin string, rate int, d time.Duration, ring *agentproto.Ring) captureRun {
 	name := fmt.Sprintf("bench%d-%d", rate, benchRuns)
 	now := time.Now()
 	j := agentproto.Job{Version: agentproto.JobVersion, Case: name, Host: "h01",
 		StateDir: filepath.Join(l.Datastore, ".casecap", name), CaseDir: filepath.Join(l.Datastore, "Case_"+name),
 		Captures: []agentproto.JobCapture{{Name: "h01.eth0.RxTx", File: "h01.eth0.RxTx.pcapng", Interface: "eth0",
-			Filter: filter.Filter{UDPPort: ptr(uint16(9999))}, Snaplen: snaplen, Start: now, Stop: now.Add(10 * time.Minute)}}}
+			Filter: filter.Filter{UDPPort: ptr(uint16(9999))}, Snaplen: snaplen, Start: now, Stop: now.Add(10 * time.Minute), Ring: ring}}}
 	raw, _ := json.Marshal(j)
 	jobPath := filepath.Join(l.Datastore, name+".json")
 	if err := os.WriteFile(jobPath, raw, 0o600); err != nil {
@@ -299,6 +309,75 @@ func BenchmarkLinuxCapture(b *testing.B) {
 			b.ReportMetric((ag.user+ag.sys).Seconds()/(td.user+td.sys).Seconds(), "agent/tcpdump")
 			b.ReportMetric((td.user + td.sys + td.syncCPU).Seconds(), "tcpdump+fsync-cpu-s")
 			b.ReportMetric((ag.user+ag.sys).Seconds()/(td.user+td.sys+td.syncCPU).Seconds(), "agent/tcpdump+fsync")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// ringOrder counts BenchmarkRingCapture's runs, to rotate the tools' order.
+var ringOrder int
+
+// BenchmarkRingCapture is issue 15's cost target: the same flood captured
+// by the agent plainly, by the agent with a ring (keep 3 s in 1 s
+// segments, trimmed into one file at the end), and by tcpdump -C/-W (five
+// files of about a second's traffic each, its ring). The three run in
+// turn, the order rotating with -count; CPU is each process's user +
+// system time. CASECAP_BENCH_RATES sets the rates (default 100k/s).
+func BenchmarkRingCapture(b *testing.B) {
+	labtest.Require(b)
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		b.Fatal("tcpdump is not installed")
+	}
+	l := labtest.Start(b, 1)
+	bin := agenttest.CopyTo(b, l.Datastore)
+	if pinned() {
+		defer pinProcess(b, 0)()
+	}
+	const d = 10 * time.Second
+	rates := []int{100_000}
+	if v := os.Getenv("CASECAP_BENCH_RATES"); v != "" {
+		rates = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				b.Fatalf("CASECAP_BENCH_RATES: %v", err)
+			}
+			rates = append(rates, n)
+		}
+	}
+	for _, rate := range rates {
+		b.Run(fmt.Sprintf("%dkpps", rate/1000), func(b *testing.B) {
+			benchRuns++
+			ringOrder++
+			// A second's traffic in tcpdump's units (millions of bytes):
+			// 68-byte frames with a 16-byte record header each.
+			perSecond := max(1, rate*(68+16)/1_000_000)
+			runs := map[string]func() captureRun{
+				"plain": func() captureRun { return runAgent(b, l, bin, rate, d) },
+				"ring": func() captureRun {
+					return runAgentRing(b, l, bin, rate, d, &agentproto.Ring{Keep: 3 * time.Second, Segment: time.Second})
+				},
+				"tcpdump-CW": func() captureRun {
+					return runTcpdump(b, l, rate, d, "-C", strconv.Itoa(perSecond), "-W", "5")
+				},
+			}
+			order := []string{"plain", "ring", "tcpdump-CW"}
+			k := ringOrder % 3
+			order = append(order[k:], order[:k]...)
+			got := map[string]captureRun{}
+			for _, tool := range order {
+				got[tool] = runs[tool]()
+			}
+			cpu := func(r captureRun) float64 { return (r.user + r.sys).Seconds() }
+			b.ReportMetric(float64(got["plain"].sent), "sent")
+			for _, tool := range []string{"plain", "ring", "tcpdump-CW"} {
+				b.ReportMetric(cpu(got[tool]), tool+"-cpu-s")
+				b.ReportMetric(float64(got[tool].drops), tool+"-drops")
+				b.ReportMetric(float64(got[tool].kept), tool+"-kept")
+			}
+			b.ReportMetric(cpu(got["ring"])/cpu(got["plain"]), "ring/plain")
+			b.ReportMetric(cpu(got["ring"])/cpu(got["tcpdump-CW"]), "ring/tcpdump-CW")
+			b.Logf("order %v", order)
 			b.ReportMetric(0, "ns/op")
 		})
 	}

@@ -189,6 +189,9 @@ func (o *Orchestrator) Status(ctx context.Context) (*Manifest, error) {
 	defer o.disp.Close()
 	defer o.closeAll()
 	o.attach(ctx)
+	if o.spreadTrigger(ctx) != nil {
+		o.poll(ctx)
+	}
 	o.each(ctx, phaseStatus, o.statusHost)
 	return o.manifest("status"), errors.Join(o.failures(), o.captureFailures())
 }
@@ -254,5 +257,29 @@ func (o *Orchestrator) Collect(ctx context.Context) (*Manifest, error) {
 	defer o.disp.Close()
 	defer o.closeAll()
 	o.attach(ctx)
+	o.passOnTrigger(ctx)
 	return o.collectAndWrite(ctx, "collect")
+}
+
+// passOnTrigger, for a later command (status, collect) of a case with rings
+// or until: rules, passes a trigger that a host fired while no casecap
+// ran on to the others, and waits for their captures to stop at its
+// instant + post. A ring that rotated in between no longer holds the
+// trigger's start: the manifest says so, per capture.
+func (o *Orchestrator) passOnTrigger(ctx context.Context) {
+	tr := o.spreadTrigger(ctx)
+	if tr == nil {
+		return
+	}
+	deadline := time.Now().Add(max(time.Until(tr.Local.Add(o.opt.Plan.Post)), 0) + o.opt.StopWait)
+	for time.Now().Before(deadline) {
+		o.poll(ctx)
+		done := true
+		for _, h := range o.live() {
+			done = done && finished(h.run.status)
+		}
+		if done || !sleep(ctx, endPoll) {
+			return
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/atomicfile"
 	"github.com/casecap/casecap/plans"
 )
@@ -67,8 +68,12 @@ type ManifestHost struct {
 	BeginLateNs        time.Duration `json:"begin_late_ns,omitempty"`
 	Reachable          bool          `json:"reachable"`
 	Note               string        `json:"note,omitempty"` // what the reader of the figures should know
-	Phase              string        `json:"failed_phase,omitempty"`
-	Error              string        `json:"error,omitempty"`
+	// TriggerLateNs is how long after the trigger fired this host heard
+	// of it (its own rule: about 0); a ring that rotated in between no
+	// longer held the trigger's start.
+	TriggerLateNs time.Duration `json:"trigger_late_ns,omitempty"`
+	Phase         string        `json:"failed_phase,omitempty"`
+	Error         string        `json:"error,omitempty"`
 }
 
 // ManifestCapture is one capture.
@@ -93,6 +98,11 @@ type ManifestCapture struct {
 	// it finished is collected as it was on the host, unverified.
 	Verified bool   `json:"verified"`
 	Error    string `json:"error,omitempty"`
+	// Ring is what a ring capture holds while it runs.
+	Ring *agentproto.RingStatus `json:"ring,omitempty"`
+	// Note says what a reader of the file should know (a ring that no
+	// longer held the trigger's start).
+	Note string `json:"note,omitempty"`
 }
 
 // manifest sums up the hosts' state.
@@ -113,6 +123,9 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 		mh.ClockOffsetNs, mh.ClockUncertaintyNs, mh.ClockCorrected, mh.RTTNs = clock.offset, clock.uncertainty(), clock.corrected(), clock.rtt
 		if h.run.status != nil {
 			mh.BeginLateNs = h.run.status.BeginLate
+			if t := h.run.status.Trigger; t != nil && !t.Heard.IsZero() {
+				mh.TriggerLateNs = max(t.Heard.Sub(t.At), 0)
+			}
 		}
 		if h.err != nil {
 			mh.Phase, mh.Error = string(h.err.Phase), h.err.Err.Error()
@@ -132,7 +145,13 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 						m.Begin = b
 					}
 					mc.Packets, mc.Bytes, mc.Drops, mc.Size = s.Packets, s.Bytes, s.Drops, s.Size
-					mc.SHA256, mc.State, mc.StopReason, mc.Error = s.SHA256, string(s.State), string(s.StopReason), s.Error
+					mc.SHA256, mc.State, mc.StopReason, mc.Error, mc.Ring = s.SHA256, string(s.State), string(s.StopReason), s.Error, s.Ring
+					if t := h.run.status.Trigger; t != nil && s.StopReason == agentproto.StopTrigger && !s.Start.IsZero() {
+						if k := ringKeep(c); k > 0 && s.Start.After(t.At.Add(-k)) {
+							mc.Note = fmt.Sprintf("the file starts %v after trigger - keep: the ring no longer held that when the trigger came (%v after it fired)",
+								s.Start.Sub(t.At.Add(-k)).Round(time.Millisecond), mh.TriggerLateNs.Round(time.Millisecond))
+						}
+					}
 				}
 			}
 			if sha, ok := h.run.collected[c.File]; ok {
@@ -153,6 +172,14 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 		}
 	}
 	return m
+}
+
+// ringKeep is a capture's ring's keep time (0: none).
+func ringKeep(c *plans.Capture) time.Duration {
+	if c.Ring == nil {
+		return 0
+	}
+	return c.Ring.Keep
 }
 
 // agentGoneReason is the stop reason of a capture whose agent died first.

@@ -138,6 +138,9 @@ func (o *Orchestrator) spreadTrigger(ctx context.Context) *firedTrigger {
 		if st := h.run.status; st != nil && st.Trigger != nil && !st.Trigger.At.Add(-h.facts.clock.correction()).After(best.Local) {
 			continue // it has this trigger, or an earlier one on its way here
 		}
+		if finished(h.run.status) {
+			continue // nothing runs there to stop
+		}
 		need = append(need, h)
 	}
 	pctx, cancel := context.WithTimeout(ctx, triggerPass)

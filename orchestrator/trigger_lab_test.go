@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casecap/casecap/internal/agent/segments"
 	"github.com/casecap/casecap/internal/agentproto"
 	"github.com/casecap/casecap/internal/lab"
 	"github.com/casecap/casecap/internal/lab/labtest"
@@ -361,5 +362,90 @@ post: 1s
 	var st agentproto.Status
 	if err != nil || json.Unmarshal(raw, &st) != nil || !st.Over() || st.Captures[0].StopReason != agentproto.StopWindowEnd {
 		t.Errorf("%s's agent after its window: %s %v", cut.Name, raw, err)
+	}
+}
+
+// TestTriggerDetached: casecap start returns; casecap status shows the
+// armed rings; a host's rule fires with no casecap running, and that host
+// stops by itself at trigger + post; casecap collect then passes the
+// trigger on to the other host, which stops at the same instant, and
+// collects both, the manifest saying how late the other host heard of it.
+func TestTriggerDetached(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	const interval = time.Millisecond
+	labtest.Stream(t, l, 47, interval)
+	keep, post := 2*time.Second, time.Second
+	p := triggerPlan(t, l, "TRIG-DETACHED", 30*time.Second, "ring: { keep: 2s, segment: 1s }\nuntil:\n  - packet: { filter: { udpport: 9998 } }\npost: 1s\n",
+		"      - interface: eth0\n        filter: { proto: udp }\n")
+	out := t.TempDir()
+	newO := func() *orchestrator.Orchestrator {
+		return orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test",
+			Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	}
+	if _, err := newO().Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	whenCapturing(t, l, p.Case, 10*time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	m, err := newO().Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range m.Captures {
+		if c.Ring == nil || c.Ring.Segments == 0 {
+			t.Errorf("status of %s: ring %+v", c.File, c.Ring)
+		}
+	}
+	if m.Trigger != nil {
+		t.Errorf("status shows a trigger before any fired: %+v", m.Trigger)
+	}
+	time.Sleep(time.Second + rand.N(1500*time.Millisecond))
+	target, other := l.Hosts[0], l.Hosts[1]
+	if _, err := seqcast.Send(context.Background(), seqcast.SendOptions{From: l.Gateway, To: netip.AddrPortFrom(target.Addr, 9998), Stream: 48, Interval: interval, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// The host that fired stops by itself at trigger + post.
+	statusOf := func(h *lab.Host) *agentproto.Status {
+		raw, _ := os.ReadFile(filepath.Join(l.Datastore, ".casecap", "cases", p.Case, h.Name, agentproto.StatusFile))
+		st := new(agentproto.Status)
+		json.Unmarshal(raw, st)
+		return st
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !statusOf(target).Over() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := statusOf(target); !st.Over() || st.Trigger == nil || st.Captures[0].StopReason != agentproto.StopTrigger {
+		t.Fatalf("%s did not stop by itself at its trigger + post: %+v", target.Name, st)
+	}
+	if st := statusOf(other); st.Over() || st.Trigger != nil {
+		t.Fatalf("%s heard of the trigger with no casecap running: %+v", other.Name, st)
+	}
+	m, err = newO().Collect(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var late time.Duration
+	for _, h := range m.Hosts {
+		if h.Name == other.Name {
+			late = h.TriggerLateNs
+		}
+	}
+	if late <= 0 {
+		t.Errorf("the manifest does not say how late %s heard of the trigger", other.Name)
+	}
+	t.Logf("%s heard of the trigger %v after it fired", other.Name, late)
+	if late < segments.DefaultGrace-500*time.Millisecond {
+		// In time for its ring to hold the trigger's start: exact.
+		checkAroundTrigger(t, m, filepath.Join(out, p.CaseDir()), 47, interval, keep, post)
+		return
+	}
+	// Too late (a slow machine): its file ends at the same instant, and the
+	// manifest says where it starts.
+	for _, c := range m.Captures {
+		if c.Host == other.Name && (c.StopReason != string(agentproto.StopTrigger) || !c.Stop.Equal(m.Trigger.AtHost.Add(post)) || c.Note == "") {
+			t.Errorf("%s heard %v late: %+v", other.Name, late, c)
+		}
 	}
 }

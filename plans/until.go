@@ -214,10 +214,9 @@ func (p *Plan) Triggered() bool {
 
 // TriggerSupport refuses, before any host is touched, what casecap cannot
 // run yet of a plan with rings or triggers: ESXi hosts (the agent reads
-// pktcap-uw's file, not its stream, so far), and a detached start (the
-// hosts would fire on their own, but nothing would pass a trigger on).
-// A host whose kind is detected at preflight is checked there.
-func (p *Plan) TriggerSupport(detached bool) error {
+// pktcap-uw's file, not its stream, so far). A host whose kind is
+// detected at preflight is checked there.
+func (p *Plan) TriggerSupport() error {
 	if !p.Triggered() {
 		return nil
 	}
@@ -231,11 +230,8 @@ func (p *Plan) TriggerSupport(detached bool) error {
 			esx = append(esx, h.Name)
 		}
 	}
-	switch {
-	case len(esx) > 0:
+	if len(esx) > 0 {
 		return fmt.Errorf("ring buffers and triggers (ring:, until:) run on Linux hosts so far, and this plan has ESXi hosts (%s): on ESXi they are not built yet (issue 15 goes on); capture there without them", strings.Join(esx, ", "))
-	case detached:
-		return fmt.Errorf("casecap start with ring buffers or triggers (ring:, until:) is not built yet (issue 15 goes on): use casecap run, which passes a trigger from one host on to the others")
 	}
 	return nil
 }

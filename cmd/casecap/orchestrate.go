@@ -232,6 +232,18 @@ func printSummary(w io.Writer, m *orchestrator.Manifest) {
 		}
 	}
 	printClocks(w, m)
+	for _, c := range caps {
+		if r := c.Ring; r != nil && (c.State == "capturing" || c.State == "armed") {
+			oldest := "none yet"
+			if !r.Oldest.IsZero() {
+				oldest = r.Oldest.Local().Format("15:04:05.000")
+			}
+			fmt.Fprintf(w, "ring: %s: %d segments, %s, oldest packet %s, %d rotated out\n", c.File, r.Segments, humanize.IBytes(uint64(r.Bytes)), oldest, r.Deleted)
+		}
+		if c.Note != "" {
+			fmt.Fprintf(w, "note: %s: %s\n", c.File, c.Note)
+		}
+	}
 	if t := m.Trigger; t != nil {
 		fmt.Fprintf(w, "trigger: %s on %s at %s (casecap's clock); every capture kept up to %v after it\n", t.Source, t.Host, t.At.Local().Format("15:04:05.000"), t.PostNs)
 		if t.Rule != "" {
@@ -280,7 +292,7 @@ func orchestrated(oc orchestratedCommand) *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := p.TriggerSupport(oc.name == "start"); oc.name == "start" && err != nil {
+			if err := p.TriggerSupport(); oc.name == "start" && err != nil {
 				return usageError{err.Error()}
 			}
 			if oc.name == "trigger" && !p.Triggered() {

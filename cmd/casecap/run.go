@@ -29,7 +29,7 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := p.TriggerSupport(false); err != nil {
+			if err := p.TriggerSupport(); err != nil {
 				return usageError{err.Error()}
 			}
 			sigs, stop := watchSignals()

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/casecap/casecap/internal/agent/hostclock"
 	"github.com/casecap/casecap/internal/agentproto"
 )
 
@@ -57,7 +58,7 @@ func (t *triggers) fire(tr agentproto.Trigger) *agentproto.Trigger {
 	if !tr.Earlier(t.current) {
 		return t.current
 	}
-	tr.Stop = tr.At.Add(t.post)
+	tr.Stop, tr.Heard = tr.At.Add(t.post), hostclock.Now()
 	t.current = &tr
 	for _, c := range t.caps {
 		c.Trigger(tr.At, tr.Stop)

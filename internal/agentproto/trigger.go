@@ -59,6 +59,9 @@ type Trigger struct {
 	Note   string        `json:"note,omitempty"`
 	// Stop is when this host's captures stop: At + the plan's post.
 	Stop time.Time `json:"stop,omitzero"`
+	// Heard is when this host's agent learned of it (its clock): later
+	// than At by the time a trigger from elsewhere took to come.
+	Heard time.Time `json:"heard,omitzero"`
 	// Packet is the packet that fired a packet rule.
 	Packet *TriggerPacket `json:"packet,omitempty"`
 }
