@@ -358,7 +358,9 @@ func BenchmarkRingCapture(b *testing.B) {
 					return runAgentRing(b, l, bin, rate, d, &agentproto.Ring{Keep: 3 * time.Second, Segment: time.Second})
 				},
 				"tcpdump-CW": func() captureRun {
-					return runTcpdump(b, l, rate, d, "-C", strconv.Itoa(perSecond), "-W", "5")
+					// -Z root: with -C, tcpdump drops to the tcpdump user, who may not
+					// write into the lab's datastore.
+					return runTcpdump(b, l, rate, d, "-C", strconv.Itoa(perSecond), "-W", "5", "-Z", "root")
 				},
 			}
 			order := []string{"plain", "ring", "tcpdump-CW"}

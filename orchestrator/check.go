@@ -42,6 +42,9 @@ func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) (err error) {
 		hs, line, err = o.startCheck(ctx, h)
 	}
 	if err != nil {
+		if fb := fallbackDriver(h.drv); fb != nil && execRefused(err) && o.opt.Plan.Triggered() {
+			return plans.ErrTriggerSSHMode
+		}
 		if fb := fallbackDriver(h.drv); fb != nil && execRefused(err) {
 			// execInstalledOnly: the host runs only what VMware
 			// installed. casecap never turns that off; it drives
@@ -61,9 +64,6 @@ func (o *Orchestrator) checkHost(ctx context.Context, h *hostRun) (err error) {
 	}()
 	if err := json.Unmarshal(line, &h.facts.checked); err != nil {
 		return fmt.Errorf("the agent's check: %w", err)
-	}
-	if o.opt.Plan.Triggered() && h.facts.kind == plans.KindESXi {
-		return plans.ErrTriggerESXi
 	}
 	if err := h.drv.checkFacts(h); err != nil {
 		return err

@@ -449,3 +449,108 @@ func TestTriggerDetached(t *testing.T) {
 		}
 	}
 }
+
+// TestTriggerESXi: the same on the lab's ESXi hosts (agent mode): the
+// agent reads pktcap-uw's stream (-o -), keeps the ring itself and checks
+// the packet rule on each packet; every file holds each VM's numbered
+// stream from trigger - keep to trigger + post, and no pktcap-uw session
+// of the case is left running.
+func TestTriggerESXi(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 2, ESXi: 2})
+	const interval = 2 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gw := l.VMNet.Addr().Next()
+	for i, h := range l.Hosts {
+		go seqcast.Send(ctx, seqcast.SendOptions{From: gw, To: netip.AddrPortFrom(h.VMs[0].Addr, 9999), Stream: uint32(60 + i), Interval: interval})
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "case: TRIG-ESX\ndatastore: %s\nduration: 1m\nssh: { user: root, identity_file: %s, known_hosts: %s }\n", lab.ESXiDatastore, l.ClientKey, l.KnownHosts)
+	b.WriteString("ring: { keep: 2s, segment: 1s }\nuntil:\n  - packet: { filter: { udpport: 9998 } }\npost: 1s\nhosts:\n")
+	for _, h := range l.Hosts {
+		fmt.Fprintf(&b, "  - name: %s\n    kind: esxi\n    address: %s\n    captures:\n      - vm: %s\n        vnic: eth0\n        points: [VnicTx, VnicRx]\n        filter: { proto: udp }\n", h.Name, h.Addr, h.VMs[0].Name)
+	}
+	file := filepath.Join(t.TempDir(), "plan.yaml")
+	os.WriteFile(file, []byte(b.String()), 0o600)
+	p, err := plans.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: out, AgentBinary: agentBinary(t), Version: "test",
+		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	done := make(chan *orchestrator.Manifest, 1)
+	go func() {
+		m, err := o.Run(context.Background())
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+		done <- m
+	}()
+	// The agents' state is on the ESXi datastore, which the lab's hosts
+	// share at lab.ESXiDatastore as the test sees it too.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n := 0
+		for _, h := range l.Hosts {
+			raw, err := os.ReadFile(filepath.Join(lab.ESXiDatastore, ".casecap", "cases", p.Case, h.Name, agentproto.StatusFile))
+			var st agentproto.Status
+			if err == nil && json.Unmarshal(raw, &st) == nil && len(st.Captures) > 0 && st.Captures[0].State == agentproto.CaptureCapturing {
+				n++
+			}
+		}
+		if n == len(l.Hosts) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(2500*time.Millisecond + rand.N(1500*time.Millisecond))
+	target := l.Hosts[1]
+	if _, err := seqcast.Send(ctx, seqcast.SendOptions{From: gw, To: netip.AddrPortFrom(target.VMs[0].Addr, 9998), Stream: 69, Interval: interval, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m := <-done
+	if m == nil || m.Trigger == nil || m.Trigger.Host != target.Name || m.Trigger.PacketFile == "" {
+		t.Fatalf("manifest %+v: want the packet rule's trigger on %s", m, target.Name)
+	}
+	if left := streamingPktcaps(); len(left) > 0 {
+		t.Errorf("pktcap-uw streams still running after the run: %v", left)
+	}
+	keep, post := 2*time.Second, time.Second
+	tr := m.Trigger
+	for i, c := range m.Captures {
+		if !c.Collected || !c.Verified || c.StopReason != string(agentproto.StopTrigger) {
+			t.Errorf("%s: %+v", c.File, c)
+			continue
+		}
+		s, err := seqcast.ReadFile(filepath.Join(out, p.CaseDir(), c.File), uint32(60+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		from, to := tr.AtHost.Add(-keep), tr.AtHost.Add(post)
+		slack := 5*interval + 2*time.Millisecond
+		if !s.Contiguous() || s.FirstSeen.Before(from) || s.FirstSeen.Sub(from) > slack || s.LastSeen.After(to) || to.Sub(s.LastSeen) > slack {
+			t.Errorf("%s: %+v; want the stream from %v to %v", c.File, s, from, to)
+		}
+		t.Logf("%s: %d packets, %v after trigger-keep to %v before trigger+post", c.File, s.Packets, s.FirstSeen.Sub(from), to.Sub(s.LastSeen))
+	}
+}
+
+// streamingPktcaps lists the pktcap-uw processes writing to their
+// standard output (-o -) still running on this machine.
+func streamingPktcaps() []string {
+	var left []string
+	files, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil || len(raw) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		if filepath.Base(args[0]) == "pktcap-uw" && strings.Contains(string(raw), "\x00-o\x00-\x00") {
+			left = append(left, filepath.Base(filepath.Dir(f))+": "+strings.Join(args, " "))
+		}
+	}
+	return left
+}

@@ -212,30 +212,9 @@ func (p *Plan) Triggered() bool {
 	return false
 }
 
-// TriggerSupport refuses, before any host is touched, what casecap cannot
-// run yet of a plan with rings or triggers: ESXi hosts (the agent reads
-// pktcap-uw's file, not its stream, so far). A host whose kind is
-// detected at preflight is checked there.
-func (p *Plan) TriggerSupport() error {
-	if !p.Triggered() {
-		return nil
-	}
-	var esx []string
-	for _, h := range p.Hosts {
-		esxi := h.Kind == KindESXi
-		for _, c := range h.Captures {
-			esxi = esxi || c.Target.Kind.esxiOnly()
-		}
-		if esxi {
-			esx = append(esx, h.Name)
-		}
-	}
-	if len(esx) > 0 {
-		return fmt.Errorf("ring buffers and triggers (ring:, until:) run on Linux hosts so far, and this plan has ESXi hosts (%s): on ESXi they are not built yet (issue 15 goes on); capture there without them", strings.Join(esx, ", "))
-	}
-	return nil
-}
-
-// ErrTriggerESXi is a host's refusal at preflight: an auto-detected ESXi
-// host in a plan with rings or triggers.
-var ErrTriggerESXi = fmt.Errorf("ring buffers and triggers (ring:, until:) are not built for ESXi hosts yet (issue 15 goes on); capture there without them")
+// ErrTriggerSSHMode is an ESXi host's failure at check when it refuses to
+// run the agent (execInstalledOnly) in a plan with rings or triggers: in
+// ssh mode casecap drives pktcap-uw with BusyBox shell commands, and
+// neither rotates files or reads a packet stream, so neither can keep a
+// ring, window a capture to the packet, or watch for a packet.
+var ErrTriggerSSHMode = fmt.Errorf("this host refuses to run casecap's agent (execInstalledOnly), and ring buffers and triggers (ring:, until:) need it: in ssh mode pktcap-uw and BusyBox cannot keep a ring or watch packets; capture this host without them, in another plan")

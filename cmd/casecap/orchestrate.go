@@ -292,9 +292,6 @@ func orchestrated(oc orchestratedCommand) *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := p.TriggerSupport(); oc.name == "start" && err != nil {
-				return usageError{err.Error()}
-			}
 			if oc.name == "trigger" && !p.Triggered() {
 				return usageError{"the plan has no until: rules and no ring: there is nothing to trigger (casecap stop stops the captures)"}
 			}

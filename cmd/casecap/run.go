@@ -29,9 +29,6 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := p.TriggerSupport(); err != nil {
-				return usageError{err.Error()}
-			}
 			sigs, stop := watchSignals()
 			defer stop()
 			s, err := newSession(c, p, true, sigs)

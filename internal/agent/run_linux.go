@@ -111,10 +111,17 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 		return errors.New(st.Error)
 	}
 	for _, jc := range j.Captures {
-		if jc.Pktcap != nil {
-			if jc.Ring != nil || len(watch) > 0 {
-				return armFailed(jc.Name, errors.New("ring buffers and packet rules are not built for pktcap-uw captures yet"))
+		if jc.Pktcap != nil && (jc.Ring != nil || (trig.enabled() && len(watch) > 0)) {
+			// A ring, or packets to watch: the agent reads pktcap-uw's
+			// stream and keeps the packets itself.
+			c, err := armPktcapStream(ctx, j, jc, opt, trig.enabled(), watch, onPacket)
+			if err != nil {
+				return armFailed(jc.Name, err)
 			}
+			caps = append(caps, c)
+			continue
+		}
+		if jc.Pktcap != nil {
 			c, err := armPktcap(j, jc, opt)
 			if err != nil {
 				return armFailed(jc.Name, err)
@@ -313,6 +320,61 @@ func armPktcap(j *agentproto.Job, jc agentproto.JobCapture, opt Options) (engine
 		MaxPackets: jc.MaxPackets, MaxBytes: jc.MaxBytes, MinFree: jc.MinFree, Note: note,
 		Host: j.Host, Case: j.Case, Version: opt.Version,
 	})
+}
+
+// armPktcapStream arms a job's pktcap-uw capture as a stream read by the
+// agent's own engine: pktcap-uw starts now, writing to its output, and
+// the engine keeps the packets inside the window, in a ring if asked,
+// checking the packet rules on each.
+func armPktcapStream(ctx context.Context, j *agentproto.Job, jc agentproto.JobCapture, opt Options, triggered bool,
+	watch []capture.PacketWatch, onPacket func(string, agentproto.TriggerPacket)) (engine, error) {
+	argv, note, err := esxi.Session(*jc.Pktcap, "-", *j.ESXi, 0, jc.ExcludeOwnSSH, opt.SSHConn)
+	if err != nil {
+		return nil, err
+	}
+	if opt.Pktcap != "" {
+		argv[0] = opt.Pktcap
+	}
+	src, err := pktcap.OpenStream(pktcap.StreamSpec{Argv: argv, Dir: jc.Pktcap.Dir})
+	if err != nil {
+		return nil, err
+	}
+	cmdline := strings.Join(append([]string{filepath.Base(argv[0])}, argv[1:]...), " ")
+	spec := capture.Spec{
+		Name: jc.Name, File: filepath.Join(j.CaseDir, jc.File), Host: j.Host, Case: j.Case,
+		Interface: "pktcap-uw session " + jc.Name, Start: jc.Start, Stop: jc.Stop, Pending: jc.Duration > 0,
+		MinFree: jc.MinFree, Version: opt.Version, Note: note,
+		Ring: jc.Ring, RingDir: filepath.Join(j.StateDir, agentproto.RingDir, jc.Name),
+		Source: src, SourceFilter: cmdline,
+	}
+	if triggered {
+		spec.Watch, spec.OnPacket = watch, onPacket
+	}
+	c, err := capture.Arm(ctx, spec)
+	if err != nil {
+		src.End()
+		return nil, err
+	}
+	return commandNoted{c, cmdline}, nil
+}
+
+// commandNoted is a streamed pktcap-uw capture, its status naming the
+// command line that makes it.
+type commandNoted struct {
+	*capture.Capture
+	command string
+}
+
+func (c commandNoted) Status() agentproto.CaptureStatus {
+	st := c.Capture.Status()
+	st.Command = c.command
+	return st
+}
+
+func (c commandNoted) Run(ctx context.Context) agentproto.CaptureStatus {
+	st := c.Capture.Run(ctx)
+	st.Command = c.command
+	return st
 }
 
 func readStop(path string) (time.Time, error) {

@@ -113,6 +113,11 @@ func Argv(c Capture, out string, v Version) (argv []string, note string, err err
 			note = fmt.Sprintf("%s cannot leave casecap's own SSH session out of this capture (--rcf needs ESXi 7.0 or later): its packets may appear", v)
 		}
 	}
+	if out == "-" {
+		// A stream (the agent reads it): classic pcap, as the KB's
+		// `-o - | tcpdump-uw -r -` reads it.
+		return append(argv, "-o", "-"), note, nil
+	}
 	return append(argv, "--ng", "-o", out), note, nil
 }
 

@@ -57,6 +57,39 @@ type Spec struct {
 	// that the capture's filter and a rule's both select.
 	Watch    []PacketWatch
 	OnPacket func(rule string, p agentproto.TriggerPacket)
+	// Source, when set, is where the packets come from instead of an
+	// AF_PACKET socket on Interface: pktcap-uw's output stream on ESXi,
+	// filtered already (Filter is then not compiled; SourceFilter is what
+	// the file's interface block records). Packet rules are then checked
+	// in the agent, on each packet the capture keeps.
+	Source       Source
+	SourceFilter string
+}
+
+// Source is a stream of packets in the order they were stamped, as an
+// AF_PACKET ring gives them.
+type Source interface {
+	// Next returns the next packet, ring.ErrTimeout when none came within
+	// timeout, or another error at the stream's end.
+	Next(timeout time.Duration) (ring.Packet, error)
+	// Pending says whether packets may still be on their way (the drain
+	// waits for them).
+	Pending() bool
+	// Gone says whether the stream ended by itself.
+	Gone() bool
+	// Stats are the packets the source saw and dropped so far.
+	Stats() (received, dropped uint64, err error)
+	// End stops the stream and returns its final counts.
+	End() (received, dropped uint64)
+}
+
+// socket is an AF_PACKET ring as a Source.
+type socket struct{ *ring.Ring }
+
+func (s socket) End() (received, dropped uint64) {
+	received, dropped, _ = s.Stats()
+	s.Close()
+	return received, dropped
 }
 
 // PacketWatch is a packet rule a capture watches for.
@@ -74,7 +107,7 @@ type counters struct {
 // Capture is an armed or running capture.
 type Capture struct {
 	spec Spec
-	ring *ring.Ring
+	ring Source
 	file *os.File
 	w    *fileWriter
 
@@ -102,6 +135,8 @@ type Capture struct {
 	cooked   bool
 	trimFrom atomic.Int64
 	watchers []*watcher
+	// vmWatches are packet rules checked here, on a Source's packets.
+	vmWatches []*vmWatch
 }
 
 // Program compiles the spec's filter: in Go for structured filters, with the
@@ -133,13 +168,16 @@ func Program(ctx context.Context, s Spec, cooked bool) ([]bpf.RawInstruction, st
 // Arm compiles the filter, creates the file with its headers and opens the
 // capture socket, so that Run only has to read packets.
 func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
-	cooked, err := ring.Cooked(s.Interface)
-	if err != nil {
-		return nil, err
-	}
-	prog, expr, err := Program(ctx, s, cooked)
-	if err != nil {
-		return nil, fmt.Errorf("filter %q: %w", expr, err)
+	var cooked bool
+	var prog []bpf.RawInstruction
+	expr := s.SourceFilter
+	if s.Source == nil {
+		if cooked, err = ring.Cooked(s.Interface); err != nil {
+			return nil, err
+		}
+		if prog, expr, err = Program(ctx, s, cooked); err != nil {
+			return nil, fmt.Errorf("filter %q: %w", expr, err)
+		}
 	}
 	if s.Start.IsZero() && !s.Pending {
 		s.Start = hostclock.Now() // "at once": from arming on
@@ -177,11 +215,24 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 		return nil, err
 	}
 	c.size.Store(c.w.size())
+	if s.Source != nil {
+		c.ring = s.Source
+		for _, w := range s.Watch {
+			vw, err := newVMWatch(w)
+			if err != nil {
+				return nil, fmt.Errorf("packet rule %s: %w", w.ID, err)
+			}
+			c.vmWatches = append(c.vmWatches, vw)
+		}
+		return c, nil
+	}
 	ropt := s.Buffer
 	ropt.Interface, ropt.Program = s.Interface, prog
-	if c.ring, err = ring.Open(ropt); err != nil {
+	r, err := ring.Open(ropt)
+	if err != nil {
 		return nil, err
 	}
+	c.ring = socket{r}
 	for _, w := range s.Watch {
 		wt, err := c.armWatch(ctx, w, prog, cooked)
 		if err != nil {
@@ -195,7 +246,7 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 // abandon undoes a failed Arm: nothing half-made is left behind.
 func (c *Capture) abandon() {
 	if c.ring != nil {
-		c.ring.Close()
+		c.ring.End()
 	}
 	c.stopWatches()
 	if c.seg != nil {
@@ -354,6 +405,9 @@ func (c *Capture) loop(ctx context.Context) (agentproto.StopReason, error) {
 		if err != nil {
 			return agentproto.StopError, err
 		}
+		if written && c.vmWatches != nil {
+			c.checkRules(&p)
+		}
 		if r != "" {
 			// A limit: the window now ends at this packet (after it, if it
 			// was written); the drain keeps nothing stamped later.
@@ -417,6 +471,9 @@ func (c *Capture) drain(stopAt int64) (agentproto.StopReason, error) {
 			if err != nil {
 				return agentproto.StopError, err
 			}
+			if written && c.vmWatches != nil {
+				c.checkRules(&p)
+			}
 			if r != "" && !written {
 				return r, nil
 			}
@@ -455,7 +512,9 @@ func (c *Capture) guard(since time.Duration, written int64) agentproto.StopReaso
 		return ""
 	}
 	free := st.Bavail * uint64(st.Bsize)
-	rate := float64(written) / max(since.Seconds(), 0.001)
+	// (A ring capture's writer starts again at each segment: what it wrote
+	// since the last look may come out negative then.)
+	rate := float64(max(written, 0)) / max(since.Seconds(), 0.001)
 	margin := uint64(2*rate*guardInterval.Seconds()) + uint64(cap(c.w.buf)) + 1<<20
 	if free < c.spec.MinFree+margin {
 		return agentproto.StopMinFree
@@ -513,8 +572,7 @@ func (c *Capture) write(p *ring.Packet) (written bool, limit agentproto.StopReas
 // and closes it, and records the stop.
 func (c *Capture) finish(reason agentproto.StopReason, runErr error) agentproto.CaptureStatus {
 	c.publish()
-	recv, drops, _ := c.ring.Stats()
-	c.ring.Close()
+	recv, drops := c.ring.End()
 	c.stopWatches()
 	if c.startAt.Load() >= c.stopAt.Load() && runErr == nil {
 		if c.seg != nil {

@@ -209,3 +209,46 @@ func (c *Capture) stopWatches() {
 	}
 	c.watchers = nil
 }
+
+// vmWatch is a packet rule checked in the agent, on each packet a Source
+// gives the capture: where the kernel cannot check it (pktcap-uw filters
+// on ESXi, the agent only reads its output). Fires once.
+type vmWatch struct {
+	id    string
+	vm    *bpf.VM
+	fired bool
+}
+
+// newVMWatch compiles a structured rule for Ethernet frames (pktcap-uw's
+// output); a raw expr needs tcpdump, which ESXi does not have.
+func newVMWatch(w PacketWatch) (*vmWatch, error) {
+	if w.Filter.Expr != "" {
+		return nil, errors.New("a packet rule on ESXi takes structured filter keys only (no expr): the agent checks it itself")
+	}
+	ins, err := bpfgen.Build(w.Filter, bpfgen.Options{})
+	if err != nil {
+		return nil, err
+	}
+	vm, err := bpf.NewVM(ins)
+	if err != nil {
+		return nil, err
+	}
+	return &vmWatch{id: w.ID, vm: vm}, nil
+}
+
+// checkRules runs the packet rules on a packet the capture kept.
+func (c *Capture) checkRules(p *ring.Packet) {
+	for _, w := range c.vmWatches {
+		if w.fired {
+			continue
+		}
+		if n, err := w.vm.Run(p.Data); err != nil || n == 0 {
+			continue
+		}
+		w.fired = true
+		if c.spec.OnPacket != nil {
+			c.spec.OnPacket(w.id, agentproto.TriggerPacket{Capture: c.spec.Name, LinkType: linkEthernet, Time: p.Time(),
+				Length: p.Length, Outgoing: p.Outgoing(), Data: append([]byte(nil), p.Data...)})
+		}
+	}
+}

@@ -258,9 +258,12 @@ var zeros [4]byte
 // one copy of the data.
 func (f *fileWriter) writeFrame(p *ring.Packet, data []byte, length int) error {
 	flags := uint32(flagInbound)
-	if p.Outgoing() {
+	switch {
+	case p.Outgoing():
 		flags = flagOutbound
-	} else if int(p.Type) < len(reception) {
+	case p.Type == ring.PacketUnknown:
+		flags = 0
+	case int(p.Type) < len(reception):
 		flags |= reception[p.Type]
 	}
 	total := int(recordSize(len(data)))

@@ -52,6 +52,9 @@ func fake(mode string, args []string) int {
 	if mode == "deaf" {
 		signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
 	}
+	if out == "-" {
+		return fakeStream(mode, sigs)
+	}
 	f, err := os.Create(out)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

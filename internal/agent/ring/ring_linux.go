@@ -75,6 +75,10 @@ type Packet struct {
 // PacketOutgoing is the kernel's packet type for packets this host sent.
 const PacketOutgoing = 4
 
+// PacketUnknown marks a packet whose direction its source does not say
+// (pktcap-uw's stream of a session in both directions).
+const PacketUnknown = 255
+
 // Time is the kernel's timestamp.
 func (p *Packet) Time() time.Time { return time.Unix(0, p.Nanos) }
 

@@ -179,10 +179,7 @@ func (s *session) set(key, v string) error {
 		}
 		s.stage = d
 	case "outfile":
-		if v == "-" {
-			return errors.New("stdout output is not simulated")
-		}
-		s.out = v
+		s.out = v // "-": the packets go to standard output, as pcap
 	case "snaplen":
 		n, err = num(0, 65535)
 		if err == nil && n != 0 && n < 24 {
@@ -356,7 +353,7 @@ type writer interface {
 }
 
 type pcapWriter struct {
-	f *os.File
+	f io.WriteCloser
 	w *pcapgo.Writer
 }
 
@@ -366,7 +363,7 @@ func (p *pcapWriter) write(ci gopacket.CaptureInfo, data []byte) error {
 func (p *pcapWriter) close() error { return p.f.Close() }
 
 type ngWriter struct {
-	f *os.File
+	f io.WriteCloser
 	w *pcapgo.NgWriter
 }
 
@@ -375,16 +372,28 @@ func (p *ngWriter) write(ci gopacket.CaptureInfo, data []byte) error {
 }
 func (p *ngWriter) close() error { return errors.Join(p.w.Flush(), p.f.Close()) }
 
-func (s *session) create(ifname string) (writer, error) {
-	f, err := os.OpenFile(s.out, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, err
+// nopCloser is standard output, which the session does not close.
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+func (s *session) create(ifname string, stdout io.Writer) (writer, error) {
+	var f io.WriteCloser = nopCloser{stdout}
+	if s.out != "-" {
+		var err error
+		if f, err = os.OpenFile(s.out, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644); err != nil {
+			return nil, err
+		}
+	} else if s.ng {
+		return nil, errors.New("--ng with -o -: the stream is written as pcap (simulator's choice; unconfirmed on a real host)")
 	}
 	snap := uint32(s.snaplen)
 	if snap == 0 {
 		snap = bpfgen.WholePacket
 	}
 	if !s.ng {
+		// pcapgo's Writer writes each packet through at once: a stream
+		// on standard output carries it without delay.
 		w := pcapgo.NewWriter(f)
 		if err := w.WriteFileHeader(snap, layers.LinkTypeEthernet); err != nil {
 			f.Close()
@@ -426,9 +435,12 @@ func pktcap(inv *Inventory, args []string, stdout, stderr io.Writer) int {
 		}
 		defer r.Close()
 	}
-	w, err := s.create(pl.ifname)
+	w, err := s.create(pl.ifname, stdout)
 	if err != nil {
 		return fail(err)
+	}
+	if s.out == "-" {
+		stdout = stderr // the packets own standard output: messages go to stderr
 	}
 	if len(s.points) > 0 {
 		fmt.Fprintf(stdout, "The session capture point is %s.\n", strings.Join(s.points, ","))
