@@ -374,6 +374,7 @@ func BenchmarkRingCapture(b *testing.B) {
 			b.ReportMetric(float64(got["plain"].sent), "sent")
 			for _, tool := range []string{"plain", "ring", "tcpdump-CW"} {
 				b.ReportMetric(cpu(got[tool]), tool+"-cpu-s")
+				b.ReportMetric(got[tool].sys.Seconds(), tool+"-sys-s")
 				b.ReportMetric(float64(got[tool].drops), tool+"-drops")
 				b.ReportMetric(float64(got[tool].kept), tool+"-kept")
 			}

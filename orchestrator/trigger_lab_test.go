@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,6 +108,12 @@ func checkAroundTrigger(t *testing.T, m *orchestrator.Manifest, caseDir string, 
 	tr := m.Trigger
 	if tr == nil {
 		t.Fatal("the manifest records no trigger")
+	}
+	// Every host heard of it within a second (casecap passes it on).
+	for _, h := range m.Hosts {
+		if h.TriggerLateNs > time.Second {
+			t.Errorf("%s heard of the trigger %v after it fired, want within a second", h.Name, h.TriggerLateNs)
+		}
 	}
 
 	for _, c := range m.Captures {
@@ -553,4 +560,40 @@ func streamingPktcaps() []string {
 		}
 	}
 	return left
+}
+
+// TestTriggerDropsRule: a drops rule watched on one host fires when a
+// capture's kernel drop counter rises there: a burst far beyond what a
+// 1 MiB buffer holds, with the agent stopped (SIGSTOP, by its PID) so
+// that the kernel must drop. (A 1 MiB buffer is one block, and drops
+// under this lab's load even without the burst: the rule may fire on
+// those first, which is as right.)
+func TestTriggerDropsRule(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.Start(t, 2)
+	const interval = time.Millisecond
+	labtest.Stream(t, l, 49, interval)
+	target := l.Hosts[1]
+	p := triggerPlan(t, l, "TRIG-DROPS", time.Minute, "ring: { keep: 2s, segment: 1s }\nuntil:\n  - drops: { min: 1 }\n    hosts: ["+target.Name+"]\npost: 1s\n",
+		"      - interface: eth0\n        filter: { proto: udp }\n        buffer: 1MiB\n")
+	m, _ := triggerRun(t, l, p, func() {
+		raw, err := os.ReadFile(filepath.Join(l.Datastore, ".casecap", "cases", p.Case, target.Name, agentproto.PIDFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pid int
+		fmt.Sscan(string(raw), &pid)
+		// The agent stopped, the kernel fills its 1 MiB ring and drops.
+		syscall.Kill(pid, syscall.SIGSTOP)
+		seqcast.Flood(context.Background(), seqcast.FloodOptions{From: l.Gateway, To: netip.AddrPortFrom(target.Addr, 9999), Stream: 50, Rate: 100_000, Count: 20_000})
+		syscall.Kill(pid, syscall.SIGCONT)
+	})
+	if tr := m.Trigger; tr == nil || tr.Host != target.Name || !strings.Contains(tr.Rule, "drops") || !strings.Contains(tr.Note, "dropped") {
+		t.Fatalf("trigger %+v, want the drops rule on %s", m.Trigger, target.Name)
+	}
+	for _, c := range m.Captures {
+		if c.StopReason != string(agentproto.StopTrigger) || (c.Host == target.Name && c.Drops == 0) {
+			t.Errorf("%s: stop reason %s, %d drops", c.File, c.StopReason, c.Drops)
+		}
+	}
 }

@@ -211,7 +211,11 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 		}
 		out = c.segFile
 	}
-	if c.w, err = newFileWriter(out, h, cooked); err != nil {
+	newW := newFileWriter
+	if c.seg != nil {
+		newW = newSegmentWriter
+	}
+	if c.w, err = newW(out, h, cooked); err != nil {
 		return nil, err
 	}
 	c.size.Store(c.w.size())

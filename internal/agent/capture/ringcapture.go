@@ -56,7 +56,7 @@ func (c *Capture) rotate() error {
 		return err
 	}
 	c.segFile = f
-	w, err := newFileWriter(f, c.hdr, c.cooked)
+	w, err := newSegmentWriter(f, c.hdr, c.cooked)
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,8 @@ type fileWriter struct {
 // where 64 KiB writes never did; tcpdump writes 4 KiB at a time.
 const bufSize = 64 << 10
 
-// countingWriter checksums and counts what reaches the file.
+// countingWriter checksums (unless h is nil: a ring's segment, which is
+// never collected) and counts what reaches the file.
 type countingWriter struct {
 	w io.Writer
 	h hash.Hash32
@@ -55,7 +56,9 @@ type countingWriter struct {
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.h.Write(p[:n])
+	if c.h != nil {
+		c.h.Write(p[:n])
+	}
 	c.n.Add(int64(n))
 	return n, err
 }
@@ -156,7 +159,20 @@ func (k *block) bytes() []byte {
 }
 
 func newFileWriter(w io.Writer, h header, cooked bool) (*fileWriter, error) {
-	f := &fileWriter{out: &countingWriter{w: w, h: agentproto.NewCRC32C()}, buf: make([]byte, 0, bufSize), cooked: cooked, scratch: make([]byte, 0, bpfgen.WholePacket+64)}
+	return newWriter(w, h, cooked, true)
+}
+
+// newSegmentWriter writes a ring's segment: the same, with no checksum.
+func newSegmentWriter(w io.Writer, h header, cooked bool) (*fileWriter, error) {
+	return newWriter(w, h, cooked, false)
+}
+
+func newWriter(w io.Writer, h header, cooked, sum bool) (*fileWriter, error) {
+	cw := &countingWriter{w: w}
+	if sum {
+		cw.h = agentproto.NewCRC32C()
+	}
+	f := &fileWriter{out: cw, buf: make([]byte, 0, bufSize), cooked: cooked, scratch: make([]byte, 0, bpfgen.WholePacket+64)}
 	link := uint16(linkEthernet)
 	if cooked {
 		link = linkLinuxSLL
@@ -322,4 +338,9 @@ func (f *fileWriter) close(start, end time.Time, received, dropped uint64) error
 }
 
 // sum is the CRC-32C of everything written, in hex.
-func (f *fileWriter) sum() string { return agentproto.CRC32CHex(f.out.h) }
+func (f *fileWriter) sum() string {
+	if f.out.h == nil {
+		return "" // a segment: never collected
+	}
+	return agentproto.CRC32CHex(f.out.h)
+}
