@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -201,10 +202,10 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 	}
 	checkDrops := func(s agentproto.Status) {
 		for _, r := range dropRules {
-			for _, c := range s.Captures {
-				if c.Drops >= r.DropsMin && c.State == agentproto.CaptureCapturing {
+			for i, c := range s.Captures {
+				if n, what := dropsSeen(j.Captures[i], c); n >= r.DropsMin && c.State == agentproto.CaptureCapturing {
 					trig.fire(agentproto.Trigger{At: hostclock.Now(), Host: j.Host, Source: agentproto.TriggerRule, Rule: r.ID,
-						Note: fmt.Sprintf("%s dropped %d packets", c.Name, c.Drops)})
+						Note: fmt.Sprintf("%s %s %d packets", c.Name, what, n)})
 				}
 			}
 		}
@@ -291,6 +292,17 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 			_ = writeAtomic(statePath(j, agentproto.StatusFile), marshalStatus(armedIfAll(s)), 0o640)
 		}
 	}
+}
+
+// dropsSeen is what a drops rule counts of a capture: the kernel's drop
+// counter; on ESXi, where pktcap-uw tells its own drops only when it
+// ends, a capture at the Drop point counts the packets it kept (each is
+// one the host dropped).
+func dropsSeen(jc agentproto.JobCapture, c agentproto.CaptureStatus) (uint64, string) {
+	if jc.Pktcap != nil && slices.Contains(jc.Pktcap.Points, "Drop") {
+		return max(c.Drops, c.Packets), "saw the host drop"
+	}
+	return c.Drops, "dropped"
 }
 
 // engine is one capture as Run drives it: the agent's own AF_PACKET
