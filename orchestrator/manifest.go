@@ -100,8 +100,9 @@ type ManifestCapture struct {
 	Error    string `json:"error,omitempty"`
 	// Ring is what a ring capture holds while it runs.
 	Ring *agentproto.RingStatus `json:"ring,omitempty"`
-	// Note says what a reader of the file should know (a ring that no
-	// longer held the trigger's start).
+	// Note says what a reader of the file should know: what pktcap-uw's
+	// command line could not honour, a ring that no longer held the
+	// trigger's start.
 	Note string `json:"note,omitempty"`
 }
 
@@ -145,13 +146,7 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 						m.Begin = b
 					}
 					mc.Packets, mc.Bytes, mc.Drops, mc.Size = s.Packets, s.Bytes, s.Drops, s.Size
-					mc.SHA256, mc.State, mc.StopReason, mc.Error, mc.Ring = s.SHA256, string(s.State), string(s.StopReason), s.Error, s.Ring
-					if t := h.run.status.Trigger; t != nil && s.StopReason == agentproto.StopTrigger && !s.Start.IsZero() {
-						if k := ringKeep(c); k > 0 && s.Start.After(t.At.Add(-k)) {
-							mc.Note = fmt.Sprintf("the file starts %v after trigger - keep: the ring no longer held that when the trigger came (%v after it fired)",
-								s.Start.Sub(t.At.Add(-k)).Round(time.Millisecond), mh.TriggerLateNs.Round(time.Millisecond))
-						}
-					}
+					mc.SHA256, mc.State, mc.StopReason, mc.Error, mc.Ring, mc.Note = s.SHA256, string(s.State), string(s.StopReason), s.Error, s.Ring, s.Note
 				}
 			}
 			if sha, ok := h.run.collected[c.File]; ok {
@@ -172,14 +167,6 @@ func (o *Orchestrator) manifest(command string) *Manifest {
 		}
 	}
 	return m
-}
-
-// ringKeep is a capture's ring's keep time (0: none).
-func ringKeep(c *plans.Capture) time.Duration {
-	if c.Ring == nil {
-		return 0
-	}
-	return c.Ring.Keep
 }
 
 // agentGoneReason is the stop reason of a capture whose agent died first.

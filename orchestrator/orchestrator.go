@@ -105,10 +105,12 @@ type hostFacts struct {
 
 // hostProgress is what a command did on a host.
 type hostProgress struct {
-	claim     string // this run's claim of the case on the host's datastore, once made
-	claimMine bool   // made by this host (not found, made by another of this run's hosts on shared storage)
-	armed     bool   // something runs there: clean up if the run aborts
-	held      *held  // the arming session, kept for the begin
+	// triggerSent is when a trigger was last passed on to the host.
+	triggerSent time.Time
+	claim       string // this run's claim of the case on the host's datastore, once made
+	claimMine   bool   // made by this host (not found, made by another of this run's hosts on shared storage)
+	armed       bool   // something runs there: clean up if the run aborts
+	held        *held  // the arming session, kept for the begin
 	// checked is closed once the check phase is over for this host, with
 	// agentOK set if its agent was verified (hosts sharing its datastore
 	// wait for it).

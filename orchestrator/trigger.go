@@ -121,27 +121,43 @@ func (o *Orchestrator) earliestTrigger(hs []*hostRun) *firedTrigger {
 // triggerPass bounds how long passing a trigger on may take per host.
 const triggerPass = 10 * time.Second
 
+// triggerRetry is how long a host whose status does not show the trigger
+// passed on to it is left before it is passed on again.
+const triggerRetry = 2 * time.Second
+
 // spreadTrigger passes the earliest trigger the hosts report on to every
-// host that has not heard of it (or of an earlier one). It returns the
-// trigger, nil before one fired.
+// host whose status does not show it (or an earlier one) yet: at once when
+// it is new, again every triggerRetry while a host's status does not show
+// it (a pass that failed, or was lost). It returns the trigger, nil before
+// one fired.
 func (o *Orchestrator) spreadTrigger(ctx context.Context) *firedTrigger {
 	live := o.live()
 	best := o.earliestTrigger(live)
-	if best == nil || (o.trigger != nil && !best.Local.Before(o.trigger.Local)) {
+	if best == nil {
 		return o.trigger
 	}
-	o.trigger = best
-	o.log.Info("trigger fired", "host", best.Host, "source", best.Source, "rule", best.Rule, "note", best.Note, "at", best.Local)
-	o.disp.HostPhase(best.Host, fmt.Sprintf("trigger: %s; every capture stops %v after it", best.String(), o.opt.Plan.Post))
+	if o.trigger == nil || best.Local.Before(o.trigger.Local) {
+		o.trigger = best
+		o.log.Info("trigger fired", "host", best.Host, "source", best.Source, "rule", best.Rule, "note", best.Note, "at", best.Local)
+		o.disp.HostPhase(best.Host, fmt.Sprintf("trigger: %s; every capture stops %v after it", best.String(), o.opt.Plan.Post))
+		for _, h := range live {
+			h.run.triggerSent = time.Time{} // a new trigger: everyone again
+		}
+	}
+	best = o.trigger
 	var need []*hostRun
 	for _, h := range live {
 		if st := h.run.status; st != nil && st.Trigger != nil && !st.Trigger.At.Add(-h.facts.clock.correction()).After(best.Local) {
 			continue // it has this trigger, or an earlier one on its way here
 		}
-		if finished(h.run.status) {
-			continue // nothing runs there to stop
+		if finished(h.run.status) || time.Since(h.run.triggerSent) < triggerRetry {
+			continue // nothing runs there to stop, or it was just told
 		}
+		h.run.triggerSent = time.Now()
 		need = append(need, h)
+	}
+	if len(need) == 0 {
+		return o.trigger
 	}
 	pctx, cancel := context.WithTimeout(ctx, triggerPass)
 	defer cancel()
@@ -192,7 +208,7 @@ func sendWithin(ctx context.Context, hs *held, line []byte) ([]byte, error) {
 // captures keeps its ring's last keep before it and stops post after it.
 // A running casecap run sees it in the hosts' statuses.
 func (o *Orchestrator) Trigger(ctx context.Context, note string) (*Manifest, error) {
-	at := time.Now() // the moment the person asked for
+	asked := time.Now()
 	defer o.disp.Close()
 	defer o.closeAll()
 	if o.opt.Plan.Post <= 0 {
@@ -200,9 +216,17 @@ func (o *Orchestrator) Trigger(ctx context.Context, note string) (*Manifest, err
 	}
 	o.attach(ctx)
 	o.each(ctx, phaseTrigger, func(ctx context.Context, h *hostRun) error {
-		if err := h.drv.measureClock(ctx, h); err != nil {
-			return err
-		}
+		return h.drv.measureClock(ctx, h)
+	})
+	// The instant once every host is reached, not when the command was
+	// typed: connecting to many hosts may take longer than a ring keeps
+	// beyond its keep (2 s), and the hosts would have rotated out the
+	// trigger's start. The manifest's note says how long that took.
+	at := time.Now()
+	if late := at.Sub(asked); late > 100*time.Millisecond {
+		note = strings.TrimPrefix(fmt.Sprintf("%s; casecap trigger reached every host %v after it was run", note, late.Round(time.Millisecond)), "; ")
+	}
+	o.each(ctx, phaseTrigger, func(ctx context.Context, h *hostRun) error {
 		d, ok := h.drv.(triggerer)
 		if !ok {
 			return fmt.Errorf("a trigger cannot be passed to a host in %s mode", h.drv.mode())

@@ -103,16 +103,17 @@ func triggerRun(t *testing.T, l *lab.Lab, p *plans.Plan, fire func()) (*orchestr
 
 // checkAroundTrigger checks every capture file of the case: the numbered
 // stream from the trigger - keep to the trigger + post, nothing missing.
-func checkAroundTrigger(t *testing.T, m *orchestrator.Manifest, caseDir string, stream uint32, interval, keep, post time.Duration) {
+func checkAroundTrigger(t *testing.T, m *orchestrator.Manifest, caseDir string, stream uint32, interval, keep, post, maxLate time.Duration) {
 	t.Helper()
 	tr := m.Trigger
 	if tr == nil {
 		t.Fatal("the manifest records no trigger")
 	}
-	// Every host heard of it within a second (casecap passes it on).
+	// Every host heard of it within maxLate (a second when casecap runs
+	// and passes it on).
 	for _, h := range m.Hosts {
-		if h.TriggerLateNs > time.Second {
-			t.Errorf("%s heard of the trigger %v after it fired, want within a second", h.Name, h.TriggerLateNs)
+		if h.TriggerLateNs > maxLate {
+			t.Errorf("%s heard of the trigger %v after it fired, want within %v", h.Name, h.TriggerLateNs, maxLate)
 		}
 	}
 
@@ -170,7 +171,7 @@ post: 1s
 			t.Error(err)
 		}
 	})
-	checkAroundTrigger(t, m, caseDir, 41, interval, keep, post)
+	checkAroundTrigger(t, m, caseDir, 41, interval, keep, post, time.Second)
 	tr := m.Trigger
 	if tr.Host != target.Name || tr.Source != "rule" || !strings.Contains(tr.Rule, "until[0]") || tr.PacketFile != "trigger.pcapng" {
 		t.Errorf("trigger %+v, want a packet rule on %s", tr, target.Name)
@@ -246,14 +247,14 @@ func TestTriggerLogAndCommandRules(t *testing.T) {
 				"      - interface: eth0\n        filter: { udpport: 9999 }\n")
 			manual = p
 			m, caseDir := triggerRun(t, l, p, tc.fire)
-			checkAroundTrigger(t, m, caseDir, 43, interval, 2*time.Second, time.Second)
+			checkAroundTrigger(t, m, caseDir, 43, interval, 2*time.Second, time.Second, time.Second)
 			if tr := m.Trigger; tr.Host != tc.host || !strings.Contains(tr.Rule+tr.Source, tc.kind) || tr.PacketFile != "" {
 				t.Errorf("trigger %+v, want a %s rule on %s", tr, tc.kind, tc.host)
 			}
 			if tc.name == "log" && !strings.Contains(m.Trigger.Note, "vmnic2: link down") {
 				t.Errorf("the trigger's note %q is not the matching line", m.Trigger.Note)
 			}
-			if tc.name == "manual" && m.Trigger.Note != "the user saw it" {
+			if tc.name == "manual" && !strings.HasPrefix(m.Trigger.Note, "the user saw it") {
 				t.Errorf("the trigger's note %q is not casecap trigger's", m.Trigger.Note)
 			}
 		})
@@ -445,7 +446,7 @@ func TestTriggerDetached(t *testing.T) {
 	t.Logf("%s heard of the trigger %v after it fired", other.Name, late)
 	if late < segments.DefaultGrace-500*time.Millisecond {
 		// In time for its ring to hold the trigger's start: exact.
-		checkAroundTrigger(t, m, filepath.Join(out, p.CaseDir()), 47, interval, keep, post)
+		checkAroundTrigger(t, m, filepath.Join(out, p.CaseDir()), 47, interval, keep, post, segments.DefaultGrace)
 		return
 	}
 	// Too late (a slow machine): its file ends at the same instant, and the

@@ -267,12 +267,13 @@ func Run(ctx context.Context, j *agentproto.Job, opt Options) (err error) {
 				}
 				startRules()
 			case syscall.SIGWINCH:
-				tr, err := readTrigger(statePath(j, agentproto.TriggerFile))
+				trs, err := readTriggers(j.StateDir)
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "trigger request: %v\n", err)
-					continue
 				}
-				trig.fire(*tr)
+				for _, tr := range trs {
+					trig.fire(tr)
+				}
 			case syscall.SIGHUP:
 				// The SSH session that started us went away: keep capturing.
 			default:
@@ -355,7 +356,7 @@ func armPktcapStream(ctx context.Context, j *agentproto.Job, jc agentproto.JobCa
 	spec := capture.Spec{
 		Name: jc.Name, File: filepath.Join(j.CaseDir, jc.File), Host: j.Host, Case: j.Case,
 		Interface: "pktcap-uw session " + jc.Name, Start: jc.Start, Stop: jc.Stop, Pending: jc.Duration > 0,
-		MinFree: jc.MinFree, Version: opt.Version, Note: note,
+		MaxPackets: jc.MaxPackets, MaxBytes: jc.MaxBytes, MinFree: jc.MinFree, Version: opt.Version, Note: note,
 		Ring: jc.Ring, RingDir: filepath.Join(j.StateDir, agentproto.RingDir, jc.Name),
 		Source: src, SourceFilter: cmdline,
 	}

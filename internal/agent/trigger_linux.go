@@ -4,8 +4,10 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -96,7 +98,8 @@ func RequestTrigger(stateDir string, tr agentproto.Trigger) (running bool, err e
 	if err != nil {
 		return true, err
 	}
-	if err := writeAtomic(stateDir+"/"+agentproto.TriggerFile, b, 0o600); err != nil {
+	name := fmt.Sprintf("trigger.%d.%d.json", time.Now().UnixNano(), os.Getpid())
+	if err := writeAtomic(stateDir+"/"+name, b, 0o600); err != nil {
 		return true, err
 	}
 	if err := syscall.Kill(pid, syscall.SIGWINCH); err != nil {
@@ -105,14 +108,27 @@ func RequestTrigger(stateDir string, tr agentproto.Trigger) (running bool, err e
 	return true, nil
 }
 
-func readTrigger(path string) (*agentproto.Trigger, error) {
-	raw, err := os.ReadFile(path)
+// readTriggers reads and removes the trigger requests of a state
+// directory.
+func readTriggers(dir string) ([]agentproto.Trigger, error) {
+	files, err := filepath.Glob(filepath.Join(dir, agentproto.TriggerFiles))
 	if err != nil {
 		return nil, err
 	}
-	tr := new(agentproto.Trigger)
-	if err := json.Unmarshal(raw, tr); err != nil {
-		return nil, err
+	var out []agentproto.Trigger
+	var errs []error
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err == nil {
+			os.Remove(f)
+			var tr agentproto.Trigger
+			if err = json.Unmarshal(raw, &tr); err == nil {
+				out = append(out, tr)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f, err))
+		}
 	}
-	return tr, nil
+	return out, errors.Join(errs...)
 }

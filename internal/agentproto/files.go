@@ -10,9 +10,10 @@ const (
 	RecordFile = "run.json"    // casecap's own record of the run (Job.Record)
 	StopFile   = "stop.json"   // an Instant: stop then, read on SIGUSR1
 	BeginFile  = "begin.json"  // an Instant: begin then, read on SIGUSR2
-	// TriggerFile is a Trigger (casecap trigger's, or another host's),
-	// read on SIGWINCH.
-	TriggerFile = "trigger.json"
+	// TriggerFiles are Triggers (casecap trigger's, or another host's),
+	// one file per request (trigger.<unix ns>.<pid>.json: two requests at
+	// once keep both), read and removed on SIGWINCH.
+	TriggerFiles = "trigger.*.json"
 	// RingDir holds each ring capture's segment files, by capture name.
 	RingDir = "ring"
 	LogFile = "agent.log" // what the agent had to say

@@ -10,7 +10,7 @@ import (
 
 // Ring is a capture that keeps only its latest packets (the plan's ring:),
 // in segment files it rotates, trimmed into the capture's one file when it
-// stops: with a trigger, to [trigger - Keep, trigger + post]; without one,
+// stops: with a trigger, to [trigger - Keep, trigger + post); without one,
 // to the last Keep before the stop.
 type Ring struct {
 	Keep         time.Duration `json:"keep,omitempty"`

@@ -135,8 +135,10 @@ type Capture struct {
 	cooked   bool
 	trimFrom atomic.Int64
 	watchers []*watcher
-	// vmWatches are packet rules checked here, on a Source's packets.
+	// vmWatches are packet rules checked here, on a Source's packets;
+	// untagged is checkRules' scratch.
 	vmWatches []*vmWatch
+	untagged  []byte
 }
 
 // Program compiles the spec's filter: in Go for structured filters, with the
@@ -201,7 +203,16 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 	c.trimFrom.Store(math.MaxInt64)
 	out := c.file
 	if r := s.Ring; r != nil {
-		// The file stays empty until the end; packets go to segments.
+		// The file holds its headers only until the end (valid pcapng,
+		// should the agent die: its packets are then in the segments,
+		// RingDir); packets go to segments.
+		hw, err := newFileWriter(c.file, h, cooked)
+		if err == nil {
+			err = hw.flush()
+		}
+		if err != nil {
+			return nil, err
+		}
 		c.seg, err = segments.New(segments.Options{Dir: s.RingDir, Keep: r.Keep, KeepBytes: r.KeepBytes, Segment: r.Segment, SegmentBytes: r.SegmentBytes})
 		if err != nil {
 			return nil, err

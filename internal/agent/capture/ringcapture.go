@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"strings"
 	"time"
 
 	"golang.org/x/net/bpf"
@@ -60,7 +62,9 @@ func (c *Capture) rotate() error {
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
 	c.w = w
+	c.mu.Unlock()
 	return c.seg.Prune(c.n.last, c.trimFrom.Load(), c.w.size())
 }
 
@@ -79,8 +83,13 @@ func (c *Capture) keepRing(now int64) error {
 // Trigger makes the capture stop at stop, and a ring capture keep its
 // packets from at - keep (from its start without a keep time). A later
 // call for an earlier trigger moves both earlier; the agent keeps the
-// earliest trigger it hears of.
+// earliest trigger it hears of. A trigger at or after the capture's end
+// (it was stopped first: Ctrl-C, casecap stop) changes nothing: its file
+// keeps the last keep before that end.
 func (c *Capture) Trigger(at, stop time.Time) {
+	if at.UnixNano() >= c.stopAt.Load() {
+		return
+	}
 	if c.seg != nil {
 		from := int64(math.MinInt64)
 		if k := c.spec.Ring.Keep; k > 0 {
@@ -94,16 +103,18 @@ func (c *Capture) Trigger(at, stop time.Time) {
 
 // trim copies the ring's packets into the capture's file: from the
 // trigger's start (or, with no trigger, the last Keep before the end) to
-// the end. It returns the file's start, and leaves c.w writing the file
-// (for its statistics block and checksum).
+// the end. It returns the file's start: where the ring still held every
+// packet, which may be later than asked when segments were rotated out
+// before a late trigger came (the status's note then says so). It leaves
+// c.w writing the file (for its statistics block and checksum). On an
+// error the file is still valid pcapng, and the segments not copied stay
+// in the ring's folder.
 func (c *Capture) trim(start, end time.Time) (time.Time, error) {
-	if err := c.w.flush(); err != nil {
-		return start, err
-	}
+	// What the current segment holds is kept even if it cannot be closed
+	// cleanly: its whole blocks are read back.
+	ferr := c.w.flush()
 	size := c.w.size()
-	if err := c.segFile.Close(); err != nil {
-		return start, err
-	}
+	cerr := c.segFile.Close()
 	c.seg.Rotate(size)
 	from := c.trimFrom.Load()
 	if from == math.MaxInt64 { // no trigger
@@ -112,17 +123,33 @@ func (c *Capture) trim(start, end time.Time) (time.Time, error) {
 			from = end.Add(-k).UnixNano()
 		}
 	}
-	from = max(from, start.UnixNano())
+	asked := max(from, start.UnixNano())
+	from = min(max(asked, c.seg.Covered()), end.UnixNano())
+	if from > asked {
+		c.mu.Lock()
+		c.status.Note = strings.TrimPrefix(c.status.Note+fmt.Sprintf("; the file starts %v later than asked (%s): the ring had rotated that out before the trigger came",
+			time.Duration(from-asked).Round(time.Millisecond), time.Unix(0, asked).UTC().Format("15:04:05.000000")), "; ")
+		c.mu.Unlock()
+	}
+	// The file holds its headers from arming (valid should the agent die);
+	// it is written again from its start.
+	if _, err := c.file.Seek(0, io.SeekStart); err != nil {
+		return start, errors.Join(ferr, cerr, err)
+	}
+	if err := c.file.Truncate(0); err != nil {
+		return start, errors.Join(ferr, cerr, err)
+	}
 	w, err := newFileWriter(c.file, c.hdr, c.cooked)
 	if err != nil {
-		c.seg.Discard()
-		return start, err
+		return start, errors.Join(ferr, cerr, err)
 	}
+	c.mu.Lock()
 	c.w = w
+	c.mu.Unlock()
 	n, err := c.seg.Trim(from, end.UnixNano(), w.write)
 	c.n = counters{packets: n.Packets, bytes: n.Bytes, first: n.First, last: n.Last}
 	c.publish()
-	return time.Unix(0, from), err
+	return time.Unix(0, from), errors.Join(ferr, cerr, err)
 }
 
 // watcher is a packet rule's own socket: the capture's filter and the
@@ -222,8 +249,11 @@ type vmWatch struct {
 // newVMWatch compiles a structured rule for Ethernet frames (pktcap-uw's
 // output); a raw expr needs tcpdump, which ESXi does not have.
 func newVMWatch(w PacketWatch) (*vmWatch, error) {
-	if w.Filter.Expr != "" {
+	switch {
+	case w.Filter.Expr != "":
 		return nil, errors.New("a packet rule on ESXi takes structured filter keys only (no expr): the agent checks it itself")
+	case w.Filter.VLAN != nil:
+		return nil, errors.New("a packet rule on ESXi cannot match a vlan (pktcap-uw's stream has no VLAN metadata to check it against); leave vlan out of the rule")
 	}
 	ins, err := bpfgen.Build(w.Filter, bpfgen.Options{})
 	if err != nil {
@@ -236,13 +266,20 @@ func newVMWatch(w PacketWatch) (*vmWatch, error) {
 	return &vmWatch{id: w.ID, vm: vm}, nil
 }
 
-// checkRules runs the packet rules on a packet the capture kept.
+// checkRules runs the packet rules on a packet the capture kept. A frame
+// whose VLAN tag is still in it (pktcap-uw's stream) is matched without
+// it, as the rule's program expects the kernel to have taken it off.
 func (c *Capture) checkRules(p *ring.Packet) {
+	data := p.Data
+	if len(data) >= 18 && (data[12] == 0x81 && data[13] == 0x00 || data[12] == 0x88 && data[13] == 0xa8) {
+		data = append(append(c.untagged[:0], data[:12]...), data[16:]...)
+		c.untagged = data
+	}
 	for _, w := range c.vmWatches {
 		if w.fired {
 			continue
 		}
-		if n, err := w.vm.Run(p.Data); err != nil || n == 0 {
+		if n, err := w.vm.Run(data); err != nil || n == 0 {
 			continue
 		}
 		w.fired = true

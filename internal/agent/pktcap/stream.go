@@ -108,7 +108,12 @@ func OpenStream(s StreamSpec) (*Stream, error) {
 		close(st.packets)
 		close(st.done)
 	}()
-	go func() { st.exited <- cmd.Wait() }()
+	// Wait closes the pipe: only once the reader has read it to its end
+	// (os/exec), so that neither the last packets nor a refusal are lost.
+	go func() {
+		<-st.done
+		st.exited <- cmd.Wait()
+	}()
 	select {
 	case err = <-header:
 	case <-time.After(streamHeaderWait):
@@ -246,9 +251,13 @@ func (s *Stream) End() (received, dropped uint64) {
 			}
 		}
 		if !exited {
-			err = <-s.exited
+			// Killed, and still the pipe is held open (by a child of its
+			// own?): give up on it rather than hang the agent.
+			select {
+			case err = <-s.exited:
+			case <-time.After(s.grace):
+			}
 		}
-		<-s.done
 		s.endRecv = s.received.Load()
 		if dumped, dropped, ok := parseSummary(s.msgs.String()); ok {
 			s.endRecv, s.endDrops = dumped+dropped, dropped

@@ -7,6 +7,7 @@ package rules
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/casecap/casecap/internal/agent/hostclock"
@@ -65,7 +67,13 @@ func Prepare(rs []agentproto.Rule) (*Set, error) {
 				errs = append(errs, fmt.Errorf("log rule: %s: %w", r.LogFile, err))
 				continue
 			}
-			s.starts = append(s.starts, func(ctx context.Context, fire Fire) { go follow(ctx, r, re, f, end, fire) })
+			s.starts = append(s.starts, func(ctx context.Context, fire Fire) {
+				// New lines are those written from the window's begin on.
+				if at, err := f.Seek(0, io.SeekEnd); err == nil {
+					end = at
+				}
+				go follow(ctx, r, re, f, end, fire)
+			})
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -101,6 +109,12 @@ func command(ctx context.Context, r agentproto.Rule, every time.Duration, fire F
 		at := hostclock.Now()
 		rctx, cancel := context.WithTimeout(ctx, max(every, 10*time.Second))
 		cmd := exec.CommandContext(rctx, "/bin/sh", "-c", r.Command)
+		// Its own process group, killed whole at the timeout: a pipeline
+		// or a background child would otherwise hold the output open, and
+		// the rule would hang.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		cmd.WaitDelay = time.Second
 		out, err := cmd.CombinedOutput()
 		cancel()
 		if ctx.Err() != nil {
@@ -146,6 +160,7 @@ func follow(ctx context.Context, r agentproto.Rule, re *regexp.Regexp, f *os.Fil
 			if len(partial) > 0 {
 				line, partial = append(partial, line...), nil
 			}
+			line = bytes.TrimRight(line, "\r\n") // so that a pattern may end in $
 			if re.Match(line) {
 				fire(r, hostclock.Now(), strings.TrimSpace(string(line)))
 				return

@@ -92,3 +92,32 @@ func TestCommandRule(t *testing.T) {
 		t.Fatalf("fired %v %+v (file made at %v)", ok, got, made)
 	}
 }
+
+// TestCommandRuleDoesNotHang: a command whose pipeline outlives its
+// shell is killed whole at the timeout, and the rule goes on.
+func TestCommandRuleDoesNotHang(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes 10 s")
+	}
+	flag := filepath.Join(t.TempDir(), "flag")
+	ch := start(t, agentproto.Rule{ID: "c0", Command: "test -e " + flag + " || { sleep 60 | cat; false; }", Every: 100 * time.Millisecond})
+	time.Sleep(500 * time.Millisecond)
+	os.WriteFile(flag, nil, 0o644)
+	// The first run hangs in the pipeline until its 10 s timeout; the
+	// next one finds the file.
+	if _, ok := wait(t, ch, 15*time.Second); !ok {
+		t.Fatal("the rule never ran again after a command that hung")
+	}
+}
+
+func TestLogRuleDollar(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "syslog")
+	os.WriteFile(log, nil, 0o644)
+	ch := start(t, agentproto.Rule{ID: "r0", LogFile: log, LogMatch: `link down$`})
+	f, _ := os.OpenFile(log, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("eth0: link down\r\n")
+	f.Close()
+	if _, ok := wait(t, ch, 10*LogPoll); !ok {
+		t.Fatal("a pattern ending in $ did not match its line")
+	}
+}

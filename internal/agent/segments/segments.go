@@ -59,6 +59,9 @@ type Ring struct {
 	cur     *segment
 	deleted int
 	bytes   int64 // of the closed segments
+	// gone is where the ring's packets still begin: just after the last
+	// packet of the newest segment deleted (math.MinInt64: none deleted).
+	gone int64
 }
 
 // New creates the ring's folder; it must not hold an earlier ring's files.
@@ -75,7 +78,16 @@ func New(opt Options) (*Ring, error) {
 	if left, _ := filepath.Glob(filepath.Join(opt.Dir, "*.pcapng")); len(left) > 0 {
 		return nil, fmt.Errorf("%s holds segments of an earlier run (%d files): remove them first", opt.Dir, len(left))
 	}
-	return &Ring{opt: opt}, nil
+	return &Ring{opt: opt, gone: math.MinInt64}, nil
+}
+
+// Covered is the earliest instant (unix ns) from which the ring still
+// holds every packet it was given: math.MinInt64 until it deleted a
+// segment.
+func (r *Ring) Covered() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gone
 }
 
 // Open creates the next segment file; the caller writes its headers and
@@ -163,6 +175,7 @@ func (r *Ring) Prune(now, keepFrom, size int64) error {
 		r.closed = r.closed[1:]
 		r.bytes -= s.size
 		r.deleted++
+		r.gone = max(r.gone, s.last+1)
 	}
 	return errors.Join(errs...)
 }
@@ -201,10 +214,13 @@ const (
 )
 
 // Trim copies the enhanced packet blocks stamped in [from, to) from every
-// segment, oldest first, to out, and deletes the segments and their
-// folder. The current segment must be Rotated (closed) first. Segments
-// are this package's user's own pcapng files: one section, one interface,
-// little endian, nanosecond timestamps; the blocks are copied as they are.
+// segment, oldest first, to out, deleting each segment once copied, and
+// the folder at the end. The current segment must be Rotated (closed)
+// first. On an error it stops: the segments not copied yet stay, and the
+// error names their folder (the packets are not lost with the disk that
+// filled up). Segments are this package's user's own pcapng files: one
+// section, one interface, little endian, nanosecond timestamps; the
+// blocks are copied as they are.
 func (r *Ring) Trim(from, to int64, out func(block []byte) error) (Counts, error) {
 	var n Counts
 	r.mu.Lock()
@@ -212,23 +228,23 @@ func (r *Ring) Trim(from, to int64, out func(block []byte) error) (Counts, error
 	r.closed, r.bytes = nil, 0
 	r.mu.Unlock()
 	buf := make([]byte, 0, 64<<10)
-	var err error
 	for i, s := range segs {
-		if err == nil && s.last >= from && s.first < to && s.first != 0 {
+		var err error
+		if s.last >= from && s.first < to && s.first != 0 {
 			err = copyBlocks(s.path, from, to, &buf, out, &n)
 		}
-		if rerr := os.Remove(s.path); rerr != nil && err == nil {
-			err = rerr
+		if err == nil {
+			err = os.Remove(s.path)
 		}
 		if err != nil {
-			for _, rest := range segs[i+1:] {
-				os.Remove(rest.path)
-			}
-			break
+			r.mu.Lock()
+			r.closed = segs[i:]
+			r.mu.Unlock()
+			return n, fmt.Errorf("%w; the segments not copied are left in %s", err, r.opt.Dir)
 		}
 	}
 	os.Remove(r.opt.Dir)
-	return n, err
+	return n, nil
 }
 
 // Discard deletes every segment and the folder: the capture kept nothing.
