@@ -2,9 +2,11 @@ package segments
 
 import (
 	"encoding/binary"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -150,5 +152,46 @@ func TestNewRefusesLeftovers(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "000000.pcapng"), nil, 0o640)
 	if _, err := New(Options{Dir: dir, Keep: time.Second, Segment: time.Second}); err == nil {
 		t.Fatal("New took a folder holding an earlier run's segments")
+	}
+}
+
+// TestCovered: the ring says from when it still holds every packet.
+func TestCovered(t *testing.T) {
+	r, err := New(Options{Dir: filepath.Join(t.TempDir(), "ring"), Keep: 3 * time.Second, Segment: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Covered() != math.MinInt64 {
+		t.Fatal("a new ring says it lost packets")
+	}
+	write(t, r, 100*sec, 120*sec, math.MaxInt64)
+	// 114 s onward is kept; the last deleted segment ended at 113.9 s.
+	if got, want := r.Covered(), 113*sec+9*sec/10+1; got != want {
+		t.Fatalf("covered from %d, want %d", got, want)
+	}
+}
+
+// TestTrimKeepsWhatItCouldNotCopy: a write that fails part way leaves the
+// segments not copied in place, and says where.
+func TestTrimKeepsWhatItCouldNotCopy(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ring")
+	r, err := New(Options{Dir: dir, Keep: time.Hour, Segment: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, r, 100*sec, 105*sec, math.MaxInt64) // 5 segments of 10 packets
+	n := 0
+	_, err = r.Trim(0, math.MaxInt64, func([]byte) error {
+		if n++; n == 25 {
+			return errors.New("no space left on device")
+		}
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("Trim: %v, want the error naming %s", err, dir)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "*.pcapng"))
+	if len(left) != 3 {
+		t.Fatalf("%d segments left, want the 3 not copied whole (the third, failed, and the two after)", len(left))
 	}
 }
