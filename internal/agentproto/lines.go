@@ -118,12 +118,16 @@ type Request struct {
 	Stop    bool      // a stop, at StopAt (zero: now)
 	StopAt  time.Time
 	Trigger *Trigger // set for a trigger
+	Live    []byte   // set for a live job (its JSON)
 }
 
 // ParseRequest reads one line of a held session.
 func ParseRequest(line string) (Request, error) {
 	if rest, ok := strings.CutPrefix(line, LineJob+" "); ok {
 		return Request{Job: []byte(strings.TrimSpace(rest))}, nil
+	}
+	if rest, ok := strings.CutPrefix(line, LineLive+" "); ok {
+		return Request{Live: []byte(strings.TrimSpace(rest))}, nil
 	}
 	if rest, ok := strings.CutPrefix(line, LineTrigger+" "); ok {
 		t := new(Trigger)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"strings"
@@ -64,6 +65,10 @@ type Spec struct {
 	// in the agent, on each packet the capture keeps.
 	Source       Source
 	SourceFilter string
+	// Live, when set, takes the capture's pcapng stream instead of File
+	// (casecap live): no file is written, the stream is flushed at least
+	// every 100 ms, and Live must never block (it drops instead).
+	Live io.Writer
 }
 
 // Source is a stream of packets in the order they were stamped, as an
@@ -195,14 +200,17 @@ func Arm(ctx context.Context, s Spec) (c *Capture, err error) {
 			c.abandon()
 		}
 	}()
-	if c.file, err = os.OpenFile(s.File, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640); err != nil {
-		return nil, fmt.Errorf("create %s: %w", s.File, err)
-	}
 	h := header{Name: s.Name, Host: s.Host, Case: s.Case, Interface: s.Interface, Filter: expr, Version: s.Version, Direction: s.Direction, Snaplen: s.Snaplen}
 	c.hdr, c.cooked = h, cooked
 	c.trimFrom.Store(math.MaxInt64)
-	out := c.file
-	if r := s.Ring; r != nil {
+	var out io.Writer = s.Live
+	if s.Live == nil {
+		if c.file, err = os.OpenFile(s.File, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640); err != nil {
+			return nil, fmt.Errorf("create %s: %w", s.File, err)
+		}
+		out = c.file
+	}
+	if r := s.Ring; r != nil && s.Live == nil {
 		// The file holds its headers only until the end (valid pcapng,
 		// should the agent die: its packets are then in the segments,
 		// RingDir); packets go to segments.
@@ -393,6 +401,9 @@ func (c *Capture) loop(ctx context.Context) (agentproto.StopReason, error) {
 		sinceClock++
 		if sinceClock == 1 {
 			c.publish()
+			if c.spec.Live != nil {
+				c.w.flush() // what came since the last look goes out now
+			}
 		}
 		p, err := c.ring.Next(wait)
 		if err != nil {
@@ -519,7 +530,7 @@ func (c *Capture) guard(since time.Duration, written int64) agentproto.StopReaso
 		c.status.Received, c.status.Drops = recv, drops
 		c.mu.Unlock()
 	}
-	if c.spec.MinFree == 0 {
+	if c.spec.MinFree == 0 || c.file == nil {
 		return ""
 	}
 	var st unix.Statfs_t
@@ -540,7 +551,10 @@ func (c *Capture) guard(since time.Duration, written int64) agentproto.StopReaso
 // disarmed ends a capture whose window never began: its file (headers
 // only) is removed.
 func (c *Capture) disarmed() agentproto.CaptureStatus {
-	err := errors.Join(c.file.Close(), os.Remove(c.spec.File))
+	var err error
+	if c.file != nil {
+		err = errors.Join(c.file.Close(), os.Remove(c.spec.File))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.status.StoppedAt, c.status.StopReason, c.status.State = hostclock.Now(), agentproto.StopDisarmed, agentproto.CaptureStopped
@@ -601,7 +615,10 @@ func (c *Capture) finish(reason agentproto.StopReason, runErr error) agentproto.
 	if c.seg != nil {
 		start, err = c.trim(start, end)
 	}
-	err = errors.Join(runErr, err, c.w.close(start, end, recv, drops), c.file.Sync(), c.file.Close())
+	err = errors.Join(runErr, err, c.w.close(start, end, recv, drops))
+	if c.file != nil {
+		err = errors.Join(err, c.file.Sync(), c.file.Close())
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.status.Received, c.status.Drops = recv, drops

@@ -267,6 +267,11 @@ func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
 					go pushStatus(filepath.Join(dir, agentproto.StatusFile), req.Begin.Add(window), write, stopAsked, quit)
 				}
 			}
+		case req.Live != nil:
+			if dir != "" {
+				return errors.New("serve: live after a job on one session")
+			}
+			return serveLive(req.Live, version, in, write)
 		case req.Trigger != nil:
 			var running bool
 			if running, err = agent.RequestTrigger(dir, *req.Trigger); err == nil {
@@ -472,4 +477,42 @@ func trigger(args []string, out func(any) error) error {
 		return err
 	}
 	return out(agentproto.TriggerAnswer{Running: running})
+}
+
+// serveLive runs a job live (casecap live): its packets stream on the
+// session as frames until casecap ends the session (or says "stop"),
+// which stops every capture; nothing is left running or written.
+func serveLive(raw []byte, version string, in *bufio.Reader, write func([]byte) error) error {
+	j := new(agentproto.Job)
+	if err := json.Unmarshal(raw, j); err != nil {
+		return fmt.Errorf("live job: %w", err)
+	}
+	if err := j.Check(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for {
+			s, err := in.ReadString('\n')
+			if err != nil || strings.TrimSpace(s) == agentproto.LineStop {
+				cancel()
+				return
+			}
+		}
+	}()
+	// A closed session must not kill the agent half-way through its stop.
+	signal.Ignore(syscall.SIGPIPE)
+	out := writerFunc(write)
+	return agent.Live(ctx, j, out, agent.Options{Version: version, SSHConn: os.Getenv("SSH_CONNECTION")})
+}
+
+// writerFunc is a write function as an io.Writer.
+type writerFunc func([]byte) error
+
+func (w writerFunc) Write(p []byte) (int, error) {
+	if err := w(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
