@@ -110,6 +110,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			statusCommand(),
 			stopCommand(),
 			triggerCommand(),
+			liveCommand(),
 			collectCommand(),
 			mergeCommand(),
 			analyzeCommand(),

@@ -255,6 +255,11 @@ func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
 				window = max(window, c.Duration)
 			}
 			err = answer(ans)
+		case req.Live != nil:
+			if dir != "" {
+				return errors.New("serve: live after a job on one session")
+			}
+			return serveLive(req.Live, version, in, write)
 		case dir == "":
 			return fmt.Errorf("serve: %q before a job", strings.TrimSpace(s))
 		case !req.Begin.IsZero():
@@ -267,11 +272,6 @@ func serve(self []string, version string, in *bufio.Reader, w io.Writer) error {
 					go pushStatus(filepath.Join(dir, agentproto.StatusFile), req.Begin.Add(window), write, stopAsked, quit)
 				}
 			}
-		case req.Live != nil:
-			if dir != "" {
-				return errors.New("serve: live after a job on one session")
-			}
-			return serveLive(req.Live, version, in, write)
 		case req.Trigger != nil:
 			var running bool
 			if running, err = agent.RequestTrigger(dir, *req.Trigger); err == nil {
