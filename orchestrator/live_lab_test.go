@@ -107,6 +107,12 @@ func TestLive(t *testing.T) {
 	if firstLag <= 0 || firstLag > time.Second || lag > time.Second {
 		t.Errorf("packets shown %v and %v after their stamp, want within a second", firstLag, lag)
 	}
+	var lines strings.Builder
+	pr := &live.Printer{W: &lines, Captures: sink.caps}
+	for _, pk := range sink.shown[:min(4, len(sink.shown))] {
+		pr.Print(pk)
+	}
+	t.Logf("the first lines:\n%s", lines.String())
 	per := map[int]int{}
 	for i, pk := range sink.shown {
 		per[pk.Capture]++
