@@ -4,6 +4,7 @@ package orchestrator_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,9 +14,11 @@ import (
 	"time"
 
 	"github.com/casecap/casecap/internal/agentproto"
+	"github.com/casecap/casecap/internal/lab"
 	"github.com/casecap/casecap/internal/lab/labtest"
 	"github.com/casecap/casecap/live"
 	"github.com/casecap/casecap/orchestrator"
+	"github.com/casecap/casecap/plans"
 )
 
 // liveSink keeps what casecap live streamed, in the order shown.
@@ -131,5 +134,58 @@ func TestLive(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(l.Datastore, "Case_LIVE")); len(m) > 0 {
 		t.Errorf("live wrote a case folder on the datastore: %v", m)
+	}
+}
+
+// TestLiveESXi: casecap live on the lab's ESXi hosts (agent mode): the
+// agent reads pktcap-uw's stream; every VM's datagrams are shown, and no
+// pktcap-uw is left running after Ctrl-C.
+func TestLiveESXi(t *testing.T) {
+	labtest.Require(t)
+	l := labtest.StartWith(t, lab.Options{Hosts: 2, ESXi: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go vmTraffic(ctx, t, l)
+	var b strings.Builder
+	fmt.Fprintf(&b, "case: LIVE-ESX\ndatastore: %s\nduration: 1m\nssh: { user: root, identity_file: %s, known_hosts: %s }\nhosts:\n", lab.ESXiDatastore, l.ClientKey, l.KnownHosts)
+	for _, h := range l.Hosts {
+		fmt.Fprintf(&b, "  - name: %s\n    kind: esxi\n    address: %s\n    captures:\n      - vm: %s\n        vnic: eth0\n        points: [VnicTx, VnicRx]\n        filter: { udpport: 9999 }\n", h.Name, h.Addr, h.VMs[0].Name)
+	}
+	file := filepath.Join(t.TempDir(), "plan.yaml")
+	os.WriteFile(file, []byte(b.String()), 0o600)
+	p, err := plans.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := orchestrator.New(orchestrator.Options{Plan: p, OutDir: t.TempDir(), AgentBinary: agentBinary(t), Version: "test"})
+	lctx, stop := context.WithCancel(context.Background())
+	sink := &liveSink{}
+	done := make(chan error, 1)
+	go func() { _, err := o.Live(lctx, sink); done <- err }()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		sink.mu.Lock()
+		n := len(sink.shown)
+		sink.mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
+	time.Sleep(2 * time.Second)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	sink.feed.Close()
+	per := map[int]int{}
+	for _, pk := range sink.shown {
+		per[pk.Capture]++
+	}
+	for i, c := range sink.caps {
+		if st, ok := sink.ended[i]; per[i] < 200 || !ok || st.Packets != uint64(per[i]) || !strings.Contains(st.Filter, "pktcap-uw") {
+			t.Errorf("%s: shown %d, final %+v", c.Name, per[i], st)
+		}
+	}
+	if left := streamingPktcaps(); len(left) > 0 {
+		t.Errorf("pktcap-uw streams still running after live: %v", left)
 	}
 }
