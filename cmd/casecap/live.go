@@ -30,6 +30,14 @@ func liveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if c.Bool("install-extcap") {
+				said, err := installExtcap(p.File)
+				if err != nil {
+					return runtimeError{fmt.Errorf("install the extcap: %w", err)}
+				}
+				fmt.Fprintln(c.App.Writer, said)
+				return nil
+			}
 			ctx, cancel := cancelOnSignal(c.Context)
 			defer cancel()
 			s, err := newSession(c, p, false, orchestrator.Signals{})
@@ -60,7 +68,8 @@ func liveCommand() *cli.Command {
 			}
 			return nil
 		}, append(orchestrateFlags(false)[1:],
-			&cli.StringFlag{Name: "pcapng", Usage: "write one live pcapng stream to `FILE` (- for stdout) instead of lines"})...)
+			&cli.StringFlag{Name: "pcapng", Usage: "write one live pcapng stream to `FILE` (- for stdout) instead of lines"},
+			&cli.BoolFlag{Name: "install-extcap", Usage: "make the plan a capture interface in Wireshark (casecap-<case>): link casecap into Wireshark's extcap folder and register the plan, then return"})...)
 	cmd.Flags = cmd.Flags[1:] // no --json: stdout is the packets
 	return cmd
 }

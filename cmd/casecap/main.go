@@ -33,6 +33,9 @@ func main() {
 
 // run is main without the process: tests call it with their own writers.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if isExtcap(args[1:]) {
+		return runExtcap(ctx, args[1:], stdout, stderr)
+	}
 	app := newApp(stdout, stderr)
 	err := app.RunContext(ctx, flagsFirst(app, args))
 	var (
