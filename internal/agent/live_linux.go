@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +16,6 @@ import (
 	"github.com/casecap/casecap/internal/agent/capture"
 	"github.com/casecap/casecap/internal/agent/pktcap"
 	"github.com/casecap/casecap/internal/agentproto"
-	"github.com/casecap/casecap/internal/esxi"
 	"github.com/casecap/casecap/plans/filter/bpfgen"
 )
 
@@ -130,22 +127,13 @@ func Live(ctx context.Context, j *agentproto.Job, out io.Writer, opt Options) er
 		}
 		if jc.Pktcap != nil {
 			// ESXi: pktcap-uw's stream, the same way rings read it.
-			argv, note, err := esxi.Session(*jc.Pktcap, "-", *j.ESXi, 0, jc.ExcludeOwnSSH, opt.SSHConn)
-			if err != nil {
-				stopAll()
-				return fail(fmt.Errorf("%s: %w", jc.Name, err))
-			}
-			if opt.Pktcap != "" {
-				argv[0] = opt.Pktcap
-			}
-			src, err := pktcap.OpenStream(pktcap.StreamSpec{Argv: argv, Dir: jc.Pktcap.Dir})
+			src, cmdline, note, err := openPktcapStream(j, jc, opt)
 			if err != nil {
 				stopAll()
 				return fail(fmt.Errorf("%s: %w", jc.Name, err))
 			}
 			srcs = append(srcs, src)
-			spec.Source, spec.Note = src, note
-			spec.SourceFilter = strings.Join(append([]string{filepath.Base(argv[0])}, argv[1:]...), " ")
+			spec.Source, spec.Note, spec.SourceFilter = src, note, cmdline
 			spec.Interface = "pktcap-uw session " + jc.Name
 		}
 		c, err := capture.Arm(ctx, spec)

@@ -341,18 +341,10 @@ func armPktcap(j *agentproto.Job, jc agentproto.JobCapture, opt Options) (engine
 // checking the packet rules on each.
 func armPktcapStream(ctx context.Context, j *agentproto.Job, jc agentproto.JobCapture, opt Options, triggered bool,
 	watch []capture.PacketWatch, onPacket func(string, agentproto.TriggerPacket)) (engine, error) {
-	argv, note, err := esxi.Session(*jc.Pktcap, "-", *j.ESXi, 0, jc.ExcludeOwnSSH, opt.SSHConn)
+	src, cmdline, note, err := openPktcapStream(j, jc, opt)
 	if err != nil {
 		return nil, err
 	}
-	if opt.Pktcap != "" {
-		argv[0] = opt.Pktcap
-	}
-	src, err := pktcap.OpenStream(pktcap.StreamSpec{Argv: argv, Dir: jc.Pktcap.Dir})
-	if err != nil {
-		return nil, err
-	}
-	cmdline := strings.Join(append([]string{filepath.Base(argv[0])}, argv[1:]...), " ")
 	spec := capture.Spec{
 		Name: jc.Name, File: filepath.Join(j.CaseDir, jc.File), Host: j.Host, Case: j.Case,
 		Interface: "pktcap-uw session " + jc.Name, Start: jc.Start, Stop: jc.Stop, Pending: jc.Duration > 0,
@@ -369,6 +361,25 @@ func armPktcapStream(ctx context.Context, j *agentproto.Job, jc agentproto.JobCa
 		return nil, err
 	}
 	return commandNoted{c, cmdline}, nil
+}
+
+// openPktcapStream starts a job's pktcap-uw session writing to its
+// output, for the agent's engine to read: the stream, its command line
+// (what the capture's interface block and status record), and what the
+// command line could not honour.
+func openPktcapStream(j *agentproto.Job, jc agentproto.JobCapture, opt Options) (*pktcap.Stream, string, string, error) {
+	argv, note, err := esxi.Session(*jc.Pktcap, "-", *j.ESXi, 0, jc.ExcludeOwnSSH, opt.SSHConn)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if opt.Pktcap != "" {
+		argv[0] = opt.Pktcap
+	}
+	src, err := pktcap.OpenStream(pktcap.StreamSpec{Argv: argv, Dir: jc.Pktcap.Dir})
+	if err != nil {
+		return nil, "", "", err
+	}
+	return src, strings.Join(append([]string{filepath.Base(argv[0])}, argv[1:]...), " "), note, nil
 }
 
 // commandNoted is a streamed pktcap-uw capture, its status naming the
