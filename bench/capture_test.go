@@ -248,6 +248,24 @@ func settle() {
 
 func ptr[T any](v T) *T { return &v }
 
+// benchRates are the packet rates a capture bench floods at:
+// CASECAP_BENCH_RATES (comma-separated), else the bench's defaults.
+func benchRates(b *testing.B, defaults ...int) []int {
+	v := os.Getenv("CASECAP_BENCH_RATES")
+	if v == "" {
+		return defaults
+	}
+	var rates []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			b.Fatalf("CASECAP_BENCH_RATES: %v", err)
+		}
+		rates = append(rates, n)
+	}
+	return rates
+}
+
 // benchRuns counts sub-benchmark runs (go test -count repeats each), to
 // alternate the order of the tools and name cases uniquely.
 var benchRuns int
@@ -271,17 +289,7 @@ func BenchmarkLinuxCapture(b *testing.B) {
 		defer pinProcess(b, 0)()
 	}
 	const d = 5 * time.Second
-	rates := []int{250_000, 500_000}
-	if v := os.Getenv("CASECAP_BENCH_RATES"); v != "" {
-		rates = nil
-		for _, f := range strings.Split(v, ",") {
-			n, err := strconv.Atoi(f)
-			if err != nil {
-				b.Fatalf("CASECAP_BENCH_RATES: %v", err)
-			}
-			rates = append(rates, n)
-		}
-	}
+	rates := benchRates(b, 250_000, 500_000)
 	for _, rate := range rates {
 		b.Run(fmt.Sprintf("%dkpps", rate/1000), func(b *testing.B) {
 			benchRuns++
@@ -334,17 +342,7 @@ func BenchmarkRingCapture(b *testing.B) {
 		defer pinProcess(b, 0)()
 	}
 	const d = 10 * time.Second
-	rates := []int{100_000}
-	if v := os.Getenv("CASECAP_BENCH_RATES"); v != "" {
-		rates = nil
-		for _, f := range strings.Split(v, ",") {
-			n, err := strconv.Atoi(f)
-			if err != nil {
-				b.Fatalf("CASECAP_BENCH_RATES: %v", err)
-			}
-			rates = append(rates, n)
-		}
-	}
+	rates := benchRates(b, 100_000)
 	for _, rate := range rates {
 		b.Run(fmt.Sprintf("%dkpps", rate/1000), func(b *testing.B) {
 			benchRuns++
